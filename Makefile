@@ -1,0 +1,43 @@
+# estca — see README.md. `make run` serves the embedded default appliance,
+# `make test` runs the whole suite against real SoftHSM, libcoap and OpenSSL.
+GO      ?= go
+BIN     := bin/estca
+VAR     ?= var
+FUZZTIME ?= 10s
+
+.PHONY: all deps build run test bench fuzz lint clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/estca
+
+run: deps build
+	@test -f $(VAR)/estca.yaml || ./$(BIN) init --dir $(VAR) --demo
+	./$(BIN) --config $(VAR)/estca.yaml serve
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 14m ./...
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./store/ ./hsm/ ./ca/
+
+# Each fuzz target for FUZZTIME; bounded, for a quick local check.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "fuzz $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
