@@ -1,0 +1,89 @@
+// Package hsm is the only package of estca that speaks PKCS#11. It opens a
+// token (module, token label or serial, user PIN), keeps a bounded pool of
+// sessions, generates, finds, describes and deletes key pairs, and gives out
+// crypto.Signer values backed by private keys that never leave the token.
+//
+// # What it does
+//
+//   - Open loads the module (C_Initialize, sharing an initialisation that
+//     already exists in the process), finds the token and logs in. The token is
+//     addressed by Options fields or an RFC 7512 pkcs11: URI (token=, serial=,
+//     module-path=, pin-source=, pin-value=). The PIN comes from the
+//     environment variable ESTCA_HSM_PIN, else the URI's pin-value, else a PIN
+//     file. Each failure has its own sentinel: ErrModule, ErrTokenNotFound,
+//     ErrNoPIN, ErrPIN.
+//   - GenerateKey creates ECDSA P-256 (default), P-384 or RSA-3072 key pairs
+//     as token objects; the private key is CKA_SENSITIVE, not CKA_EXTRACTABLE,
+//     CKA_SIGN only (PKCS#11 v2.40 section 4.9). Labels are unique per token.
+//   - Key implements crypto.Signer: ECDSA signatures are returned ASN.1 DER
+//     (RFC 5480 section 2.2), RSA signs RSASSA-PKCS1-v1_5 or, with
+//     *rsa.PSSOptions, RSASSA-PSS (RFC 8017), so x509.CreateCertificate and
+//     CRL/OCSP signing work unchanged. Public needs no session.
+//   - InitToken initialises a fresh token (C_InitToken, C_InitPIN) in-process,
+//     for the softhsm package.
+//
+// # What it does not do
+//
+// It does not log (errors carry the detail; PINs never appear in errors),
+// store certificates in the token, import keys, or wrap and unwrap keys yet.
+// It does not decide which key to use for what: that is the ca package.
+//
+// # Sessions, recovery and concurrency
+//
+// A Token and its Keys are safe for concurrent use. A Token keeps one session
+// open only to hold the login (login state in PKCS#11 belongs to the
+// application, not to a session, and ends when the last session closes) and
+// at most MaxSessions-1 operation sessions; each operation takes one session
+// exclusively and blocks while all are busy.
+//
+// Operations recover by themselves. When one fails with
+// CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN,
+// CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_ERROR,
+// CKR_SLOT_ID_INVALID or CKR_CRYPTOKI_NOT_INITIALIZED, the Token finds the
+// slot again, opens and logs in a new login session, discards every pooled
+// session of the old generation, and the operation is retried once; keys
+// then re-find their private key by label and check that its public key is
+// unchanged (a different key under the same label is ErrKeyNotFound, never
+// silently used). An invalid key handle, or a key that cannot be found, is
+// retried only if the login turns out to be lost (private objects are
+// invisible when logged out). Recoveries are serialised and counted by a
+// generation number, so a burst of failures triggers one recovery, not one
+// per goroutine. Nothing loops: each operation makes at most two attempts.
+//
+// # Why miekg/pkcs11 directly and not crypto11
+//
+// DESIGN names crypto11 for the signers. This package uses
+// github.com/miekg/pkcs11 alone because crypto11 v1.2.5 cannot recover:
+// its session pool puts a session back after every operation, broken or not,
+// and offers no way to evict it, so after C_CloseAllSessions (or a network HSM
+// reconnect) every later operation fails until the whole crypto11.Context is
+// closed and configured again. That teardown waits for operations in flight,
+// finalises the module when its package-level reference count drops to zero
+// (breaking any other handle in the process, such as the raw one needed for
+// wrapping), and hands out new key objects the callers do not hold. crypto11
+// also wraps errors with pkg/errors v0.8.1, which errors.Is cannot see
+// through, so CKR_* codes could not be classified. What crypto11 would add
+// here — the r||s to DER conversion, the DigestInfo prefixes, PSS parameters —
+// is about a hundred lines in sign.go, tested against crypto/ecdsa,
+// crypto/rsa and openssl.
+//
+// # Caveats
+//
+//   - One C_Initialize per module per process. The Token whose C_Initialize
+//     succeeded calls C_Finalize in Close; a Token opened while the module was
+//     already initialised shares it and leaves it in place. Close the owner
+//     last, or open one Token per module per process (estca does). If an
+//     owner finalises under another Token, that Token initialises the module
+//     again on its next operation.
+//   - SoftHSM reads SOFTHSM2_CONF at C_Initialize only: see package softhsm.
+//   - Recovery closes the stale handles of the Token's own sessions. A module
+//     that reused session handle values immediately could have one of those
+//     closes hit a fresh session; SoftHSM numbers handles monotonically.
+//   - GenerateKey's label check is atomic within one Token, not across
+//     processes sharing the token.
+//
+// # Standards
+//
+// PKCS#11 v2.40 (OASIS), RFC 7512 (pkcs11: URI), RFC 5480 (ECDSA keys and
+// signatures), RFC 8017 (RSA PKCS#1 v1.5 and PSS).
+package hsm

@@ -1,0 +1,211 @@
+package hsm
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"runtime"
+	"strings"
+)
+
+// PINEnv is the environment variable that, when set and non-empty, supplies the
+// user PIN. It takes precedence over every other PIN source.
+const PINEnv = "ESTCA_HSM_PIN"
+
+// Sentinel errors. Errors returned by this package wrap one of them (and, where
+// the cause is a PKCS#11 return value, the pkcs11.Error too) with detail.
+var (
+	// ErrModule reports a PKCS#11 module that is not configured, missing,
+	// cannot be loaded or fails C_Initialize.
+	ErrModule = errors.New("hsm: pkcs11 module unavailable")
+	// ErrTokenNotFound reports that no slot holds a token with the requested label or serial.
+	ErrTokenNotFound = errors.New("hsm: token not found")
+	// ErrPIN reports a PIN the token rejected (incorrect, locked, expired or not initialised).
+	ErrPIN = errors.New("hsm: pin rejected")
+	// ErrNoPIN reports that no PIN was configured, or that the PIN source could not be read.
+	ErrNoPIN = errors.New("hsm: no pin")
+	// ErrKeyNotFound reports that no private key with the label exists (or that it
+	// was replaced by a different key since it was found).
+	ErrKeyNotFound = errors.New("hsm: key not found")
+	// ErrKeyExists reports a GenerateKey whose label is already used by a key object.
+	ErrKeyExists = errors.New("hsm: key already exists")
+	// ErrKeyType reports an unknown or unsupported key type.
+	ErrKeyType = errors.New("hsm: unsupported key type")
+	// ErrURI reports a malformed or unsupported RFC 7512 pkcs11: URI.
+	ErrURI = errors.New("hsm: invalid pkcs11 uri")
+	// ErrClosed reports use of a Token (or of a key found through it) after Close.
+	ErrClosed = errors.New("hsm: token closed")
+	// ErrInUse reports an InitToken call while the module is already initialised in
+	// this process (a Token is open), see InitToken.
+	ErrInUse = errors.New("hsm: pkcs11 module already initialised in this process")
+	// ErrTokenExists reports an InitToken whose label is already used by a token.
+	ErrTokenExists = errors.New("hsm: token already exists")
+)
+
+// KeyType names a key algorithm and size supported by GenerateKey.
+type KeyType string
+
+// Supported key types.
+const (
+	ECDSAP256 KeyType = "ecdsa-p256" // ECDSA on NIST P-256; the default.
+	ECDSAP384 KeyType = "ecdsa-p384" // ECDSA on NIST P-384.
+	RSA3072   KeyType = "rsa-3072"   // RSA with a 3072-bit modulus and e = 65537.
+)
+
+// ParseKeyType parses a key type name. The empty string yields ECDSAP256;
+// names are matched case-insensitively. Unknown names wrap ErrKeyType.
+func ParseKeyType(s string) (KeyType, error) {
+	switch kt := KeyType(strings.ToLower(strings.TrimSpace(s))); kt {
+	case "":
+		return ECDSAP256, nil
+	case ECDSAP256, ECDSAP384, RSA3072:
+		return kt, nil
+	}
+	return "", fmt.Errorf("%w: %q (want %s, %s or %s)", ErrKeyType, s, ECDSAP256, ECDSAP384, RSA3072)
+}
+
+// Options selects a PKCS#11 module, a token and its user PIN. The zero value is
+// not usable: a module and a token are required.
+type Options struct {
+	// Module is the path of the PKCS#11 shared library.
+	Module string
+	// TokenLabel selects the token by its label.
+	TokenLabel string
+	// TokenSerial selects the token by its serial number; if both TokenLabel and
+	// TokenSerial are set, the token must match both.
+	TokenSerial string
+	// URI is an RFC 7512 pkcs11: URI. Its attributes token=, serial=,
+	// module-path=, pin-source= (a file: URI or a path) and pin-value= override
+	// the corresponding fields above; attributes it omits leave them as they are.
+	// Key-addressing attributes (object=, id=, type=) are accepted and ignored.
+	URI string
+	// PINFile names a file holding the user PIN; one trailing newline is trimmed.
+	// The environment variable PINEnv, when set and non-empty, wins over it.
+	PINFile string
+	// MaxSessions bounds the PKCS#11 sessions the Token opens, including the
+	// one kept open to hold the login. Zero means 2*GOMAXPROCS+2; values below
+	// 2 are raised to 2. A lower limit reported by the token applies too.
+	MaxSessions int
+}
+
+// resolved is Options after the URI is merged in and the PIN source decided.
+type resolved struct {
+	module, label, serial string
+	pinValue              string // from the URI's pin-value, if any
+	pinFile               string
+	maxSessions           int
+}
+
+func (o Options) resolve() (resolved, error) {
+	r := resolved{
+		module:      o.Module,
+		label:       o.TokenLabel,
+		serial:      o.TokenSerial,
+		pinFile:     o.PINFile,
+		maxSessions: o.MaxSessions,
+	}
+	if o.URI != "" {
+		u, err := parseURI(o.URI)
+		if err != nil {
+			return r, err
+		}
+		if v, ok := u["module-path"]; ok {
+			r.module = v
+		}
+		if v, ok := u["token"]; ok {
+			r.label = v
+		}
+		if v, ok := u["serial"]; ok {
+			r.serial = v
+		}
+		if v, ok := u["pin-source"]; ok {
+			r.pinFile = strings.TrimPrefix(strings.TrimPrefix(v, "file://"), "file:")
+			if r.pinFile == "" || strings.HasPrefix(r.pinFile, "|") {
+				return r, fmt.Errorf("%w: pin-source must be a file", ErrURI)
+			}
+		}
+		if v, ok := u["pin-value"]; ok {
+			r.pinValue = v
+		}
+	}
+	if r.maxSessions == 0 {
+		r.maxSessions = 2*runtime.GOMAXPROCS(0) + 2
+	}
+	r.maxSessions = max(r.maxSessions, 2)
+	return r, nil
+}
+
+// pin returns the user PIN: PINEnv, then the URI's pin-value, then the PIN file.
+func (r resolved) pin() (string, error) {
+	if v := os.Getenv(PINEnv); v != "" {
+		return v, nil
+	}
+	if r.pinValue != "" {
+		return r.pinValue, nil
+	}
+	if r.pinFile == "" {
+		return "", fmt.Errorf("%w: set %s, a PIN file or a pin-source in the URI", ErrNoPIN, PINEnv)
+	}
+	b, err := os.ReadFile(r.pinFile)
+	if err != nil {
+		return "", fmt.Errorf("%w: read pin file: %w", ErrNoPIN, err)
+	}
+	p := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if p == "" {
+		return "", fmt.Errorf("%w: pin file %s is empty", ErrNoPIN, r.pinFile)
+	}
+	return p, nil
+}
+
+// knownURIAttr reports whether parseURI accepts the RFC 7512 attribute k:
+// the path attributes of section 2.3 used to select a token (plus the
+// key-addressing ones, ignored here) and the query attributes for the module and PIN.
+func knownURIAttr(k string) bool {
+	switch k {
+	case "token", "serial", "object", "id", "type", "module-path", "pin-source", "pin-value":
+		return true
+	}
+	return false
+}
+
+// parseURI parses an RFC 7512 pkcs11: URI into its attributes (percent-decoded).
+// Unknown attributes, and repeated attributes, are errors.
+func parseURI(s string) (map[string]string, error) {
+	rest, ok := strings.CutPrefix(s, "pkcs11:")
+	if !ok {
+		return nil, fmt.Errorf("%w: missing pkcs11: scheme", ErrURI)
+	}
+	path, query, _ := strings.Cut(rest, "?")
+	out := map[string]string{}
+	add := func(parts []string) error {
+		for _, p := range parts {
+			if p == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(p, "=")
+			if !ok {
+				return fmt.Errorf("%w: attribute %q has no value", ErrURI, k)
+			}
+			if !knownURIAttr(k) {
+				return fmt.Errorf("%w: unsupported attribute %q", ErrURI, k)
+			}
+			if _, dup := out[k]; dup {
+				return fmt.Errorf("%w: repeated attribute %q", ErrURI, k)
+			}
+			dv, err := url.PathUnescape(v)
+			if err != nil {
+				return fmt.Errorf("%w: attribute %q: %w", ErrURI, k, err)
+			}
+			out[k] = dv
+		}
+		return nil
+	}
+	if err := add(strings.Split(path, ";")); err != nil {
+		return nil, err
+	}
+	if err := add(strings.Split(query, "&")); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,51 @@
+package softhsmtest
+
+import (
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/estca/estca/hsm"
+	"github.com/estca/estca/softhsm"
+)
+
+// Label is the label of tokens created by New.
+const Label = "estca-test"
+
+// Provision provisions a token labelled Label in t.TempDir() and activates it
+// for the test with t.Setenv (SOFTHSM2_CONF is restored afterwards), without
+// opening it, and clears hsm.PINEnv for the test. When libsofthsm2.so is absent it skips the test, unless the
+// environment variable CI is "true" (or "1"), where the absence is a failure.
+func Provision(t testing.TB) *softhsm.Token {
+	t.Helper()
+	if _, err := softhsm.Module(); errors.Is(err, softhsm.ErrNotInstalled) {
+		if ci := os.Getenv("CI"); ci == "true" || ci == "1" {
+			t.Fatalf("softhsmtest: %v (CI=%s)", err, ci)
+		}
+		t.Skipf("softhsmtest: %v", err)
+	}
+	st, err := softhsm.Provision(t.TempDir(), Label)
+	if err != nil {
+		t.Fatalf("softhsmtest: %v", err)
+	}
+	t.Setenv(softhsm.ConfEnv, st.Conf)
+	t.Setenv(hsm.PINEnv, "") // the PIN comes from st.PINFile unless a test says otherwise
+	return st
+}
+
+// New provisions and activates a token as Provision does, opens it, and
+// closes it in t.Cleanup.
+func New(t testing.TB) (*softhsm.Token, *hsm.Token) {
+	t.Helper()
+	st := Provision(t)
+	tok, err := hsm.Open(st.Options())
+	if err != nil {
+		t.Fatalf("softhsmtest: open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := tok.Close(); err != nil {
+			t.Errorf("softhsmtest: close: %v", err)
+		}
+	})
+	return st, tok
+}
