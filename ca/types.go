@@ -151,6 +151,9 @@ type Profile struct {
 	// AllowSAN lets DNS/IP/URI/email SANs and otherName hardwareModuleName
 	// (RFC 4108) pass from the CSR into the certificate.
 	AllowSAN bool
+	// MaxSANs bounds the number of SAN entries in a CSR; zero means
+	// policy.DefaultMaxSANs.
+	MaxSANs int
 	// CSRAttrs are the OIDs advertised by /att (RFC 7030 §4.5); may be empty.
 	CSRAttrs []string
 }

@@ -1,0 +1,57 @@
+// Package ca is estca's certificate authority: the CA hierarchy kept in a
+// PKCS#11 token, certificate profiles, client authentication, issuance and
+// serial numbers, and the certs-only PKCS#7 form of RFC 9148 Content-Format 281.
+//
+// An Authority (New) serves the EST front end: Authenticate turns a DTLS client
+// chain into a Requester (operational certificate of this CA, or manufacturer
+// IDevID under a trust anchor's expiry rule, RFC 9148 §3); Enroll decides a
+// PKCS#10 request with package policy and, if accepted, issues and stores the
+// certificate (RFC 7030 §4.2.1, §4.2.2 for re-enrollment); CACertificates and
+// CSRAttributes answer /crts and /att (RFC 7030 §4.1, §4.5). CertsOnly encodes
+// the certs-only SignedData (RFC 5652 §5, RFC 8551 §3.2.2).
+//
+// Init, ImportIssuing and LoadSigners create and load the hierarchy in the
+// token (root, issuing CA, DTLS server key and certificate, audit key); Demo
+// makes IDevID-like device fixtures for `estca init --demo`.
+//
+// Guarantees of Enroll:
+//   - The certificate and its audit record (event issued, requester identity,
+//     CSR digest, serial, profile, flags such as "expired-idevid-accepted") are
+//     durable in the store before Enroll returns. Every denial after the
+//     requester and profile are known is audited too (event denied, with the
+//     client-safe reason); if the audit write fails the request fails.
+//   - The same requester sending the same CSR (by SHA-256 of its DER) gets the
+//     certificate already issued for it, Existing set, never a second one:
+//     concurrent duplicates wait for the one in flight, later ones find it in
+//     the store, and store.ErrDuplicateRequest is the backstop across
+//     processes (RFC 9148 §4.7).
+//   - Serial numbers are 127-bit random positive integers (RFC 5280
+//     §4.1.2.2), retried on a store collision.
+//   - notBefore is one minute in the past; notAfter never exceeds the issuing
+//     CA's. The subject and the SubjectAltName extension are copied verbatim
+//     from the CSR (so otherName hardwareModuleName, RFC 4108, survives),
+//     after policy.CheckCSR has vetted them. The subject key identifier is
+//     RFC 7093 §2 method 1; the authority key identifier is the issuing CA's.
+//
+// For ECDSA issuing keys the TBSCertificate is encoded here rather than by
+// x509.CreateCertificate (byte-identical, tested), to skip its re-verification
+// of the fresh signature, which costs as much as the HSM signature; RSA and
+// other issuing keys go through x509.CreateCertificate. See tbs.go.
+//
+// What it does not do: no transport (package est), no logging, no
+// configuration parsing (cmd/estca), no PKCS#11 calls of its own (package hsm),
+// no storage format (package store). Authenticate does not audit failed
+// handshakes (it runs per handshake; the front end logs them). Manual approval
+// (pending requests), CRLs and server-side key generation are not here yet.
+//
+// Errors returned to the front end are *Error with an ErrorKind that maps to
+// exactly one CoAP code, and a short fixed Reason safe to send to the client.
+//
+// Concurrency: an *Authority is safe for concurrent use; its configuration is
+// immutable after New, and the only shared mutable state is the in-flight
+// request table, guarded by a mutex. Init, ImportIssuing and Demo are not
+// meant to run concurrently on one token.
+//
+// Standards: RFC 5280, RFC 7093, RFC 2986, RFC 5652, RFC 8551, RFC 7030,
+// RFC 9148, RFC 4108, IEEE 802.1AR.
+package ca

@@ -1,0 +1,332 @@
+package ca
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/estca/estca/policy"
+	"github.com/estca/estca/store"
+)
+
+func TestEnrollIssuesVerifiableCertificate(t *testing.T) {
+	f := newFixture(t)
+	req := f.requester(t, f.demo.Valid)
+	if req.Kind != KindIDevID || req.Anchor != "demo" || req.ExpiredAccepted {
+		t.Fatalf("requester = %+v", req)
+	}
+	key := newKey(t)
+	subj := pkix.Name{CommonName: "dev-1", SerialNumber: "DEMO-0001"}
+	csr := makeCSR(t, key, subj, hmnExt(t, "DEMO-0001", "dev-1.example.com"))
+	res := f.enroll(t, Request{CSR: csr, Requester: req})
+	c := res.Certificate
+	if res.Existing || res.Serial != c.SerialNumber.Text(16) {
+		t.Fatalf("result: existing %v serial %s", res.Existing, res.Serial)
+	}
+	if len(res.Chain) != 2 || !res.Chain[0].Equal(f.h.Issuing) || !res.Chain[1].Equal(f.h.Root) {
+		t.Fatal("chain is not issuing, root")
+	}
+
+	dir := t.TempDir()
+	root := writePEM(t, dir, "root.pem", f.h.Root)
+	issuing := writePEM(t, dir, "issuing.pem", f.h.Issuing)
+	leaf := writePEM(t, dir, "leaf.pem", c)
+	if out := openssl(t, "verify", "-CAfile", root, "-untrusted", issuing, "-purpose", "sslclient", leaf); !strings.Contains(out, "leaf.pem: OK") {
+		t.Fatalf("openssl verify: %s", out)
+	}
+	text := openssl(t, "x509", "-in", leaf, "-noout", "-text")
+	for _, want := range []string{"DNS:dev-1.example.com", "CA:FALSE", "TLS Web Client Authentication", "Digital Signature"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("openssl x509 -text lacks %q:\n%s", want, text)
+		}
+	}
+
+	// hardwareModuleName survives (Go's x509 would have dropped it).
+	var san []byte
+	for _, e := range c.Extensions {
+		if e.Id.Equal(policy.OIDSubjectAltName) {
+			san = e.Value
+		}
+	}
+	h, err := policy.HardwareModuleNames(san)
+	if err != nil || len(h) != 1 || !h[0].Type.Equal(DemoHardwareType) || string(h[0].SerialNum) != "DEMO-0001" {
+		t.Fatalf("hardwareModuleName = %v, %v", h, err)
+	}
+	if !slices.Equal(c.DNSNames, []string{"dev-1.example.com"}) {
+		t.Errorf("DNSNames = %v", c.DNSNames)
+	}
+
+	// Template details.
+	parsed, _ := x509.ParseCertificateRequest(csr)
+	if !bytes.Equal(c.RawSubject, parsed.RawSubject) {
+		t.Error("subject not copied from CSR")
+	}
+	ski, _ := subjectKeyID(parsed.RawSubjectPublicKeyInfo)
+	if !bytes.Equal(c.SubjectKeyId, ski) || len(ski) != 20 {
+		t.Errorf("SKI %x, want RFC 7093 %x", c.SubjectKeyId, ski)
+	}
+	if !bytes.Equal(c.AuthorityKeyId, f.h.Issuing.SubjectKeyId) {
+		t.Error("AKI is not the issuing SKI")
+	}
+	if c.IsCA || !c.BasicConstraintsValid {
+		t.Error("basicConstraints not CA:false")
+	}
+	if !c.NotBefore.Equal(f.now.Add(-time.Minute)) || !c.NotAfter.Equal(f.now.Add(profDevice.Validity)) {
+		t.Errorf("validity %v – %v", c.NotBefore, c.NotAfter)
+	}
+	if !samePublicKey(key.Public(), c.PublicKey) {
+		t.Error("public key not the CSR's")
+	}
+
+	// Durable in the store with its audit record.
+	sc, err := f.db.Certificate(res.Serial)
+	if err != nil || !bytes.Equal(sc.DER, c.Raw) {
+		t.Fatalf("store certificate: %v", err)
+	}
+	sum := sha256.Sum256(csr)
+	if sc.CSRDigest != hex.EncodeToString(sum[:]) || sc.Requester != req.Identity.Fingerprint || sc.Profile != "device" {
+		t.Errorf("stored metadata %+v", sc)
+	}
+	rec := f.lastAudit(t)
+	if rec.Event != store.EventIssued || rec.Serial != res.Serial || rec.Verdict != VerdictAccepted ||
+		rec.Requester.Fingerprint != req.Identity.Fingerprint || rec.Requester.Anchor != "demo" ||
+		rec.Requester.Kind != "idevid" || rec.CSRDigest != sc.CSRDigest || len(rec.Flags) != 0 {
+		t.Errorf("audit record %+v", rec)
+	}
+}
+
+func TestNotAfterCappedAtIssuer(t *testing.T) {
+	f := newFixture(t)
+	res := f.enroll(t, Request{CSR: makeCSR(t, newKey(t), pkix.Name{CommonName: "x"}), Profile: "long",
+		Requester: f.requester(t, f.demo.Valid)})
+	if !res.Certificate.NotAfter.Equal(f.h.Issuing.NotAfter) {
+		t.Fatalf("notAfter %v, issuing %v", res.Certificate.NotAfter, f.h.Issuing.NotAfter)
+	}
+}
+
+func TestSerialsUniqueOver1000Issuances(t *testing.T) {
+	f := newFixture(t)
+	req := f.requester(t, f.demo.Valid)
+	key := newKey(t)
+	const n, workers = 1000, 16
+	csrs := make([][]byte, n)
+	for i := range csrs {
+		csrs[i] = makeCSR(t, key, pkix.Name{CommonName: fmt.Sprintf("dev-%d", i)})
+	}
+	serials := make([]string, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				res, err := f.a.Enroll(context.Background(), Request{CSR: csrs[i], Requester: req})
+				if err != nil {
+					errs <- err
+					return
+				}
+				s := res.Certificate.SerialNumber
+				if s.Sign() <= 0 || s.BitLen() < 64 || s.BitLen() > 127 {
+					errs <- fmt.Errorf("serial %s: bit length %d", s.Text(16), s.BitLen())
+				}
+				serials[i] = res.Serial
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, s := range serials {
+		if seen[s] {
+			t.Fatalf("duplicate serial %s", s)
+		}
+		seen[s] = true
+	}
+	if got := f.count(t); got != n {
+		t.Fatalf("store holds %d certificates, want %d", got, n)
+	}
+}
+
+func TestIdenticalCSRIssuedOnce(t *testing.T) {
+	f := newFixture(t)
+	req := f.requester(t, f.demo.Valid)
+	csr := makeCSR(t, newKey(t), pkix.Name{CommonName: "dev-1"})
+	first := f.enroll(t, Request{CSR: csr, Requester: req})
+	second := f.enroll(t, Request{CSR: csr, Requester: req})
+	if first.Existing || !second.Existing || first.Serial != second.Serial || !first.Certificate.Equal(second.Certificate) {
+		t.Fatalf("first %s existing=%v, second %s existing=%v", first.Serial, first.Existing, second.Serial, second.Existing)
+	}
+	if n := f.count(t); n != 1 {
+		t.Fatalf("store holds %d certificates", n)
+	}
+	// Another requester sending the same CSR is a different request.
+	other := f.requester(t, f.demo.Expired)
+	third := f.enroll(t, Request{CSR: csr, Requester: other})
+	if third.Existing || third.Serial == first.Serial {
+		t.Fatal("same CSR from another requester was deduplicated")
+	}
+	// A fresh authority over the same store still finds it.
+	a2, err := New(f.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := a2.Enroll(context.Background(), Request{CSR: csr, Requester: req})
+	if err != nil || !again.Existing || again.Serial != first.Serial {
+		t.Fatalf("after restart: %+v, %v", again, err)
+	}
+	if n := f.count(t); n != 2 {
+		t.Fatalf("store holds %d certificates, want 2", n)
+	}
+}
+
+func TestConcurrentIdenticalCSRIssuedOnce(t *testing.T) {
+	f := newFixture(t)
+	req := f.requester(t, f.demo.Valid)
+	for round := range 3 {
+		csr := makeCSR(t, newKey(t), pkix.Name{CommonName: fmt.Sprintf("dev-%d", round)})
+		const n = 16
+		results := make([]*Result, n)
+		errs := make([]error, n)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				results[i], errs[i] = f.a.Enroll(context.Background(), Request{CSR: csr, Requester: req})
+			})
+		}
+		close(start)
+		wg.Wait()
+		fresh := 0
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("Enroll %d: %v", i, errs[i])
+			}
+			if results[i].Serial != results[0].Serial {
+				t.Fatalf("two serials for one CSR: %s, %s", results[i].Serial, results[0].Serial)
+			}
+			if !results[i].Existing {
+				fresh++
+			}
+		}
+		if fresh != 1 {
+			t.Fatalf("%d results claim a fresh issuance, want 1", fresh)
+		}
+		if got := f.count(t); got != round+1 {
+			t.Fatalf("store holds %d certificates, want %d", got, round+1)
+		}
+	}
+}
+
+func TestEnrollRejections(t *testing.T) {
+	f := newFixture(t)
+	idev := f.requester(t, f.demo.Valid)
+	key := newKey(t)
+	good := makeCSR(t, key, pkix.Name{CommonName: "dev-1"})
+	badSig := bytes.Clone(good)
+	badSig[len(badSig)-5] ^= 0xff // inside the ECDSA signature
+	sanCSR := makeCSR(t, key, pkix.Name{CommonName: "dev-1"}, hmnExt(t, "X"))
+	tests := []struct {
+		name   string
+		req    Request
+		kind   ErrorKind
+		reason string
+		audit  bool
+	}{
+		{"bad signature", Request{CSR: badSig, Requester: idev}, KindBadRequest, "bad CSR signature", true},
+		{"not DER", Request{CSR: []byte("hello"), Requester: idev}, KindBadRequest, "malformed CSR", true},
+		{"truncated", Request{CSR: good[:len(good)-10], Requester: idev}, KindBadRequest, "malformed CSR", true},
+		{"SAN under plain profile", Request{CSR: sanCSR, Profile: "plain", Requester: idev}, KindBadRequest, "SAN not allowed by profile", true},
+		{"no CN", Request{CSR: makeCSR(t, key, pkix.Name{Organization: []string{"x"}}), Requester: idev}, KindBadRequest, "subject commonName missing", true},
+		{"renew with IDevID", Request{CSR: good, Requester: idev, Renew: true}, KindForbidden, "re-enrollment needs an operational certificate", true},
+		{"unknown profile", Request{CSR: good, Profile: "nope", Requester: idev}, KindNotFound, "unknown profile", false},
+		{"unauthenticated", Request{CSR: good}, KindUnauthenticated, "requester not authenticated", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _ := f.db.AuditRecords(store.AuditFilter{})
+			_, err := f.a.Enroll(context.Background(), tc.req)
+			wantKind(t, err, tc.kind, tc.reason)
+			after, _ := f.db.AuditRecords(store.AuditFilter{})
+			if !tc.audit {
+				if len(after) != len(before) {
+					t.Fatal("audited a request that never reached a decision")
+				}
+				return
+			}
+			rec := after[len(after)-1]
+			if len(after) != len(before)+1 || rec.Event != store.EventDenied || rec.Reason != tc.reason ||
+				rec.Verdict != VerdictRejected || rec.Requester.Fingerprint != idev.Identity.Fingerprint {
+				t.Fatalf("denial not audited: %+v", rec)
+			}
+		})
+	}
+	if n := f.count(t); n != 0 {
+		t.Fatalf("rejections issued %d certificates", n)
+	}
+}
+
+func TestRenew(t *testing.T) {
+	f := newFixture(t)
+	idev := f.requester(t, f.demo.Valid)
+	key := newKey(t)
+	subj := pkix.Name{CommonName: "dev-1", Organization: []string{"Acme"}}
+	san := hmnExt(t, "DEMO-0001", "dev-1.example.com")
+	first := f.enroll(t, Request{CSR: makeCSR(t, key, subj, san), Requester: idev})
+
+	op, err := f.a.Authenticate([]*x509.Certificate{first.Certificate})
+	if err != nil || op.Kind != KindOperational || op.Identity.Kind != "operational" || op.Identity.IDevIDSerial != "" {
+		t.Fatalf("Authenticate operational: %+v, %v", op, err)
+	}
+	// Rekey with identical subject and SAN.
+	renewed := f.enroll(t, Request{CSR: makeCSR(t, newKey(t), subj, san), Requester: op, Renew: true})
+	if renewed.Serial == first.Serial || !bytes.Equal(renewed.Certificate.RawSubject, first.Certificate.RawSubject) {
+		t.Fatal("renewal did not issue a new certificate with the same subject")
+	}
+	if rec := f.lastAudit(t); !slices.Contains(rec.Flags, FlagRenew) {
+		t.Errorf("renewal audit flags %v", rec.Flags)
+	}
+	_, err = f.a.Enroll(context.Background(), Request{
+		CSR: makeCSR(t, key, pkix.Name{CommonName: "dev-2", Organization: []string{"Acme"}}, san), Requester: op, Renew: true})
+	wantKind(t, err, KindBadRequest, "subject differs from current certificate")
+	_, err = f.a.Enroll(context.Background(), Request{
+		CSR: makeCSR(t, key, subj, hmnExt(t, "DEMO-0002", "dev-1.example.com")), Requester: op, Renew: true})
+	wantKind(t, err, KindBadRequest, "SAN differs from current certificate")
+	// An operational certificate may also enroll (not renew) under /sen.
+	f.enroll(t, Request{CSR: makeCSR(t, key, pkix.Name{CommonName: "dev-9"}), Requester: op})
+}
+
+func TestExpiredIDevIDFlagged(t *testing.T) {
+	f := newFixture(t)
+	req := f.requester(t, f.demo.Expired)
+	if !req.ExpiredAccepted || req.Identity.IDevIDSerial == "" {
+		t.Fatalf("requester %+v", req)
+	}
+	f.enroll(t, Request{CSR: makeCSR(t, newKey(t), pkix.Name{CommonName: "old"}), Requester: req})
+	if rec := f.lastAudit(t); !slices.Contains(rec.Flags, FlagExpiredIDevID) {
+		t.Fatalf("audit flags %v", rec.Flags)
+	}
+}
+
+func TestEnrollCancelled(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := f.a.Enroll(ctx, Request{CSR: makeCSR(t, newKey(t), pkix.Name{CommonName: "x"}), Requester: f.requester(t, f.demo.Valid)})
+	wantKind(t, err, KindUnavailable, "")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v does not wrap context.Canceled", err)
+	}
+}
