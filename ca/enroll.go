@@ -52,7 +52,9 @@ func (a *Authority) Enroll(ctx context.Context, req Request) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Kind: KindUnavailable, Reason: "request cancelled", Err: err}
 	}
-	if req.Requester.Leaf == nil || req.Requester.Identity.Fingerprint == "" {
+	// Network requesters come from Authenticate and carry their leaf; the
+	// local operator (`estca issue`) has none.
+	if req.Requester.Identity.Fingerprint == "" || (req.Requester.Leaf == nil && req.Requester.Kind != KindOperator) {
 		return nil, &Error{Kind: KindUnauthenticated, Reason: "requester not authenticated"}
 	}
 	p, err := a.profile(req.Profile)

@@ -1,0 +1,307 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/estca/estca/ca"
+	"github.com/estca/estca/hsm"
+	"github.com/estca/estca/softhsm"
+	"github.com/estca/estca/store"
+)
+
+func initCommand() *command {
+	var o initOptions
+	return &command{
+		name: "init",
+		args: "--dir DIR [--pkcs11-module PATH --token LABEL [--pin-file FILE]] [--demo]",
+		summary: "Create a new appliance in DIR: HSM token (embedded SoftHSM unless --pkcs11-module),\n" +
+			"root and issuing CA keys in the token, the DTLS server certificate, the store and DIR/estca.yaml.",
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&o.dir, "dir", "", "appliance `DIR` to create (required)")
+			fs.StringVar(&o.module, "pkcs11-module", "", "PKCS#11 library `PATH` of an existing HSM (default: embedded SoftHSM token under DIR)")
+			fs.StringVar(&o.token, "token", "", "token `LABEL` of the existing HSM (with --pkcs11-module)")
+			fs.StringVar(&o.pinFile, "pin-file", "", "`FILE` holding the HSM user PIN (with --pkcs11-module; or set $ESTCA_HSM_PIN)")
+			fs.StringVar(&o.keyType, "key-type", "ecdsa-p256", "CA key type: ecdsa-p256, ecdsa-p384, rsa-3072")
+			fs.StringVar(&o.name, "name", "estca", "name used in the CA subjects")
+			fs.StringVar(&o.serverName, "server-name", "", "DNS name of the EST server certificate (default: this host's name)")
+			fs.BoolVar(&o.externalRoot, "external-root", false, "keep only the issuing key here and write DIR/ca/issuing.csr for an external root (then `estca ca import`)")
+			fs.BoolVar(&o.demo, "demo", false, "also create a demo manufacturer CA (trusted as IDevID anchor) and demo device IDevIDs under DIR/demo")
+		},
+		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
+			if o.dir == "" || len(args) > 0 {
+				fs.Usage()
+				return &exitError{2, errors.New("--dir is required")}
+			}
+			return runInit(a, o)
+		},
+	}
+}
+
+type initOptions struct {
+	dir, module, token, pinFile, keyType, name, serverName string
+	externalRoot, demo                                      bool
+}
+
+func runInit(a *app, o initOptions) error {
+	kt, err := hsm.ParseKeyType(o.keyType)
+	if err != nil {
+		return err
+	}
+	if (o.module == "") != (o.token == "") {
+		return errors.New("--pkcs11-module and --token go together")
+	}
+	dir, err := filepath.Abs(o.dir)
+	if err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(dir, "estca.yaml")
+	if _, err := os.Stat(cfgPath); err == nil {
+		return fmt.Errorf("%s exists: this appliance is already initialised", cfgPath)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "ca"), filepath.Join(dir, "store"), filepath.Join(dir, "run")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	if o.serverName == "" {
+		o.serverName, _ = os.Hostname()
+	}
+
+	v := configValues{KeyType: string(kt), ExternalRoot: o.externalRoot}
+	if o.module == "" {
+		st, err := softhsm.Provision(filepath.Join(dir, "hsm"), "estca")
+		if err != nil {
+			return err
+		}
+		v.Module, v.Token = st.Module, st.Label
+		v.PINFile, v.SoftHSMConf = rel(dir, st.PINFile), rel(dir, st.Conf)
+		fmt.Fprintf(a.stdout, "provisioned SoftHSM token %q in %s\n", st.Label, st.Dir)
+	} else {
+		v.Module, v.Token = o.module, o.token
+		if o.pinFile != "" {
+			p, err := filepath.Abs(o.pinFile)
+			if err != nil {
+				return err
+			}
+			v.PINFile = p
+		}
+	}
+	cfg, err := parseConfig([]byte(renderConfig(v)), dir)
+	if err != nil {
+		return fmt.Errorf("internal: generated config invalid: %w", err)
+	}
+	tok, err := openToken(cfg)
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+
+	h, err := ca.Init(tok, ca.InitOptions{
+		KeyType:        kt,
+		RootName:       o.name + " root CA",
+		IssuingName:    o.name + " issuing CA",
+		ExternalRoot:   o.externalRoot,
+		ServerDNSNames: []string{o.serverName},
+	})
+	if err != nil {
+		return err
+	}
+	if o.externalRoot {
+		if err := writePEM(filepath.Join(dir, "ca", "issuing.csr"), "CERTIFICATE REQUEST", h.IssuingCSR); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "wrote %s: have it signed by your root, then run `estca --config %s ca import --cert ISSUING.pem --root ROOT.pem`\n",
+			filepath.Join(dir, "ca", "issuing.csr"), cfgPath)
+	} else {
+		if err := writeCerts(cfg.path(cfg.CA.Root), h.Root); err != nil {
+			return err
+		}
+		if err := writeCerts(cfg.path(cfg.CA.Issuing), h.Issuing); err != nil {
+			return err
+		}
+		if err := writeCerts(cfg.path(cfg.CA.ServerCert), h.Server, h.Issuing); err != nil {
+			return err
+		}
+	}
+	audit, err := tok.FindKey(cfg.CA.AuditKey)
+	if err != nil {
+		return fmt.Errorf("audit key: %w", err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(audit.Public())
+	if err != nil {
+		return err
+	}
+	if err := writePEM(cfg.path(cfg.CA.AuditPublic), "PUBLIC KEY", pub); err != nil {
+		return err
+	}
+
+	if o.demo {
+		if err := writeDemo(dir, &v); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(cfgPath, []byte(renderConfig(v)), 0o600); err != nil {
+		return err
+	}
+
+	db, err := openStore(cfg, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.Append(store.AuditRecord{
+		Time: time.Now(), Event: store.EventConfig, Verdict: "init",
+		Reason: fmt.Sprintf("appliance initialised (key type %s, external root %t, demo %t)", kt, o.externalRoot, o.demo),
+	}); err != nil {
+		return err
+	}
+	if _, err := db.SignHead(audit); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "initialised %s\n  config   %s\n", dir, cfgPath)
+	if !o.externalRoot {
+		fmt.Fprintf(a.stdout, "  root     %s\n  issuing  %s\n", cfg.path(cfg.CA.Root), cfg.path(cfg.CA.Issuing))
+	}
+	if o.demo {
+		fmt.Fprintf(a.stdout, "  demo     %s (manufacturer CA and device IDevIDs)\n", filepath.Join(dir, "demo"))
+	}
+	return nil
+}
+
+// writeDemo writes the demo manufacturer CA and device IDevIDs and registers
+// the manufacturer as a trusted IDevID anchor.
+func writeDemo(dir string, v *configValues) error {
+	d, err := ca.Demo(time.Now(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	demoDir := filepath.Join(dir, "demo")
+	if err := os.MkdirAll(demoDir, 0o700); err != nil {
+		return err
+	}
+	files := map[string][]byte{
+		"manufacturer-ca.pem": d.ManufacturerCA.Cert,
+		"manufacturer-ca.key": d.ManufacturerCA.Key,
+		"device-valid.pem":    d.Valid.Cert,
+		"device-valid.key":    d.Valid.Key,
+		"device-expired.pem":  d.Expired.Cert,
+		"device-expired.key":  d.Expired.Key,
+		"device-unknown.pem":  d.Unknown.Cert,
+		"device-unknown.key":  d.Unknown.Key,
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(demoDir, name), b, 0o600); err != nil {
+			return err
+		}
+	}
+	v.Demo = true
+	return nil
+}
+
+func rel(dir, p string) string {
+	if r, err := filepath.Rel(dir, p); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return p
+}
+
+func writePEM(path, typ string, der []byte) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o644)
+}
+
+func writeCerts(path string, certs ...*x509.Certificate) error {
+	var b []byte
+	for _, c := range certs {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+type configValues struct {
+	Module, Token, PINFile, SoftHSMConf, KeyType string
+	ExternalRoot, Demo                           bool
+}
+
+var configTemplate = template.Must(template.New("cfg").Parse(`# estca configuration, written by ` + "`estca init`" + `.
+# Relative paths are relative to this file's directory. Decoding is strict:
+# unknown keys are errors. Secrets are never stored here: the HSM PIN comes
+# from hsm.pin_file or the ESTCA_HSM_PIN environment variable.
+
+hsm:
+  module: {{.Module}}
+  token: {{.Token}}
+{{- if .PINFile}}
+  pin_file: {{.PINFile}}
+{{- end}}
+{{- if .SoftHSMConf}}
+  softhsm_conf: {{.SoftHSMConf}}   # embedded SoftHSM token of this appliance
+{{- end}}
+  max_sessions: 0            # 0: sized for the number of CPUs
+
+ca:
+  key_type: {{.KeyType}}
+  root: ca/root.pem
+  issuing: ca/issuing.pem
+  server_cert: ca/server.pem     # DTLS server certificate (key in the token)
+  audit_public: ca/audit-public.pem
+  issuing_key: estca-issuing     # token labels
+  server_key: estca-server
+  audit_key: estca-audit
+  external_root: {{.ExternalRoot}}
+
+store:
+  path: store/estca.db
+  lock_timeout: 2s
+  max_batch_delay: 1ms       # group commit window
+  audit_sign_interval: 1m    # how often the audit chain head is signed in the HSM
+
+est:
+  listen: ":5684"
+  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8]
+  extended_master_secret: request   # request | require | disable
+  max_sessions: 10000
+  idle_timeout: 5m
+  handshake_rate: 50         # handshakes per second per source address
+  max_body: 65536            # bytes; larger block-wise bodies get 4.13
+  metrics_listen: 127.0.0.1:9684
+  admin_socket: run/estca.sock
+
+default_profile: default
+profiles:
+  - name: default
+    validity: 8760h
+    key_usage: [digitalSignature, keyAgreement]
+    ext_key_usage: [clientAuth]
+    key_types: [ecdsa-p256, ecdsa-p384]
+    allow_san: true
+    csr_attrs: []
+
+# IDevID trust anchors of device manufacturers.
+manufacturers:
+{{- if .Demo}}
+  - name: demo
+    roots: [demo/manufacturer-ca.pem]
+    tolerate_expiry: false   # set true to accept expired IDevIDs of this manufacturer
+    deny_serials: []
+{{- else}} []
+{{- end}}
+`))
+
+func renderConfig(v configValues) string {
+	var b strings.Builder
+	if err := configTemplate.Execute(&b, v); err != nil {
+		panic(err) // the template is static
+	}
+	return b.String()
+}

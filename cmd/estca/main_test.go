@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// estca runs one command line in-process and returns its exit code and outputs.
+func estca(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code := run(ctx, args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// mustEstca runs a command that must succeed.
+func mustEstca(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errs := estca(t, args...)
+	if code != 0 {
+		t.Fatalf("estca %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+func requireTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is required (run scripts/deps.sh)", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+}
+
+// newAppliance initialises an appliance in a temporary directory and returns
+// its config path.
+func newAppliance(t *testing.T, extra ...string) (dir, cfg string) {
+	t.Helper()
+	requireTools(t, "softhsm2-util", "openssl")
+	dir = filepath.Join(t.TempDir(), "x")
+	mustEstca(t, append([]string{"init", "--dir", dir, "--server-name", "estca.test"}, extra...)...)
+	return dir, filepath.Join(dir, "estca.yaml")
+}
+
+func writeCSR(t *testing.T, path, cn string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject:  pkix.Name{CommonName: cn, Organization: []string{"estca test"}},
+		DNSNames: []string{cn + ".devices.test"},
+	}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, der, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func openssl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("openssl", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestInitIssueVerify is the acceptance path of the CA core: init, issue from
+// a CSR file, openssl verifies the chain, the audit chain verifies.
+func TestInitIssueVerify(t *testing.T) {
+	dir, cfg := newAppliance(t)
+	csr := filepath.Join(t.TempDir(), "c.der")
+	writeCSR(t, csr, "device-0001")
+
+	out := mustEstca(t, "--config", cfg, "issue", "--csr", csr, "--profile", "default")
+	leaf := filepath.Join(t.TempDir(), "leaf.pem")
+	if err := os.WriteFile(leaf, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := openssl(t, "verify", "-CAfile", filepath.Join(dir, "ca", "root.pem"),
+		"-untrusted", filepath.Join(dir, "ca", "issuing.pem"), leaf)
+	if !strings.Contains(got, ": OK") {
+		t.Fatalf("openssl verify: %s", got)
+	}
+	text := openssl(t, "x509", "-in", leaf, "-noout", "-subject", "-ext", "subjectAltName")
+	if !strings.Contains(text, "device-0001") || !strings.Contains(text, "device-0001.devices.test") {
+		t.Fatalf("subject/SAN not carried over:\n%s", text)
+	}
+
+	// The same CSR again gives the same certificate, not a second one.
+	again := mustEstca(t, "--config", cfg, "issue", "--csr", csr)
+	if again != out {
+		t.Fatal("re-sent CSR got a different certificate")
+	}
+	list := mustEstca(t, "--config", cfg, "certs", "list", "--json")
+	var certs []certView
+	if err := json.Unmarshal([]byte(list), &certs); err != nil {
+		t.Fatalf("certs list --json: %v\n%s", err, list)
+	}
+	if len(certs) != 1 {
+		t.Fatalf("store holds %d certificates, want 1", len(certs))
+	}
+	show := mustEstca(t, "--config", cfg, "certs", "show", certs[0].Serial)
+	if !strings.Contains(show, "BEGIN CERTIFICATE") {
+		t.Fatalf("certs show: %s", show)
+	}
+
+	if v := mustEstca(t, "--config", cfg, "audit", "verify"); !strings.Contains(v, "audit chain ok") {
+		t.Fatalf("audit verify: %s", v)
+	}
+	audit := mustEstca(t, "--config", cfg, "audit", "list", "--serial", certs[0].Serial)
+	if !strings.Contains(audit, "issued") {
+		t.Fatalf("audit list has no issued record for %s:\n%s", certs[0].Serial, audit)
+	}
+	bk := filepath.Join(t.TempDir(), "backup.db")
+	if b := mustEstca(t, "--config", cfg, "backup", bk); !strings.Contains(b, "verified") {
+		t.Fatalf("backup: %s", b)
+	}
+}
+
+func TestConfigStrict(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"unknown key", "hsm: {module: /x.so, token: t}\nbogus: 1\n", []string{"bogus"}},
+		{"all problems at once", "hsm: {}\nest: {extended_master_secret: maybe, max_body: 10}\nprofiles: [{name: a, validity: 1m, key_usage: [flying]}]\ndefault_profile: b\n",
+			[]string{"hsm.module", "hsm.token", "extended_master_secret", "max_body", "validity", "flying", "default_profile"}},
+		{"bad duration", "hsm: {module: /x.so, token: t}\nstore: {lock_timeout: soon}\n", []string{"invalid duration"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig([]byte(tc.yaml), t.TempDir())
+			if err == nil {
+				t.Fatal("config accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q: %v", w, err)
+				}
+			}
+		})
+	}
+	if _, err := parseConfig([]byte(renderConfig(configValues{Module: "/x.so", Token: "t", KeyType: "ecdsa-p256", Demo: true})), t.TempDir()); err != nil {
+		t.Fatalf("generated config rejected: %v", err)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	code, out, _ := estca(t, "help")
+	if code != 0 || !strings.Contains(out, "audit verify") {
+		t.Fatalf("help: %d %s", code, out)
+	}
+	code, _, errs := estca(t, "certs", "show", "--help")
+	if code != 0 || !strings.Contains(errs, "usage: estca certs show") {
+		t.Fatalf("certs show --help: %d %s", code, errs)
+	}
+	if code, _, _ := estca(t, "frobnicate"); code != 2 {
+		t.Fatalf("unknown command exit %d, want 2", code)
+	}
+}
