@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -95,7 +96,7 @@ func (x *authority) Close() error {
 
 // openAuthority opens the token, the store and the CA certificates and builds
 // the authority.
-func openAuthority(c *Config) (_ *authority, err error) {
+func openAuthority(c *Config, wrap ...func(crypto.Signer) crypto.Signer) (_ *authority, err error) {
 	x := &authority{}
 	defer func() {
 		if err != nil {
@@ -118,6 +119,9 @@ func openAuthority(c *Config) (_ *authority, err error) {
 	signer, err := x.token.FindKey(c.CA.IssuingKey)
 	if err != nil {
 		return nil, fmt.Errorf("issuing key %q: %w", c.CA.IssuingKey, err)
+	}
+	for _, w := range wrap {
+		signer = w(signer)
 	}
 	if x.db, err = openStore(c, false); err != nil {
 		return nil, err

@@ -2,34 +2,233 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/tls"
 	"errors"
 	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pion/dtls/v3"
+
+	"github.com/estca/estca/est"
+	"github.com/estca/estca/store"
 )
 
 func serveCommand() *command {
+	var listen string
 	return &command{
 		name: "serve", args: "[--listen ADDR]",
-		summary: "Run the appliance: the EST-coaps server, the metrics listener and the admin socket.",
+		summary: "Run the appliance: the EST-coaps server (DTLS 1.2, UDP), the Prometheus metrics\n" +
+			"listener and the admin socket. SIGINT/SIGTERM stop it cleanly.",
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&listen, "listen", "", "UDP `ADDR` to serve EST-coaps on (default: est.listen, \":5684\")")
+		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			return errors.New("not yet")
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			if listen != "" {
+				cfg.EST.Listen = listen
+			}
+			return serve(ctx, a, cfg)
 		},
 	}
 }
 
-func enrollCommand() *command {
-	return &command{name: "enroll", summary: "EST-coaps device client.", run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-		return errors.New("not yet")
-	}}
+// timedSigner reports the latency of every HSM signature to the metrics.
+type timedSigner struct {
+	crypto.Signer
+	m *est.Metrics
 }
 
-func benchCommand() *command {
-	return &command{name: "bench", summary: "EST-coaps load generator.", run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-		return errors.New("not yet")
-	}}
+func (s timedSigner) Sign(r io.Reader, digest []byte, o crypto.SignerOpts) ([]byte, error) {
+	start := time.Now()
+	sig, err := s.Signer.Sign(r, digest, o)
+	s.m.ObserveHSM("sign", time.Since(start))
+	return sig, err
 }
 
-func caImportCommand() *command {
-	return &command{name: "ca import", summary: "Import an externally signed issuing CA certificate.", run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-		return errors.New("not yet")
-	}}
+func serve(ctx context.Context, a *app, cfg *Config) error {
+	metrics := est.NewMetrics()
+	x, err := openAuthority(cfg, func(s crypto.Signer) crypto.Signer { return timedSigner{s, metrics} })
+	if err != nil {
+		return err
+	}
+	defer x.Close()
+	auditKey, err := x.token.FindKey(cfg.CA.AuditKey)
+	if err != nil {
+		return fmt.Errorf("audit key %q: %w", cfg.CA.AuditKey, err)
+	}
+	auditPub, err := readAuditPublic(cfg)
+	if err != nil {
+		return err
+	}
+	serverKey, err := x.token.FindKey(cfg.CA.ServerKey)
+	if err != nil {
+		return fmt.Errorf("server key %q: %w", cfg.CA.ServerKey, err)
+	}
+	chain, err := readCerts(cfg.path(cfg.CA.ServerCert))
+	if err != nil {
+		return fmt.Errorf("server certificate: %w", err)
+	}
+	cert := tls.Certificate{PrivateKey: serverKey, Leaf: chain[0]}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	var suites []dtls.CipherSuiteID
+	for _, s := range cfg.EST.CipherSuites {
+		suites = append(suites, cipherSuites[s])
+	}
+	ems := map[string]dtls.ExtendedMasterSecretType{
+		"request": dtls.RequestExtendedMasterSecret,
+		"require": dtls.RequireExtendedMasterSecret,
+		"disable": dtls.DisableExtendedMasterSecret,
+	}[cfg.EST.ExtendedMasterSecret]
+
+	srv, err := est.NewServer(est.Options{
+		Addr:                 cfg.EST.Listen,
+		Certificate:          cert,
+		Authority:            x.ca,
+		CipherSuites:         suites,
+		ExtendedMasterSecret: ems,
+		MaxSessions:          cfg.EST.MaxSessions,
+		IdleTimeout:          cfg.EST.IdleTimeout.D(),
+		HandshakeRate:        cfg.EST.HandshakeRate,
+		ConnectionID:         true,
+		BlockMaxBody:         cfg.EST.MaxBody,
+		Logger:               a.log,
+		Metrics:              metrics,
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+
+	admin, err := listenAdmin(cfg.path(cfg.EST.AdminSocket))
+	if err != nil {
+		return err
+	}
+	adminSrv := &http.Server{Handler: adminHandler(x.db, auditPub), ReadHeaderTimeout: 10 * time.Second}
+	go adminSrv.Serve(admin)
+	defer func() {
+		adminSrv.Close()
+		os.Remove(cfg.path(cfg.EST.AdminSocket))
+	}()
+
+	if cfg.EST.MetricsListen != "" {
+		ml, err := net.Listen("tcp", cfg.EST.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler())
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go ms.Serve(ml)
+		defer ms.Close()
+		a.log.Info("metrics listening", "addr", ml.Addr().String())
+	}
+
+	signer := &headSigner{db: x.db, key: auditKey}
+	if _, err := x.db.Append(store.AuditRecord{Event: store.EventStart, Verdict: "start",
+		Reason: "estca serve on " + srv.Addr().String()}); err != nil {
+		return err
+	}
+	if err := signer.sign(); err != nil {
+		return err
+	}
+	a.log.Info("estca serving", "addr", srv.Addr().String(), "admin_socket", cfg.path(cfg.EST.AdminSocket),
+		"root", cfg.path(cfg.CA.Root))
+	fmt.Fprintf(a.stdout, "estca serving EST-coaps on udp %s (admin socket %s)\n", srv.Addr(), cfg.path(cfg.EST.AdminSocket))
+
+	serveErr := make(chan error, 1)
+	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSrv()
+	go func() { serveErr <- srv.Serve(srvCtx) }()
+
+	tick := time.NewTicker(cfg.Store.AuditSignInterval.D())
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case err := <-serveErr:
+			if !errors.Is(err, est.ErrServerClosed) {
+				return err
+			}
+			done = true
+		case <-tick.C:
+			if err := signer.sign(); err != nil {
+				a.log.Error("signing the audit head", "err", err)
+			}
+			if reqs, err := x.db.Requests(store.StatePending); err == nil {
+				metrics.SetPending(len(reqs))
+			}
+		}
+	}
+	a.log.Info("estca stopping")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		a.log.Warn("shutdown", "err", err)
+	}
+	if _, err := x.db.Append(store.AuditRecord{Event: store.EventStop, Verdict: "stop", Reason: "estca serve stopped"}); err != nil {
+		return err
+	}
+	return signer.sign()
+}
+
+// headSigner signs the audit chain head when records were added since the
+// last signature.
+type headSigner struct {
+	db   *store.DB
+	key  crypto.Signer
+	last uint64
+}
+
+func (h *headSigner) sign() error {
+	if h.last > 0 {
+		recs, err := h.db.AuditRecords(store.AuditFilter{AfterSeq: h.last, Limit: 1})
+		if err != nil || len(recs) == 0 {
+			return err
+		}
+	}
+	head, err := h.db.SignHead(h.key)
+	if err != nil {
+		return err
+	}
+	h.last = head.Seq
+	return nil
+}
+
+// listenAdmin opens the admin socket (mode 0600). A socket file left by a
+// crashed server is replaced; one that answers belongs to a running server.
+func listenAdmin(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("admin socket %s is served by another estca", path)
+		}
+		os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
 }

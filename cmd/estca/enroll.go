@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+
+	"github.com/estca/estca/est"
+)
+
+// clientFlags are the connection flags shared by enroll and bench.
+type clientFlags struct {
+	server, label, certFile, keyFile, trust, serverName string
+	blockSize                                           int
+	timeout                                             time.Duration
+}
+
+func (f *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.server, "server", "coaps://127.0.0.1:5684", "EST-coaps server `URL` (coaps://HOST:PORT)")
+	fs.StringVar(&f.label, "label", "", "profile path `LABEL` (/est/LABEL/...; default /.well-known/est)")
+	fs.StringVar(&f.certFile, "cert", "", "client certificate `PEM` (IDevID or operational; chain may follow)")
+	fs.StringVar(&f.keyFile, "key", "", "client private key `PEM`")
+	fs.StringVar(&f.trust, "trust", "", "explicit trust anchors `PEM` for the server (RFC 7030 §4.1.1)")
+	fs.StringVar(&f.serverName, "server-name", "", "name to check in the server certificate (default: the URL's host)")
+	fs.IntVar(&f.blockSize, "block-size", 1024, "block size `N` for block-wise transfers: 16..1024, a power of two")
+	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "bound on the handshake and each operation")
+}
+
+func (f *clientFlags) options() (est.ClientOptions, error) {
+	var errs []error
+	if f.certFile == "" || f.keyFile == "" {
+		errs = append(errs, errors.New("--cert and --key are required: every EST-coaps function needs a client certificate"))
+	}
+	if f.trust == "" {
+		errs = append(errs, errors.New("--trust is required: the server is validated against explicit trust anchors"))
+	}
+	if f.blockSize < 16 || f.blockSize > 1024 || f.blockSize&(f.blockSize-1) != 0 {
+		errs = append(errs, fmt.Errorf("--block-size %d: want a power of two in 16..1024", f.blockSize))
+	}
+	if len(errs) > 0 {
+		return est.ClientOptions{}, &exitError{2, errors.Join(errs...)}
+	}
+	cert, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
+	if err != nil {
+		return est.ClientOptions{}, fmt.Errorf("client certificate: %w", err)
+	}
+	roots, err := readCerts(f.trust)
+	if err != nil {
+		return est.ClientOptions{}, fmt.Errorf("trust anchors: %w", err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range roots {
+		pool.AddCert(c)
+	}
+	return est.ClientOptions{
+		Server: f.server, Label: f.label, Certificate: cert, Roots: pool,
+		ServerName: f.serverName, BlockSize: f.blockSize, Timeout: f.timeout,
+	}, nil
+}
+
+func enrollCommand() *command {
+	var cf clientFlags
+	var csrFile, out, subject, accept string
+	return &command{
+		name: "enroll", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [flags] OP",
+		summary: "EST-coaps device client (RFC 9148). OP is one of:\n" +
+			"  discover  list the server's EST resources (/.well-known/core?rt=ace.est*)\n" +
+			"  crts      fetch the CA certificates and update the trust anchors (RFC 9148 §9.1)\n" +
+			"  sen       simple enrollment; sren re-enrollment with the current operational certificate\n" +
+			"  att       CSR attributes; skg, skc server-side key generation\n" +
+			"Without --csr a fresh P-256 key is generated here and written to PREFIX.key.",
+		flags: func(fs *flag.FlagSet) {
+			cf.register(fs)
+			fs.StringVar(&csrFile, "csr", "", "PKCS#10 CSR `FILE` (DER or PEM) instead of a locally generated key")
+			fs.StringVar(&out, "out", "estca-enroll", "output `PREFIX` for PEM files (PREFIX.pem, PREFIX.key, PREFIX-cacerts.pem, ...)")
+			fs.StringVar(&subject, "subject", "", "common name for a generated CSR (default: the client certificate's subject)")
+			fs.StringVar(&accept, "accept", "281", "certificate format to ask for: 281 (PKCS#7 certs-only) or 287 (DER)")
+		},
+		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
+			if len(args) != 1 {
+				fs.Usage()
+				return &exitError{2, errors.New("exactly one OP is required")}
+			}
+			op := args[0]
+			switch op {
+			case "discover", "crts", "sen", "sren", "att", "skg", "skc":
+			default:
+				return &exitError{2, fmt.Errorf("unknown OP %q", op)}
+			}
+			acc := est.FormatCertsOnly
+			switch accept {
+			case "281":
+			case "287":
+				acc = est.FormatPKIXCert
+			default:
+				return &exitError{2, fmt.Errorf("--accept %s: want 281 or 287", accept)}
+			}
+			opts, err := cf.options()
+			if err != nil {
+				return err
+			}
+			opts.Logger = a.log
+			c, err := est.Dial(ctx, opts)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return runEnroll(ctx, a, c, opts, op, acc, csrFile, out, subject)
+		},
+	}
+}
+
+func runEnroll(ctx context.Context, a *app, c *est.Client, opts est.ClientOptions, op string,
+	accept message.MediaType, csrFile, out, subject string) error {
+	switch op {
+	case "discover":
+		links, _, err := c.Discover(ctx)
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			cts := make([]string, len(l.ContentFormats))
+			for i, f := range l.ContentFormats {
+				cts[i] = fmt.Sprint(int(f))
+			}
+			fmt.Fprintf(a.stdout, "%s\trt=%s\tct=%s\n", l.Target, strings.Join(l.ResourceTypes, " "), strings.Join(cts, " "))
+		}
+		return nil
+	case "crts":
+		certs, _, err := c.CACerts(ctx, accept)
+		if err != nil {
+			return err
+		}
+		if err := writeCerts(out+"-cacerts.pem", certs...); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "wrote %d CA certificates to %s-cacerts.pem\n", len(certs), out)
+		anchors, err := c.UpdateTrust(ctx)
+		if err != nil {
+			return fmt.Errorf("trust-anchor update refused, keeping the old anchors: %w", err)
+		}
+		if err := writeCerts(out+"-trust.pem", anchors...); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "server re-validated against the new trust anchors; wrote %s-trust.pem\n", out)
+		return nil
+	case "att":
+		attrs, err := c.CSRAttrs(ctx)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(out+"-csrattrs.der", attrs, 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "wrote %d bytes of CSR attributes to %s-csrattrs.der\n", len(attrs), out)
+		return nil
+	}
+
+	var csr []byte
+	var err error
+	if csrFile != "" {
+		if csr, err = os.ReadFile(csrFile); err != nil {
+			return err
+		}
+		if blk, _ := pem.Decode(csr); blk != nil {
+			csr = blk.Bytes
+		}
+	} else {
+		leaf := opts.Certificate.Leaf
+		if leaf == nil {
+			if leaf, err = x509.ParseCertificate(opts.Certificate.Certificate[0]); err != nil {
+				return err
+			}
+		}
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		if csr, err = newCSR(key, leaf, subject, op == "sren"); err != nil {
+			return err
+		}
+		if op == "sen" || op == "sren" {
+			der, err := x509.MarshalPKCS8PrivateKey(key)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(out+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+				return err
+			}
+		}
+	}
+	switch op {
+	case "sen", "sren":
+		enroll := c.Enroll
+		if op == "sren" {
+			enroll = c.Reenroll
+		}
+		cert, _, err := enroll(ctx, csr, accept)
+		if err != nil {
+			return err
+		}
+		if err := writeCerts(out+".pem", cert); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "enrolled: serial %x, subject %s, valid until %s; wrote %s.pem\n",
+			cert.SerialNumber, cert.Subject, cert.NotAfter.UTC().Format(time.RFC3339), out)
+		return nil
+	default: // skg, skc
+		res, err := c.ServerKeygen(ctx, csr, op == "skc")
+		if err != nil {
+			return err
+		}
+		if err := writeCerts(out+".pem", res.Certificates...); err != nil {
+			return err
+		}
+		typ, name := "PRIVATE KEY", out+".key"
+		if res.KeyFormat == est.FormatServerGeneratedKey {
+			typ, name = "CMS", out+".key.p7m"
+		}
+		if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: res.Key}), 0o600); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "server-generated key (format %d) in %s, certificate in %s.pem\n", res.KeyFormat, name, out)
+		return nil
+	}
+}
+
+// newCSR makes a CSR for key. For re-enrollment the subject and the
+// subjectAltName extension are the current certificate's, byte for byte
+// (RFC 7030 §4.2.2); otherwise the subject is cn, or the client certificate's.
+func newCSR(key crypto.Signer, leaf *x509.Certificate, cn string, renew bool) ([]byte, error) {
+	tmpl := &x509.CertificateRequest{RawSubject: leaf.RawSubject}
+	if renew {
+		for _, e := range leaf.Extensions {
+			if e.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 17}) {
+				tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, e)
+			}
+		}
+	} else if cn != "" {
+		tmpl = &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}
+	}
+	return x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+}
+
+func benchCommand() *command {
+	var cf clientFlags
+	var mode string
+	var workers, csrs int
+	var dur time.Duration
+	return &command{
+		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts] [-c N] [-d DUR]",
+		summary: "EST-coaps load generator: sen opens a new DTLS session per enrollment, sen-reuse\n" +
+			"enrolls many times over one session per worker, crts fetches CA certificates.\n" +
+			"CSRs are prepared before the timed loop; every issued certificate is verified against\n" +
+			"its CSR and the CA chain. Reports ops/s, p50/p90/p99 and errors by code. Exit 1 on any error.",
+		flags: func(fs *flag.FlagSet) {
+			cf.register(fs)
+			fs.StringVar(&mode, "mode", "sen", "sen, sen-reuse or crts")
+			fs.IntVar(&workers, "c", 8, "concurrent workers `N`")
+			fs.DurationVar(&dur, "d", 10*time.Second, "duration `DUR` of the timed loop")
+			fs.IntVar(&csrs, "csrs", 0, "distinct CSRs to prepare (0: enough for the duration)")
+		},
+		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
+			if len(args) != 0 {
+				fs.Usage()
+				return &exitError{2, errors.New("no arguments expected")}
+			}
+			opts, err := cf.options()
+			if err != nil {
+				return err
+			}
+			rep, err := est.Bench(ctx, est.BenchOptions{
+				Server: opts.Server, Label: opts.Label, Certificate: opts.Certificate, Roots: opts.Roots,
+				ServerName: opts.ServerName, BlockSize: opts.BlockSize, Mode: mode, Workers: workers,
+				Duration: dur, CSRs: csrs, Timeout: opts.Timeout,
+			})
+			if err != nil {
+				return err
+			}
+			if err := rep.Format(a.stdout); err != nil {
+				return err
+			}
+			if n := rep.ErrorCount(); n > 0 {
+				return &exitError{1, fmt.Errorf("%d operations failed", n)}
+			}
+			return nil
+		},
+	}
+}
