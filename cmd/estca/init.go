@@ -50,7 +50,7 @@ func initCommand() *command {
 
 type initOptions struct {
 	dir, module, token, pinFile, keyType, name, serverName string
-	externalRoot, demo                                      bool
+	externalRoot, demo                                     bool
 }
 
 func runInit(a *app, o initOptions) error {

@@ -203,7 +203,9 @@ func revokeCommand() *command {
 	return &command{
 		name: "revoke", args: "[--reason N] SERIAL",
 		summary: "Revoke an issued certificate (RFC 5280 reason code); the device can no longer authenticate with it.",
-		flags:   func(fs *flag.FlagSet) { fs.IntVar(&reason, "reason", 0, "RFC 5280 CRLReason `N` (0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation)") },
+		flags: func(fs *flag.FlagSet) {
+			fs.IntVar(&reason, "reason", 0, "RFC 5280 CRLReason `N` (0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation)")
+		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) != 1 {
 				fs.Usage()
