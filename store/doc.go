@@ -6,7 +6,8 @@
 // RFC 5280 §5.3.1 reason codes), and an append-only, hash-chained audit log
 // whose head is periodically signed by an audit key.
 //
-// It is the only package that imports go.etcd.io/bbolt.
+// It is the only package that imports go.etcd.io/bbolt (with its test helper
+// store/storetest, which damages copies of store files for tamper tests).
 //
 // # Durability
 //

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/estca/estca/store/storetest"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -149,70 +150,48 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			}
 		}
 	}
+	// Cases with a kind are done by storetest.Apply (which picks its targets
+	// from the newest signed head, 10: see the storetest.Tamper constants);
+	// the others by tamper, with this package's record codec.
 	cases := []struct {
 		name   string
+		kind   storetest.Tamper
 		tamper func(t *testing.T, tx *bolt.Tx)
 		seq    uint64
 		reason string
 	}{
-		{"untouched", func(*testing.T, *bolt.Tx) {}, 0, ""},
-		{"edit field, hash kept", func(t *testing.T, tx *bolt.Tx) {
-			r := rawRecord(t, tx, 4)
-			r.Serial = "dead"
-			putRaw(t, tx, 4, r, r.Hash)
-		}, 4, "hash mismatch"},
-		{"edit bytes in place", func(t *testing.T, tx *bolt.Tx) {
+		{"untouched", 0, func(*testing.T, *bolt.Tx) {}, 0, ""},
+		{"edit field, hash kept", storetest.EditRecord, nil, 4, "hash mismatch"},
+		{"edit bytes in place", 0, func(t *testing.T, tx *bolt.Tx) {
 			v := append([]byte{}, tx.Bucket(bucketAudit).Get(u64(3))...)
 			v[len(v)-3] ^= 1 // inside the JSON, keeps it parseable or not
 			if err := tx.Bucket(bucketAudit).Put(u64(3), v); err != nil {
 				t.Fatal(err)
 			}
 		}, 3, ""},
-		{"edit and recompute hash, middle", func(t *testing.T, tx *bolt.Tx) {
-			r := rawRecord(t, tx, 4)
-			r.Reason = "forged"
-			putRaw(t, tx, 4, r, nil)
-		}, 5, "broken link"},
-		{"edit and recompute hash under signed head", func(t *testing.T, tx *bolt.Tx) {
+		{"edit and recompute hash, middle", storetest.EditRechain, nil, 5, "broken link"},
+		{"edit and recompute hash under signed head", 0, func(t *testing.T, tx *bolt.Tx) {
 			r := rawRecord(t, tx, 6)
 			r.Reason = "forged"
 			putRaw(t, tx, 6, r, nil)
 		}, 6, "signed head mismatch"},
-		{"edit and rechain to the end", func(t *testing.T, tx *bolt.Tx) {
+		{"edit and rechain to the end", 0, func(t *testing.T, tx *bolt.Tx) {
 			r := rawRecord(t, tx, 8)
 			r.Reason = "forged"
 			putRaw(t, tx, 8, r, nil)
 			rechain(t, tx, 9, 10)
 		}, 10, "signed head mismatch"},
-		{"delete middle record", func(t *testing.T, tx *bolt.Tx) {
-			if err := tx.Bucket(bucketAudit).Delete(u64(5)); err != nil {
-				t.Fatal(err)
-			}
-		}, 5, "sequence gap"},
-		{"delete last records, meta fixed", func(t *testing.T, tx *bolt.Tx) {
-			for s := uint64(9); s <= 10; s++ {
-				if err := tx.Bucket(bucketAudit).Delete(u64(s)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			setMeta(t, tx, 8, rawRecord(t, tx, 8).Hash)
-		}, 9, "missing records after signed head"},
-		{"delete last records, meta kept", func(t *testing.T, tx *bolt.Tx) {
+		{"delete middle record", storetest.DeleteMiddle, nil, 5, "sequence gap"},
+		{"delete last records, meta fixed", storetest.DeleteTail, nil, 9, "missing records after signed head"},
+		{"delete last records, meta kept", 0, func(t *testing.T, tx *bolt.Tx) {
 			for s := uint64(8); s <= 10; s++ {
 				if err := tx.Bucket(bucketAudit).Delete(u64(s)); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}, 8, ""},
-		{"swap two records", func(t *testing.T, tx *bolt.Tx) {
-			b := tx.Bucket(bucketAudit)
-			v3 := append([]byte{}, b.Get(u64(3))...)
-			v7 := append([]byte{}, b.Get(u64(7))...)
-			if b.Put(u64(3), v7) != nil || b.Put(u64(7), v3) != nil {
-				t.Fatal("swap")
-			}
-		}, 3, "out of order"},
-		{"insert forged record, shifting the rest", func(t *testing.T, tx *bolt.Tx) {
+		{"swap two records", storetest.Reorder, nil, 3, "out of order"},
+		{"insert forged record, shifting the rest", 0, func(t *testing.T, tx *bolt.Tx) {
 			for s := uint64(10); s >= 5; s-- {
 				v := append([]byte{}, tx.Bucket(bucketAudit).Get(u64(s))...)
 				if err := tx.Bucket(bucketAudit).Put(u64(s+1), v); err != nil {
@@ -223,22 +202,14 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			putRaw(t, tx, 5, AuditRecord{Seq: 5, Time: fixedNow, Event: EventApproved, Prev: prev}, nil)
 			setMeta(t, tx, 11, rawRecord(t, tx, 11).Hash)
 		}, 6, "out of order"},
-		{"insert forged record and rechain", func(t *testing.T, tx *bolt.Tx) {
-			for s := uint64(10); s >= 5; s-- {
-				r := rawRecord(t, tx, s)
-				r.Seq = s + 1
-				putRaw(t, tx, s+1, r, nil)
-			}
-			putRaw(t, tx, 5, AuditRecord{Seq: 5, Time: fixedNow, Event: EventApproved}, nil)
-			rechain(t, tx, 5, 11)
-		}, 6, "signed head mismatch"},
-		{"append forged record, meta kept", func(t *testing.T, tx *bolt.Tx) {
+		{"insert forged record and rechain", storetest.Insert, nil, 6, "signed head mismatch"},
+		{"append forged record, meta kept", 0, func(t *testing.T, tx *bolt.Tx) {
 			last := rawRecord(t, tx, 10)
 			putRaw(t, tx, 11, AuditRecord{Seq: 11, Time: fixedNow, Event: EventConfig, Prev: last.Hash}, nil)
 		}, 11, "chain head mismatch"},
-		{"alter newest head signature", func(t *testing.T, tx *bolt.Tx) { alterHead(t, tx, 2) }, 10, "bad head signature"},
-		{"alter oldest head signature", func(t *testing.T, tx *bolt.Tx) { alterHead(t, tx, 1) }, 6, "bad head signature"},
-		{"head re-signed by another key", func(t *testing.T, tx *bolt.Tx) {
+		{"alter newest head signature", storetest.ForgeHeadSignature, nil, 10, "bad head signature"},
+		{"alter oldest head signature", 0, func(t *testing.T, tx *bolt.Tx) { alterHead(t, tx, 1) }, 6, "bad head signature"},
+		{"head re-signed by another key", 0, func(t *testing.T, tx *bolt.Tx) {
 			other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			b := tx.Bucket(bucketHeads)
 			var w wireHead
@@ -261,14 +232,20 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			if err := db.BackupFile(path); err != nil {
 				t.Fatal(err)
 			}
-			raw, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = raw.Update(func(tx *bolt.Tx) error { tc.tamper(t, tx); return nil })
-			raw.Close()
-			if err != nil {
-				t.Fatal(err)
+			if tc.kind != 0 {
+				if seq := storetest.Apply(t, path, tc.kind); seq != tc.seq {
+					t.Errorf("storetest.Apply(%v) expects seq %d, want %d", tc.kind, seq, tc.seq)
+				}
+			} else {
+				raw, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = raw.Update(func(tx *bolt.Tx) error { tc.tamper(t, tx); return nil })
+				raw.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
 			}
 			cp, err := Open(path, Options{ReadOnly: true})
 			if err != nil {
