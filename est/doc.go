@@ -1,4 +1,87 @@
 // Package est is estca's EST-coaps front end (RFC 9148): the DTLS 1.2 listener,
 // CoAP routing, the EST resources and discovery, the error-to-CoAP-code table,
 // and the EST-coaps client used by `estca enroll` and `estca bench`.
+//
+// # Server
+//
+// NewServer builds a Server from Options; Listen binds the UDP socket (so that
+// Addr is known), Serve runs until its context ends or Shutdown is called.
+// The pieces are wired as follows:
+//
+//   - pion/dtls v3 listens (DTLS 1.2 only, secp256r1, by default the single
+//     suite TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 because pion follows the
+//     client's order; HelloVerifyRequest cookies on; Extended Master Secret
+//     requested; optional Connection IDs, RFC 9146). Client certificates are
+//     required (RequireAnyClientCert) and checked inside the handshake by
+//     Authority.Authenticate through VerifyPeerCertificate: a failure ends
+//     the handshake with a bad_certificate alert, so no application data is
+//     ever served to a client without an acceptable certificate (RFC 9148
+//     §3, §9.1). The requester established there is handed to the session
+//     and used for every request on it.
+//   - A per-IP token bucket (HandshakeRate) and MaxSessions are enforced on
+//     each new handshake attempt (pion's OnConnectionAttempt).
+//   - go-coap v3's DTLS server runs the sessions with its own block-wise
+//     transfer disabled and one handler (no mux: routing, hygiene and
+//     block-wise need the raw options of every request). Block-wise transfer
+//     (RFC 7959) is done by est/block, keyed by session, method, path and
+//     Request-Tag, never by token (libcoap uses a fresh token per block).
+//     The resource runs once per complete request; later Block2 blocks of a
+//     POST response are served from the stored response.
+//
+// # Resources (RFC 9148 §4.1)
+//
+//	/.well-known/est/<res>   default profile
+//	/est/<res>               default profile (alias, advertised by discovery)
+//	/est/<label>/<res>       profile <label>; unknown label → 4.04
+//	/.well-known/core        RFC 6690 discovery; rt filter with trailing '*'
+//
+// crts (GET; 281 by default, 287 = the issuing CA certificate alone), sen and
+// sren (POST 286; 2.04 with 281 or 287), att (GET; 285). skg and skc are
+// routed but answer 4.04 "not implemented" and are not listed in discovery.
+// Discovery lists /est/crts, /est/sen, /est/sren, /est/att; a filter that
+// matches nothing answers 4.04 Not Found.
+//
+// # Errors
+//
+// StatusOf is the one table from error kinds (ErrorKind: the authority's
+// ca.ErrorKind and the server's protocol errors) to CoAP codes (RFC 9148
+// §4.5). Diagnostic payloads are short fixed texts, or the client-safe
+// Reason of a *ca.Error; internal errors answer 5.00 "internal error" and
+// their detail is logged under the request id. 5.03 carries Max-Age.
+//
+// # Message hygiene (RFC 7252 §3, §4, §5.4; RFC 7959 §2.2)
+//
+// go-coap already answers an unrecognised critical option, or a critical
+// option of its known set with an out-of-range length, with 4.02 (its own
+// short diagnostic "unknown critical option(s): N") for CON and drops it
+// for NON; it answers an unparsable CON message (bad option encoding,
+// payload marker without payload) with RST and drops other unparsable
+// messages, without ending the DTLS session; it drops elective options of
+// bad length while decoding. This package then rejects the critical options
+// go-coap knows but estca does not implement (If-Match, If-None-Match,
+// OSCORE, Q-Block1/2, Proxy-Uri, Proxy-Scheme) and repeated non-repeatable
+// critical options with 4.02 "bad option" (CON) or no answer (NON), a Block
+// option with SZX 7 with 4.00, ignores supernumerary elective options, and
+// does not serve messages that are not requests (ACK/RST types, response
+// codes). go-coap answers a NON request with a CON response (RFC 7252
+// §5.2.3 allows either).
+//
+// # What it does not do
+//
+// It makes no policy decisions and does no auditing: the authority decides
+// and audits every request. It does not implement Observe, proxying or
+// OSCORE. It logs one structured line per request (request id, peer,
+// identity fingerprint prefix and subject, method, resource, code,
+// duration); it never logs keys or CSRs.
+//
+// # Concurrency
+//
+// A Server is safe for concurrent use; go-coap serves each session on its
+// own goroutine. Metrics are safe for concurrent use and live in their own
+// Prometheus registry.
+//
+// # RFCs
+//
+// RFC 9148, RFC 7030, RFC 7252, RFC 7959, RFC 9175 (Request-Tag), RFC 6690,
+// RFC 6347, RFC 7925, RFC 7627, RFC 9146, RFC 7967 (No-Response).
 package est

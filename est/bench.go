@@ -1,0 +1,393 @@
+package est
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Bench modes.
+const (
+	// BenchEnroll: every enrollment on a new DTLS session (handshake included).
+	BenchEnroll = "sen"
+	// BenchEnrollReuse: many enrollments over one DTLS session per worker.
+	BenchEnrollReuse = "sen-reuse"
+	// BenchCACerts: GET /crts over one DTLS session per worker.
+	BenchCACerts = "crts"
+)
+
+// BenchOptions configures Bench.
+type BenchOptions struct {
+	// Server, Label, Certificate, Roots, ServerName and BlockSize are as in
+	// ClientOptions.
+	Server      string
+	Label       string
+	Certificate tls.Certificate
+	Roots       *x509.CertPool
+	ServerName  string
+	BlockSize   int
+	// Mode is BenchEnroll, BenchEnrollReuse or BenchCACerts.
+	Mode string
+	// Workers is the number of concurrent clients; 0 means 1.
+	Workers int
+	// Duration of the timed loop; 0 means 10 s.
+	Duration time.Duration
+	// CSRs is the number of distinct CSRs (each with its own P-256 key)
+	// prepared before the timed loop; 0 means 400 per worker-second, at most
+	// 100000. A run that uses them all stops early (BenchReport.Exhausted).
+	// Preparing costs CPU the server also needs on a small machine, which is
+	// why it happens before the clock starts.
+	CSRs int
+	// Timeout bounds one operation (handshake included); 0 means 10 s.
+	Timeout time.Duration
+}
+
+// BenchReport is the outcome of Bench.
+type BenchReport struct {
+	Mode     string
+	Workers  int
+	Prepared int           // CSRs prepared before the timed loop
+	Elapsed  time.Duration // wall time of the timed loop
+	// Ops counts successful operations; Verified the issued certificates that
+	// matched their CSR's key and chained to the CA (enrollment modes).
+	Ops      int
+	Verified int
+	// OpsPerSec is Ops / Elapsed.
+	OpsPerSec float64
+	// Latency percentiles of successful operations (nearest rank).
+	P50, P90, P99, Max time.Duration
+	// Errors counts failures by kind: "handshake", "coap 5.03" (by code),
+	// "verify" (certificate mismatch), "timeout", "other".
+	Errors map[string]int
+	// Exhausted is set when the prepared CSRs ran out before Duration.
+	Exhausted bool
+}
+
+// ErrorCount is the total number of failed operations.
+func (r *BenchReport) ErrorCount() int {
+	n := 0
+	for _, v := range r.Errors {
+		n += v
+	}
+	return n
+}
+
+// Format writes a human-readable report, for `estca bench`.
+func (r *BenchReport) Format(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mode %s, %d workers, %s\n", r.Mode, r.Workers, r.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(&b, "ops %d (%.1f/s), errors %d", r.Ops, r.OpsPerSec, r.ErrorCount())
+	if r.Mode != BenchCACerts {
+		fmt.Fprintf(&b, ", certificates verified %d of %d prepared CSRs", r.Verified, r.Prepared)
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "latency p50 %s p90 %s p99 %s max %s\n", benchDur(r.P50), benchDur(r.P90), benchDur(r.P99), benchDur(r.Max))
+	keys := make([]string, 0, len(r.Errors))
+	for k := range r.Errors {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  error %-12s %d\n", k, r.Errors[k])
+	}
+	if r.Exhausted {
+		b.WriteString("  stopped early: prepared CSRs used up (raise CSRs)\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func benchDur(d time.Duration) string {
+	return d.Round(10 * time.Microsecond).String()
+}
+
+// benchCSR is one prepared enrollment request.
+type benchCSR struct {
+	der []byte
+	pub []byte // SubjectPublicKeyInfo
+}
+
+// benchResult is what a worker collected.
+type benchResult struct {
+	latencies []time.Duration
+	errors    map[string]int
+	certs     []*x509.Certificate
+	csrs      []int
+}
+
+// Bench runs a load test against an EST-coaps server: Workers clients for
+// Duration, in Mode. It first fetches the CA certificates (to verify the issued
+// certificates against the chain) and prepares the CSRs; then it runs the timed
+// loop; then it verifies every issued certificate against its CSR's public key
+// and the CA chain, counting mismatches as "verify" errors.
+func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
+	switch o.Mode {
+	case BenchEnroll, BenchEnrollReuse, BenchCACerts:
+	default:
+		return nil, fmt.Errorf("est: bench: unknown mode %q (sen, sen-reuse, crts)", o.Mode)
+	}
+	if o.Workers <= 0 {
+		o.Workers = 1
+	}
+	if o.Duration <= 0 {
+		o.Duration = 10 * time.Second
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	copts := ClientOptions{
+		Server: o.Server, Label: o.Label, Certificate: o.Certificate, Roots: o.Roots,
+		ServerName: o.ServerName, BlockSize: o.BlockSize, Timeout: o.Timeout, MaxRetries: -1,
+	}
+
+	// The CA chain, for verification after the timed loop.
+	c, err := Dial(ctx, copts)
+	if err != nil {
+		return nil, fmt.Errorf("est: bench: %w", err)
+	}
+	caCerts, _, err := c.CACerts(ctx, FormatCertsOnly)
+	_ = c.Close()
+	if err != nil {
+		return nil, fmt.Errorf("est: bench: fetching CA certificates: %w", err)
+	}
+
+	var csrs []benchCSR
+	if o.Mode != BenchCACerts {
+		n := o.CSRs
+		if n <= 0 {
+			n = min(100000, max(100, int(o.Duration.Seconds()*400)*o.Workers))
+		}
+		if csrs, err = prepareCSRs(ctx, n); err != nil {
+			return nil, err
+		}
+	}
+
+	var next atomic.Int64
+	var exhausted atomic.Bool
+	loopCtx, cancel := context.WithTimeout(ctx, o.Duration)
+	defer cancel()
+	results := make([]benchResult, o.Workers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range o.Workers {
+		wg.Go(func() {
+			results[w] = benchWorker(loopCtx, ctx, o, copts, csrs, &next, &exhausted)
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	rep := &BenchReport{Mode: o.Mode, Workers: o.Workers, Prepared: len(csrs), Elapsed: elapsed,
+		Errors: map[string]int{}, Exhausted: exhausted.Load()}
+	var lat []time.Duration
+	bad := 0
+	verifier := newBenchVerifier(caCerts)
+	for _, r := range results {
+		lat = append(lat, r.latencies...)
+		for k, v := range r.errors {
+			rep.Errors[k] += v
+		}
+		for i, cert := range r.certs {
+			if err := verifier.verify(cert, csrs[r.csrs[i]].pub); err != nil {
+				rep.Errors["verify"]++
+				bad++
+				continue
+			}
+			rep.Verified++
+		}
+	}
+	rep.Ops = len(lat) - bad
+	if elapsed > 0 {
+		rep.OpsPerSec = float64(rep.Ops) / elapsed.Seconds()
+	}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		rank := func(p float64) time.Duration {
+			i := int(float64(len(lat))*p+0.999999) - 1
+			return lat[max(0, min(i, len(lat)-1))]
+		}
+		rep.P50, rep.P90, rep.P99, rep.Max = rank(0.50), rank(0.90), rank(0.99), lat[len(lat)-1]
+	}
+	return rep, nil
+}
+
+// benchWorker runs operations until loopCtx ends. Operations run under ctx
+// (not loopCtx) with their own timeout so that the end of the run does not
+// turn in-flight operations into errors.
+func benchWorker(loopCtx, ctx context.Context, o BenchOptions, copts ClientOptions, csrs []benchCSR,
+	next *atomic.Int64, exhausted *atomic.Bool) benchResult {
+	r := benchResult{errors: map[string]int{}}
+	var c *Client
+	defer func() {
+		if c != nil {
+			_ = c.Close()
+		}
+	}()
+	for loopCtx.Err() == nil {
+		idx := -1
+		if o.Mode != BenchCACerts {
+			idx = int(next.Add(1) - 1)
+			if idx >= len(csrs) {
+				exhausted.Store(true)
+				return r
+			}
+		}
+		opCtx, cancel := context.WithTimeout(ctx, o.Timeout)
+		t0 := time.Now()
+		err := func() error {
+			if c == nil {
+				var err error
+				if c, err = Dial(opCtx, copts); err != nil {
+					return err
+				}
+			}
+			switch o.Mode {
+			case BenchCACerts:
+				_, _, err := c.CACerts(opCtx, FormatCertsOnly)
+				return err
+			default:
+				cert, _, err := c.Enroll(opCtx, csrs[idx].der, FormatPKIXCert)
+				if err == nil {
+					r.certs = append(r.certs, cert)
+					r.csrs = append(r.csrs, idx)
+				}
+				return err
+			}
+		}()
+		d := time.Since(t0)
+		cancel()
+		if o.Mode == BenchEnroll || (err != nil && c != nil && !benchIsResponseError(err)) {
+			// A fresh session per enrollment; or a broken session.
+			_ = c.Close()
+			c = nil
+		}
+		if err != nil {
+			r.errors[benchErrorKind(err)]++
+			continue
+		}
+		r.latencies = append(r.latencies, d)
+	}
+	return r
+}
+
+func benchIsResponseError(err error) bool {
+	var re *ResponseError
+	return errors.As(err, &re)
+}
+
+// benchErrorKind classifies an operation error for the report.
+func benchErrorKind(err error) string {
+	var re *ResponseError
+	switch {
+	case errors.As(err, &re):
+		return fmt.Sprintf("coap %d.%02d", re.Code>>5, re.Code&0x1f)
+	case errors.Is(err, ErrHandshake):
+		return "handshake"
+	case errors.Is(err, ErrCertMismatch):
+		return "verify"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	default:
+		return "other"
+	}
+}
+
+// prepareCSRs makes n CSRs, each with its own P-256 key and subject, using
+// the available CPUs.
+func prepareCSRs(ctx context.Context, n int) ([]benchCSR, error) {
+	out := make([]benchCSR, n)
+	run := time.Now().UnixNano()
+	var next atomic.Int64
+	var firstErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+				if err == nil {
+					tmpl := &x509.CertificateRequest{Subject: pkix.Name{
+						CommonName:   fmt.Sprintf("bench-%x-%d", run, i),
+						Organization: []string{"estca bench"},
+					}}
+					var der []byte
+					if der, err = x509.CreateCertificateRequest(rand.Reader, tmpl, key); err == nil {
+						var csr *x509.CertificateRequest
+						if csr, err = x509.ParseCertificateRequest(der); err == nil {
+							out[i] = benchCSR{der: der, pub: csr.RawSubjectPublicKeyInfo}
+							continue
+						}
+					}
+				}
+				mu.Lock()
+				firstErr = clCmpErr(firstErr, err)
+				mu.Unlock()
+				return
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, fmt.Errorf("est: bench: preparing CSRs: %w", firstErr)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("est: bench: preparing CSRs: %w", err)
+	}
+	return out, nil
+}
+
+func clCmpErr(have, err error) error {
+	if have != nil {
+		return have
+	}
+	return err
+}
+
+// benchVerifier checks issued certificates against the /crts chain.
+type benchVerifier struct {
+	opts x509.VerifyOptions
+}
+
+func newBenchVerifier(caCerts []*x509.Certificate) *benchVerifier {
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, c := range caCerts {
+		if string(c.RawSubject) == string(c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
+			roots.AddCert(c)
+		} else {
+			inter.AddCert(c)
+		}
+	}
+	return &benchVerifier{opts: x509.VerifyOptions{
+		Roots: roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	}}
+}
+
+// verify checks that cert carries spki and chains to the CA.
+func (v *benchVerifier) verify(cert *x509.Certificate, spki []byte) error {
+	if string(cert.RawSubjectPublicKeyInfo) != string(spki) {
+		return ErrCertMismatch
+	}
+	if _, err := cert.Verify(v.opts); err != nil {
+		return fmt.Errorf("est: bench: issued certificate does not verify: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,339 @@
+package est
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/estca/estca/ca"
+	"github.com/estca/estca/policy"
+	"github.com/estca/estca/softhsm/softhsmtest"
+	"github.com/estca/estca/store"
+)
+
+// ctRealServer is estca's EST-coaps server on 127.0.0.1:0 in front of a real
+// ca.Authority (SoftHSM token, bbolt store in t.TempDir()).
+type ctRealServer struct {
+	addr     string
+	root     *x509.Certificate
+	issuing  *x509.Certificate
+	roots    *x509.CertPool
+	device   tls.Certificate // demo IDevID accepted by the "demo" anchor
+	unknown  tls.Certificate // demo IDevID of an unknown manufacturer
+	expired  tls.Certificate // expired demo IDevID; the anchor does not tolerate expiry
+	pending  *ctPendingAuthority
+	profile  string
+	srvChain [][]byte
+}
+
+func ctPEMCert(t testing.TB, b []byte) *x509.Certificate {
+	t.Helper()
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatal("no PEM block")
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func ctKeyPair(t testing.TB, p ca.PEMPair) tls.Certificate {
+	t.Helper()
+	c, err := tls.X509KeyPair(p.Cert, p.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// ctStartRealServer needs SoftHSM: softhsmtest skips (or fails on CI) without it.
+// It uses t.Setenv, so its test cannot be parallel.
+func ctStartRealServer(t *testing.T) *ctRealServer {
+	t.Helper()
+	_, tok := softhsmtest.New(t)
+	h, err := ca.Init(tok, ca.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signers, err := ca.LoadSigners(tok, ca.LabelIssuing, ca.LabelServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(filepath.Join(t.TempDir(), "estca.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	demo, err := ca.Demo(time.Now(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ca.New(ca.Options{
+		Signer: signers[0], Certificate: h.Issuing, Root: h.Root,
+		Profiles: []ca.Profile{{
+			Name: "device", Validity: 24 * time.Hour, AllowSAN: true, MaxSANs: 64,
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}},
+		Store: db,
+		Requesters: policy.Requesters{Anchors: []policy.Anchor{{
+			Name: "demo", Roots: []*x509.Certificate{ctPEMCert(t, demo.ManufacturerCA.Cert)},
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := &ctPendingAuthority{Authority: a}
+	chain := [][]byte{h.Server.Raw, h.Issuing.Raw}
+	srv, err := NewServer(Options{
+		Addr:        "127.0.0.1:0",
+		Certificate: tls.Certificate{Certificate: chain, PrivateKey: signers[1], Leaf: h.Server},
+		Authority:   pending,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = srv.Shutdown(sctx)
+		cancel()
+		<-done
+	})
+	roots := x509.NewCertPool()
+	roots.AddCert(h.Root)
+	return &ctRealServer{
+		addr: srv.Addr().String(), root: h.Root, issuing: h.Issuing, roots: roots,
+		device: ctKeyPair(t, demo.Valid), unknown: ctKeyPair(t, demo.Unknown), srvChain: chain,
+		expired: ctKeyPair(t, demo.Expired), pending: pending,
+	}
+}
+
+func (s *ctRealServer) options() ClientOptions {
+	return ClientOptions{Server: "coaps://" + s.addr, Certificate: s.device, Roots: s.roots, Timeout: 10 * time.Second}
+}
+
+// TestClientAgainstServer runs the client against estca's own server. Not
+// parallel: the SoftHSM token is selected through the environment.
+func TestClientAgainstServer(t *testing.T) {
+	s := ctStartRealServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+
+	t.Run("handshake rejected", func(t *testing.T) {
+		self := ctNewCA(t, "self-signed device")
+		for name, cert := range map[string]tls.Certificate{
+			"unknown manufacturer": s.unknown,
+			"expired IDevID":       s.expired,
+			"self-signed":          {Certificate: [][]byte{self.cert.Raw}, PrivateKey: self.key},
+		} {
+			o := s.options()
+			o.Certificate = cert
+			o.Timeout = 5 * time.Second
+			c, err := Dial(ctx, o)
+			if err == nil {
+				_ = c.Close()
+				t.Fatalf("%s: handshake succeeded", name)
+			}
+			var he *HandshakeError
+			if !errors.As(err, &he) || !strings.Contains(he.Reason, "rejected the client certificate") {
+				t.Errorf("%s: err = %v, want a HandshakeError saying the client certificate was rejected", name, err)
+			}
+		}
+	})
+
+	t.Run("untrusted server", func(t *testing.T) {
+		o := s.options()
+		o.Roots = ctNewCA(t, "other").pool()
+		if _, err := Dial(ctx, o); !errors.Is(err, ErrHandshake) || !strings.Contains(err.Error(), "trust anchors") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+
+	c := ctDial(t, s.options())
+
+	t.Run("crts", func(t *testing.T) {
+		certs, raw, err := c.CACerts(ctx, FormatCertsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(raw) == 0 || len(certs) == 0 || !certs[0].Equal(s.issuing) {
+			t.Fatalf("281: %d certs, first %v", len(certs), certs[0].Subject)
+		}
+		certs, _, err = c.CACerts(ctx, 0)
+		if err != nil || !certs[0].Equal(s.issuing) {
+			t.Fatalf("no Accept: %v", err)
+		}
+		certs, raw, err = c.CACerts(ctx, FormatPKIXCert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(certs) != 1 || !certs[0].Equal(s.issuing) || string(raw) != string(s.issuing.Raw) {
+			t.Fatal("287: want the issuing CA certificate")
+		}
+	})
+
+	t.Run("discovery", func(t *testing.T) {
+		links, _, err := c.Discover(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rt := range []string{"ace.est.crts", "ace.est.sen", "ace.est.sren"} {
+			found := false
+			for _, l := range links {
+				found = found || l.HasResourceType(rt)
+			}
+			if !found {
+				t.Errorf("discovery lacks %s: %+v", rt, links)
+			}
+		}
+	})
+
+	t.Run("att", func(t *testing.T) {
+		if _, err := c.CSRAttrs(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("sen block-wise", func(t *testing.T) {
+		o := s.options()
+		o.BlockSize = 64
+		small := ctDial(t, o)
+		key := ctKey(t)
+		csr := ctCSR(t, key, s.device.Leaf.Subject.CommonName, 1200)
+		if len(csr) <= 1024 {
+			t.Fatalf("CSR of %d bytes", len(csr))
+		}
+		for _, accept := range []message.MediaType{0, FormatPKIXCert, FormatCertsOnly} {
+			cert, _, err := small.Enroll(ctx, csr, accept)
+			if err != nil {
+				t.Fatalf("accept %d: %v", accept, err)
+			}
+			if _, err := cert.Verify(x509.VerifyOptions{Roots: s.roots, Intermediates: ctPool(s.issuing),
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+				t.Fatalf("issued certificate does not verify: %v", err)
+			}
+		}
+	})
+
+	t.Run("sen delayed 5.03", func(t *testing.T) {
+		o := s.options()
+		dc := ctDial(t, o)
+		var waits []time.Duration
+		dc.policy.sleep = func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }
+		s.pending.hold.Store(2)
+		csr := ctCSR(t, ctKey(t), s.device.Leaf.Subject.CommonName, 0)
+		if _, _, err := dc.Enroll(ctx, csr, FormatPKIXCert); err != nil {
+			t.Fatal(err)
+		}
+		if len(waits) != 2 || waits[0] != 3*time.Second {
+			t.Fatalf("waits %v, want two of 3s (the server's Max-Age)", waits)
+		}
+		s.pending.hold.Store(100)
+		_, _, err := dc.Enroll(ctx, csr, FormatPKIXCert)
+		var re *ResponseError
+		if !errors.Is(err, ErrRetriesExhausted) || !errors.As(err, &re) || re.MaxAge != 3*time.Second {
+			t.Fatalf("err = %v, want ErrRetriesExhausted with Max-Age 3s", err)
+		}
+		s.pending.hold.Store(0)
+	})
+
+	t.Run("server keygen", func(t *testing.T) {
+		csr := ctCSR(t, ctKey(t), s.device.Leaf.Subject.CommonName, 0)
+		for _, skc := range []bool{false, true} {
+			res, err := c.ServerKeygen(ctx, csr, skc)
+			var re *ResponseError
+			if errors.As(err, &re) && re.Code == codes.NotFound {
+				t.Skipf("server-side key generation not implemented by the server yet: %v", err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Key) == 0 || len(res.Certificates) == 0 {
+				t.Fatalf("keygen result %+v", res)
+			}
+		}
+	})
+
+	t.Run("unknown label", func(t *testing.T) {
+		o := s.options()
+		o.Label = "no-such-profile"
+		lc := ctDial(t, o)
+		_, _, err := lc.CACerts(ctx, 0)
+		var re *ResponseError
+		if !errors.As(err, &re) || re.Code != codes.NotFound {
+			t.Fatalf("err = %v, want 4.04", err)
+		}
+	})
+
+	t.Run("trust update", func(t *testing.T) {
+		anchors, err := c.UpdateTrust(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(anchors) != 1 || !anchors[0].Equal(s.root) {
+			t.Fatalf("anchors %v", anchors)
+		}
+	})
+
+	for _, mode := range []string{BenchEnroll, BenchEnrollReuse, BenchCACerts} {
+		t.Run("bench "+mode, func(t *testing.T) {
+			rep, err := Bench(ctx, BenchOptions{
+				Server: s.options().Server, Certificate: s.device, Roots: s.roots,
+				Mode: mode, Workers: 2, Duration: time.Second,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			_ = rep.Format(&out)
+			t.Log("\n" + out.String())
+			if rep.ErrorCount() != 0 || rep.Ops == 0 || (mode != BenchCACerts && rep.Verified != rep.Ops) {
+				t.Fatalf("report %+v", rep)
+			}
+		})
+	}
+}
+
+func ctPool(certs ...*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range certs {
+		p.AddCert(c)
+	}
+	return p
+}
+
+// ctPendingAuthority answers KindPending (5.03, Max-Age 3 s) to the next
+// hold enrollments, then passes them to the real authority: the manual
+// approval path of RFC 9148 §4.7 without an approval store.
+type ctPendingAuthority struct {
+	Authority
+	hold atomic.Int32
+}
+
+func (p *ctPendingAuthority) Enroll(ctx context.Context, req ca.Request) (*ca.Result, error) {
+	if p.hold.Add(-1) >= 0 {
+		return nil, &ca.Error{Kind: ca.KindPending, Reason: "pending approval", MaxAge: 3 * time.Second}
+	}
+	p.hold.Store(0)
+	return p.Authority.Enroll(ctx, req)
+}

@@ -1,0 +1,84 @@
+package est
+
+import (
+	"strings"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+)
+
+// discoveryLink is one line of /.well-known/core.
+type discoveryLink struct {
+	resource string
+	rt       string
+	ct       string
+}
+
+// DiscoveryRoot is the root under which /.well-known/core advertises the EST
+// resources. RFC 9148 §4.1 prefers short paths in discovery; /est/<res> is
+// served as an alias of /.well-known/est/<res> (default profile).
+const DiscoveryRoot = LabelRoot
+
+// discoveryLinks lists what exists (RFC 9148 §4.1): crts, sen, sren (MUST)
+// and att; skg and skc are left out until they are implemented.
+func discoveryLinks() []discoveryLink {
+	return []discoveryLink{
+		{ResourceCrts, "ace.est.crts", `"281 287"`},
+		{ResourceSen, "ace.est.sen", `"281 287"`},
+		{ResourceSren, "ace.est.sren", `"281 287"`},
+		{ResourceAtt, "ace.est.att", "285"},
+	}
+}
+
+func (l discoveryLink) String() string {
+	return "<" + DiscoveryRoot + "/" + l.resource + `>;rt="` + l.rt + `";ct=` + l.ct
+}
+
+// matchRT applies an RFC 6690 §4.1 rt filter: exact match, or prefix match
+// when the value ends in '*'.
+func matchRT(filter, rt string) bool {
+	if p, ok := strings.CutSuffix(filter, "*"); ok {
+		return strings.HasPrefix(rt, p)
+	}
+	return filter == rt
+}
+
+// discovery serves GET /.well-known/core in link format (RFC 6690, Content-
+// Format 40). Query filters (RFC 6690 §4.1): rt (with trailing '*' prefix
+// match) and href; any other filter attribute matches nothing. When a filter
+// matches no link the answer is 4.04 Not Found, so that a client learns that
+// no such resource exists rather than parsing an empty document.
+func (s *Server) discovery(r *request) (response, error) {
+	if r.accept != -1 && r.accept != int(message.AppLinkFormat) {
+		return response{}, protoErr(KindNotAcceptable, "not acceptable")
+	}
+	var out []string
+	for _, l := range discoveryLinks() {
+		if matchLink(l, r.query) {
+			out = append(out, l.String())
+		}
+	}
+	if len(out) == 0 {
+		return response{}, protoErr(KindNotFound, "no matching link")
+	}
+	return response{code: codes.Content, format: int(message.AppLinkFormat), body: []byte(strings.Join(out, ","))}, nil
+}
+
+func matchLink(l discoveryLink, query []string) bool {
+	for _, q := range query {
+		name, value, _ := strings.Cut(q, "=")
+		switch name {
+		case "rt":
+			if !matchRT(value, l.rt) {
+				return false
+			}
+		case "href":
+			if !matchRT(value, DiscoveryRoot+"/"+l.resource) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,233 @@
+package est
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/estca/estca/ca"
+)
+
+// Authority is what the EST-coaps server needs from the certificate
+// authority; *ca.Authority implements it. Errors should be *ca.Error so that
+// StatusOf maps them to the right CoAP code; anything else answers 5.00.
+type Authority interface {
+	// Authenticate establishes the requester from a DTLS client certificate
+	// chain, leaf first (RFC 9148 §3, §9.1). Failures are KindUnauthenticated
+	// or KindForbidden; the handshake is then aborted with an alert.
+	Authenticate(chain []*x509.Certificate) (ca.Requester, error)
+	// CACertificates returns the CA certificates for /crts, issuing CA first
+	// (RFC 7030 §4.1, RFC 9148 §4.1).
+	CACertificates(profile string) ([]*x509.Certificate, error)
+	// Enroll serves /sen and /sren (req.Renew), RFC 7030 §4.2; it is
+	// idempotent per requester and CSR (RFC 9148 §4.7).
+	Enroll(ctx context.Context, req ca.Request) (*ca.Result, error)
+	// CSRAttributes returns the DER CsrAttrs of /att (RFC 7030 §4.5).
+	CSRAttributes(profile string) ([]byte, error)
+	// HasProfile reports whether a path label names a profile.
+	HasProfile(label string) bool
+}
+
+// Resource names the server routes besides the EST ones of format.go.
+const resourceCore = "core"
+
+// target is the routing decision for a request path.
+type target struct {
+	resource string // one of the Resource* names, or resourceCore
+	profile  string // "" for the default profile
+}
+
+// route maps a Uri-Path to a target (RFC 9148 §4.1):
+//
+//	/.well-known/core           discovery (RFC 6690)
+//	/.well-known/est/<res>      default profile
+//	/est/<res>                  default profile (alias)
+//	/est/<label>/<res>          profile <label>; unknown label → 4.04
+//
+// Unknown paths and resources are KindNotFound.
+func route(path []string, hasProfile func(string) bool) (target, error) {
+	notFound := protoErr(KindNotFound, "not found")
+	switch {
+	case len(path) == 2 && path[0] == ".well-known" && path[1] == "core":
+		return target{resource: resourceCore}, nil
+	case len(path) == 3 && path[0] == ".well-known" && path[1] == "est":
+		if !isESTResource(path[2]) {
+			return target{}, notFound
+		}
+		return target{resource: path[2]}, nil
+	case len(path) == 2 && path[0] == "est":
+		if !isESTResource(path[1]) {
+			return target{}, notFound
+		}
+		return target{resource: path[1]}, nil
+	case len(path) == 3 && path[0] == "est":
+		if !isESTResource(path[2]) || path[1] == "" {
+			return target{}, notFound
+		}
+		if !hasProfile(path[1]) {
+			return target{}, protoErr(KindNotFound, "unknown label")
+		}
+		return target{resource: path[2], profile: path[1]}, nil
+	}
+	return target{}, notFound
+}
+
+func isESTResource(s string) bool {
+	switch s {
+	case ResourceCrts, ResourceSen, ResourceSren, ResourceAtt, ResourceSkg, ResourceSkc:
+		return true
+	}
+	return false
+}
+
+// methodFor is the one method each resource serves (RFC 9148 §4.1).
+func methodFor(resource string) codes.Code {
+	switch resource {
+	case ResourceSen, ResourceSren, ResourceSkg, ResourceSkc:
+		return codes.POST
+	default:
+		return codes.GET
+	}
+}
+
+// response is what a resource produces; the block layer may split it.
+type response struct {
+	code   codes.Code
+	format int // -1: no Content-Format (diagnostic payloads)
+	body   []byte
+}
+
+// certAccept checks the Accept of /crts, /sen, /sren: absent or 281 gives
+// certs-only, 287 a single DER certificate (RFC 9148 §4.1, §8.1).
+func certAccept(accept int) (message.MediaType, error) {
+	switch accept {
+	case -1, int(FormatCertsOnly):
+		return FormatCertsOnly, nil
+	case int(FormatPKIXCert):
+		return FormatPKIXCert, nil
+	}
+	return 0, protoErr(KindNotAcceptable, "not acceptable")
+}
+
+// check validates what needs no body: method, Content-Format and Accept.
+// It runs before block-wise reassembly, so that a doomed body is not
+// buffered, and again (through serve) on the complete request. A
+// continuation block (Block1 or Block2 Num > 0) may omit Content-Format: the
+// body's format was checked on block 0 (RFC 7959 §2.3).
+func (s *Server) check(r *request, t target) error {
+	if r.method != methodFor(t.resource) {
+		return protoErr(KindMethodNotAllowed, "method not allowed")
+	}
+	switch t.resource {
+	case resourceCore:
+		if r.accept != -1 && r.accept != int(message.AppLinkFormat) {
+			return protoErr(KindNotAcceptable, "not acceptable")
+		}
+	case ResourceCrts:
+		_, err := certAccept(r.accept)
+		return err
+	case ResourceAtt:
+		if r.accept != -1 && r.accept != int(FormatCSRAttrs) {
+			return protoErr(KindNotAcceptable, "not acceptable")
+		}
+	case ResourceSen, ResourceSren:
+		if r.format != int(FormatPKCS10) && !(r.format == -1 && r.continuation) {
+			return protoErr(KindUnsupportedFormat, "unsupported content-format")
+		}
+		_, err := certAccept(r.accept)
+		return err
+	}
+	return nil
+}
+
+// serve serves one complete request on target t for requester who.
+func (s *Server) serve(ctx context.Context, who *ca.Requester, r *request, t target) (response, error) {
+	if err := s.check(r, t); err != nil {
+		return response{}, err
+	}
+	switch t.resource {
+	case resourceCore:
+		return s.discovery(r)
+	case ResourceCrts:
+		return s.crts(r, t)
+	case ResourceAtt:
+		return s.att(r, t)
+	case ResourceSen, ResourceSren:
+		return s.enroll(ctx, who, r, t)
+	case ResourceSkg, ResourceSkc:
+		// Routed, not listed in discovery: server-side key generation
+		// (RFC 9148 §4.8) is not implemented yet.
+		return response{}, protoErr(KindNotFound, "not implemented")
+	}
+	return response{}, protoErr(KindNotFound, "not found")
+}
+
+func (s *Server) crts(r *request, t target) (response, error) {
+	f, err := certAccept(r.accept)
+	if err != nil {
+		return response{}, err
+	}
+	certs, err := s.auth.CACertificates(t.profile)
+	if err != nil {
+		return response{}, err
+	}
+	if len(certs) == 0 {
+		return response{}, errors.New("est: authority returned no CA certificates")
+	}
+	var body []byte
+	if f == FormatPKIXCert {
+		body = certs[0].Raw // the issuing CA (RFC 9148 §4.1: 287 is one cert)
+	} else if body, err = ca.CertsOnly(certs...); err != nil {
+		return response{}, err
+	}
+	return response{code: codes.Content, format: int(f), body: body}, nil
+}
+
+func (s *Server) att(r *request, t target) (response, error) {
+	if r.accept != -1 && r.accept != int(FormatCSRAttrs) {
+		return response{}, protoErr(KindNotAcceptable, "not acceptable")
+	}
+	der, err := s.auth.CSRAttributes(t.profile)
+	if err != nil {
+		return response{}, err
+	}
+	return response{code: codes.Content, format: int(FormatCSRAttrs), body: der}, nil
+}
+
+func (s *Server) enroll(ctx context.Context, who *ca.Requester, r *request, t target) (response, error) {
+	if r.format != int(FormatPKCS10) {
+		return response{}, protoErr(KindUnsupportedFormat, "unsupported content-format")
+	}
+	f, err := certAccept(r.accept)
+	if err != nil {
+		return response{}, err
+	}
+	if len(r.payload) == 0 {
+		return response{}, protoErr(KindBadRequest, "empty request")
+	}
+	start := s.now()
+	res, err := s.auth.Enroll(ctx, ca.Request{
+		CSR:       r.payload,
+		Profile:   t.profile,
+		Requester: *who,
+		Renew:     t.resource == ResourceSren,
+	})
+	s.metrics.observeIssuance(s.now().Sub(start), err)
+	if err != nil {
+		return response{}, err
+	}
+	if res == nil || res.Certificate == nil {
+		return response{}, errors.New("est: authority returned no certificate")
+	}
+	body := res.Certificate.Raw
+	if f == FormatCertsOnly {
+		if body, err = ca.CertsOnly(res.Certificate); err != nil {
+			return response{}, err
+		}
+	}
+	// RFC 9148 §4.5: a successful POST answers 2.04 Changed.
+	return response{code: codes.Changed, format: int(f), body: body}, nil
+}
