@@ -72,7 +72,7 @@ type ESTConfig struct {
 	ExtendedMasterSecret string   `yaml:"extended_master_secret"` // request (default) | require
 	MaxSessions          int      `yaml:"max_sessions"`
 	IdleTimeout          Duration `yaml:"idle_timeout"`
-	HandshakeRate        float64  `yaml:"handshake_rate"` // per source address, per second
+	HandshakeRate        *float64 `yaml:"handshake_rate"` // per source address, per second; 0: unlimited
 	MaxBody              int      `yaml:"max_body"`
 	MetricsListen        string   `yaml:"metrics_listen"`
 	AdminSocket          string   `yaml:"admin_socket"`
@@ -187,8 +187,9 @@ func (c *Config) applyDefaults() {
 	if c.EST.IdleTimeout == 0 {
 		c.EST.IdleTimeout = Duration(5 * time.Minute)
 	}
-	if c.EST.HandshakeRate == 0 {
-		c.EST.HandshakeRate = 50
+	if c.EST.HandshakeRate == nil {
+		r := 50.0
+		c.EST.HandshakeRate = &r
 	}
 	if c.EST.MaxBody == 0 {
 		c.EST.MaxBody = 64 << 10
@@ -273,7 +274,7 @@ func (c *Config) validate() error {
 	if c.EST.MaxBody < 1024 || c.EST.MaxBody > 16<<20 {
 		bad("est.max_body must be between 1024 and 16777216")
 	}
-	if c.EST.HandshakeRate < 0 {
+	if *c.EST.HandshakeRate < 0 {
 		bad("est.handshake_rate must not be negative")
 	}
 	seen := map[string]bool{}

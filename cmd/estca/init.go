@@ -272,7 +272,7 @@ est:
   extended_master_secret: request   # request | require | disable
   max_sessions: 10000
   idle_timeout: 5m
-  handshake_rate: 50         # handshakes per second per source address
+  handshake_rate: 50         # handshakes per second per source address (0: unlimited)
   max_body: 65536            # bytes; larger block-wise bodies get 4.13
   metrics_listen: 127.0.0.1:9684
   admin_socket: run/estca.sock

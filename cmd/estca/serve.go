@@ -100,7 +100,7 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		ExtendedMasterSecret: ems,
 		MaxSessions:          cfg.EST.MaxSessions,
 		IdleTimeout:          cfg.EST.IdleTimeout.D(),
-		HandshakeRate:        cfg.EST.HandshakeRate,
+		HandshakeRate:        *cfg.EST.HandshakeRate,
 		ConnectionID:         true,
 		BlockMaxBody:         cfg.EST.MaxBody,
 		Logger:               a.log,
