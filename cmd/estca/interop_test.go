@@ -55,10 +55,21 @@ func estcaBinary(t *testing.T) string {
 
 // server is a running `estca serve` process.
 type server struct {
-	addr string
-	cmd  *exec.Cmd
-	log  *strings.Builder
-	mu   *sync.Mutex
+	addr   string
+	cmd    *exec.Cmd
+	log    *strings.Builder
+	mu     *sync.Mutex
+	killed bool
+}
+
+// kill ends the server with SIGKILL, as a crash would.
+func (s *server) kill(t *testing.T) {
+	t.Helper()
+	s.killed = true
+	if err := s.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Wait()
 }
 
 var servingLine = regexp.MustCompile(`serving EST-coaps on udp (\S+)`)
@@ -99,6 +110,9 @@ func startServer(t *testing.T, cfg string) *server {
 		t.Fatalf("estca serve did not start:\n%s", s.logs())
 	}
 	t.Cleanup(func() {
+		if s.killed {
+			return
+		}
 		cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
