@@ -103,12 +103,13 @@ type Duration time.Duration
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	// A *yaml.TypeError lets the decoder go on and report every problem.
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: invalid duration %q", n.Line, n.Value)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: invalid duration %q", n.Line, n.Value)}}
 	}
 	if v < 0 {
-		return fmt.Errorf("line %d: negative duration %q", n.Line, n.Value)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: negative duration %q", n.Line, n.Value)}}
 	}
 	*d = Duration(v)
 	return nil
@@ -137,12 +138,18 @@ func parseConfig(b []byte, dir string) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
+	var errs []error
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		// Type errors and unknown keys leave the rest decoded: validate it
+		// too, so that every problem is reported at once. Anything else is
+		// a syntax error that stops here.
 		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return nil, fmt.Errorf("config: %s", strings.Join(te.Errors, "; "))
+		if !errors.As(err, &te) {
+			return nil, fmt.Errorf("config: %w", err)
 		}
-		return nil, fmt.Errorf("config: %w", err)
+		for _, e := range te.Errors {
+			errs = append(errs, errors.New(e))
+		}
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -151,7 +158,10 @@ func parseConfig(b []byte, dir string) (*Config, error) {
 	c.dir = abs
 	c.applyDefaults()
 	if err := c.validate(); err != nil {
-		return nil, err
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("config: %w", errors.Join(errs...))
 	}
 	return &c, nil
 }
@@ -258,6 +268,12 @@ func (c *Config) validate() error {
 	if c.HSM.MaxSessions < 0 {
 		bad("hsm.max_sessions must not be negative")
 	}
+	if strings.Contains(strings.ToLower(c.HSM.URI), "pin-value") {
+		bad("hsm.uri must not carry pin-value: the PIN comes from hsm.pin_file or $%s", hsm.PINEnv)
+	}
+	if c.HSM.URI != "" && !strings.HasPrefix(c.HSM.URI, "pkcs11:") {
+		bad("hsm.uri must be an RFC 7512 pkcs11: URI")
+	}
 	if _, err := hsm.ParseKeyType(c.CA.KeyType); err != nil {
 		bad("ca.key_type: %v", err)
 	}
@@ -273,6 +289,12 @@ func (c *Config) validate() error {
 	}
 	if c.EST.MaxBody < 1024 || c.EST.MaxBody > 16<<20 {
 		bad("est.max_body must be between 1024 and 16777216")
+	}
+	if c.EST.MaxSessions < 0 {
+		bad("est.max_sessions must not be negative")
+	}
+	if c.Store.MaxBatchSize < 0 {
+		bad("store.max_batch_size must not be negative")
 	}
 	if *c.EST.HandshakeRate < 0 {
 		bad("est.handshake_rate must not be negative")

@@ -149,6 +149,8 @@ func TestConfigStrict(t *testing.T) {
 		{"all problems at once", "hsm: {}\nest: {extended_master_secret: maybe, max_body: 10}\nprofiles: [{name: a, validity: 1m, key_usage: [flying]}]\ndefault_profile: b\n",
 			[]string{"hsm.module", "hsm.token", "extended_master_secret", "max_body", "validity", "flying", "default_profile"}},
 		{"bad duration", "hsm: {module: /x.so, token: t}\nstore: {lock_timeout: soon}\n", []string{"invalid duration"}},
+		{"decode and validation problems together", "hsm: {module: /x.so, token: t, uri: \"pkcs11:token=t?pin-value=1234\"}\nstore: {lock_timeout: soon}\nest:\n  max_sessions: -5\n  max_body: lots\nprofiles: [{name: a, key_usage: [flying]}]\nbogus: 1\n",
+			[]string{"invalid duration", "lots", "max_sessions", "flying", "bogus", "pin-value"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -31,7 +31,7 @@ func certsListCommand() *command {
 			fs.StringVar(&after, "after", "", "start after this `SERIAL` (paging)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			return withRecords(a, func(r records) error {
+			return withRecords(a, false, func(r records) error {
 				cs, err := r.Certificates(store.CertFilter{Limit: limit, After: after})
 				if err != nil {
 					return err
@@ -62,7 +62,7 @@ func certsShowCommand() *command {
 				fs.Usage()
 				return &exitError{2, errors.New("one SERIAL is required")}
 			}
-			return withRecords(a, func(r records) error {
+			return withRecords(a, false, func(r records) error {
 				c, err := r.Certificate(strings.ToLower(strings.TrimPrefix(args[0], "0x")))
 				if errors.Is(err, store.ErrNotFound) {
 					return fmt.Errorf("no certificate with serial %s", args[0])
@@ -132,7 +132,7 @@ func auditListCommand() *command {
 				}
 				f.Since = t
 			}
-			return withRecords(a, func(r records) error {
+			return withRecords(a, false, func(r records) error {
 				recs, err := r.AuditRecords(f)
 				if err != nil {
 					return err
@@ -182,7 +182,7 @@ func auditVerifyCommand() *command {
 		summary: "Verify the whole audit hash chain and its HSM-signed heads.\n" +
 			"Exit 0 when everything verifies; exit 1 naming the first bad record otherwise.",
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			return withRecords(a, func(r records) error {
+			return withRecords(a, false, func(r records) error {
 				rep, err := r.Verify()
 				var ve *store.VerifyError
 				if errors.As(err, &ve) {
@@ -190,6 +190,11 @@ func auditVerifyCommand() *command {
 				}
 				if err != nil {
 					return err
+				}
+				if rep.Records == 0 || rep.Heads == 0 {
+					// estca init writes a record and signs the head: a log
+					// without either was emptied or is not this appliance's.
+					return &exitError{1, fmt.Errorf("audit log has %d records and %d signed heads: an initialised appliance always has both", rep.Records, rep.Heads)}
 				}
 				fmt.Fprintf(a.stdout, "audit chain ok: %d records, %d signed heads, last record %d\n", rep.Records, rep.Heads, rep.LastSeq)
 				return nil
@@ -215,7 +220,7 @@ func revokeCommand() *command {
 				return &exitError{2, fmt.Errorf("--reason %d is not an RFC 5280 CRLReason", reason)}
 			}
 			serial := strings.ToLower(strings.TrimPrefix(args[0], "0x"))
-			return withRecords(a, func(r records) error {
+			return withRecords(a, true, func(r records) error {
 				if err := r.Revoke(serial, reason); err != nil {
 					if errors.Is(err, store.ErrNotFound) {
 						return fmt.Errorf("no certificate with serial %s", args[0])
@@ -258,7 +263,7 @@ func backupCommand() *command {
 			}
 			defer os.Remove(tmp)
 			var n int64
-			err = withRecords(a, func(r records) error {
+			err = withRecords(a, false, func(r records) error {
 				n, err = r.Backup(f)
 				return err
 			})
@@ -283,18 +288,24 @@ func backupCommand() *command {
 			if err := os.Rename(tmp, dst); err != nil {
 				return err
 			}
+			if d, err := os.Open(filepath.Dir(dst)); err == nil {
+				d.Sync()
+				d.Close()
+			}
 			fmt.Fprintf(a.stdout, "backup %s: %d bytes, %d audit records verified\n", dst, n, rep.Records)
 			return nil
 		},
 	}
 }
 
-func withRecords(a *app, f func(records) error) error {
+// withRecords runs f on the store, through the running server's admin socket
+// or directly (read-only unless write is set).
+func withRecords(a *app, write bool, f func(records) error) error {
 	cfg, err := a.config()
 	if err != nil {
 		return err
 	}
-	r, err := openRecords(cfg)
+	r, err := openRecords(cfg, write)
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ type records interface {
 // openRecords reaches the store: through the admin socket when a server is
 // running, otherwise directly. Neither path hangs: the socket has a dial
 // timeout and the store a lock timeout.
-func openRecords(c *Config) (records, error) {
+func openRecords(c *Config, write bool) (records, error) {
 	sock := c.path(c.EST.AdminSocket)
 	if _, err := os.Stat(sock); err == nil {
 		conn, err := net.DialTimeout("unix", sock, time.Second)
@@ -44,7 +44,11 @@ func openRecords(c *Config) (records, error) {
 			return newAdminClient(sock), nil
 		}
 	}
-	db, err := openStore(c, false)
+	// Queries never create a store: a mistyped path must not "verify".
+	if _, err := os.Stat(c.path(c.Store.Path)); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	db, err := openStore(c, !write)
 	if err != nil {
 		return nil, err
 	}
@@ -182,10 +186,18 @@ func adminHandler(db *store.DB, pub crypto.PublicKey) http.Handler {
 	})
 	mux.HandleFunc("GET /v1/backup", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
-		db.Backup(w)
+		if _, err := db.Backup(w); err != nil {
+			// The status is sent already: cut the stream so that the client
+			// sees a failure, not a short file.
+			panic(http.ErrAbortHandler)
+		}
 	})
 	mux.HandleFunc("POST /v1/revoke", func(w http.ResponseWriter, r *http.Request) {
-		reason, _ := strconv.Atoi(r.URL.Query().Get("reason"))
+		reason, err := strconv.Atoi(r.URL.Query().Get("reason"))
+		if err != nil {
+			fail(w, fmt.Errorf("bad reason code %q", r.URL.Query().Get("reason")))
+			return
+		}
 		if err := revokeIn(db, r.URL.Query().Get("serial"), reason, "operator:admin-socket"); err != nil {
 			fail(w, err)
 			return

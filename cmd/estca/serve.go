@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/pion/dtls/v3"
@@ -222,13 +223,13 @@ func listenAdmin(path string) (net.Listener, error) {
 		}
 		os.Remove(path)
 	}
+	// Create the socket 0600 from the start: a chmod afterwards would leave
+	// a window in which others could connect.
+	old := syscall.Umask(0o177)
 	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
 	}
 	return l, nil
 }

@@ -50,4 +50,14 @@ func TestAuditVerifyCatchesTampering(t *testing.T) {
 	if v := mustEstca(t, "--config", cfg, "audit", "verify"); !strings.Contains(v, "8 records") {
 		t.Fatalf("original store: %s", v)
 	}
+
+	// A mistyped store path is an error, not an empty store that "verifies".
+	typo := filepath.Join(dir, "estca-typo.yaml")
+	os.WriteFile(typo, []byte(strings.Replace(string(orig), "path: store/estca.db", "path: stroe/estca.db", 1)), 0o600)
+	if code, out, errs := estca(t, "--config", typo, "audit", "verify"); code == 0 {
+		t.Fatalf("audit verify of a missing store exits 0: %s%s", out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "stroe")); err == nil {
+		t.Fatal("audit verify created a store")
+	}
 }
