@@ -38,11 +38,22 @@
 // of the fresh signature, which costs as much as the HSM signature; RSA and
 // other issuing keys go through x509.CreateCertificate. See tbs.go.
 //
+// Refusals outside Enroll: the EST front end reports every request it refuses
+// itself (wrong Content-Format, unknown label, bad option, body too large,
+// internal errors, …) through RecordRejection, which appends one denied record
+// (flag "front-end") naming method, resource, CoAP code and the fixed
+// diagnostic. Errors of Enroll that are already audited carry Audited (see the
+// Audited function), so that no request gets two records. Refused DTLS
+// handshakes are reported the same way, aggregated by the front end (one
+// record per failure reason with a count, flag "handshake"), so that
+// unauthenticated peers cannot make the store write per packet.
+//
 // What it does not do: no transport (package est), no logging, no
 // configuration parsing (cmd/estca), no PKCS#11 calls of its own (package hsm),
 // no storage format (package store). Authenticate does not audit failed
-// handshakes (it runs per handshake; the front end logs them). Manual approval
-// (pending requests), CRLs and server-side key generation are not here yet.
+// handshakes itself (it runs per handshake; the front end aggregates them).
+// Manual approval (pending requests), CRLs and server-side key generation are
+// not here yet.
 //
 // Errors returned to the front end are *Error with an ErrorKind that maps to
 // exactly one CoAP code, and a short fixed Reason safe to send to the client.

@@ -187,9 +187,9 @@ func policyReason(err error) string {
 	return "request rejected"
 }
 
-// deny audits a refused request and returns the client-facing error. If the
-// audit record cannot be written the request fails as KindInternal: no
-// decision goes unrecorded.
+// deny audits a refused request and returns the client-facing error, marked
+// Audited. If the audit record cannot be written the request fails as
+// KindInternal (not Audited): no decision goes unrecorded.
 func (a *Authority) deny(p *profile, req Request, digest string, kind ErrorKind, reason string, cause error) error {
 	_, err := a.store.Append(store.AuditRecord{
 		Time:      a.now(),
@@ -204,7 +204,7 @@ func (a *Authority) deny(p *profile, req Request, digest string, kind ErrorKind,
 	if err != nil {
 		return &Error{Kind: KindInternal, Reason: "audit write failed", Err: errors.Join(err, cause)}
 	}
-	return &Error{Kind: kind, Reason: reason, Err: cause}
+	return &Error{Kind: kind, Reason: reason, Err: cause, Audited: true}
 }
 
 func (a *Authority) existing(c store.Certificate) (*Result, error) {

@@ -115,6 +115,10 @@ type Error struct {
 	Reason string        // short, fixed, client-safe text, e.g. "bad CSR signature"
 	MaxAge time.Duration // for KindPending and KindUnavailable
 	Err    error         // cause; may be nil
+	// Audited is set when the authority has already written the audit record
+	// of this refusal (Enroll's denials); the front end must not write a
+	// second one (see Audited and RecordRejection).
+	Audited bool
 }
 
 // Error implements error.

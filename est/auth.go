@@ -31,10 +31,21 @@ const (
 )
 
 // authError is returned from VerifyPeerCertificate so that the handshake
-// failure can be classified.
+// failure can be classified and audited.
 type authError struct {
-	reason string
-	err    error
+	reason  string
+	subject string // subject of the presented leaf, "" when none was parsed
+	err     error
+}
+
+// auditReason is the reason a refused handshake is tallied under: the metric
+// reason, with the authority's fixed reason when it gave a safe one.
+func (e *authError) auditReason() string {
+	var ce *ca.Error
+	if errors.As(e.err, &ce) && safeReason(ce.Reason) {
+		return e.reason + ": " + ce.Reason
+	}
+	return e.reason
 }
 
 func (e *authError) Error() string { return "est: client certificate rejected: " + e.err.Error() }
@@ -102,13 +113,13 @@ func (a *authenticator) verify(raw [][]byte, _ [][]*x509.Certificate) error {
 
 func (a *authenticator) authenticate(raw [][]byte) (ca.Requester, error) {
 	if len(raw) == 0 {
-		return ca.Requester{}, &authError{ReasonNoCertificate, errors.New("no client certificate")}
+		return ca.Requester{}, &authError{reason: ReasonNoCertificate, err: errors.New("no client certificate")}
 	}
 	chain := make([]*x509.Certificate, 0, len(raw))
 	for _, der := range raw {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return ca.Requester{}, &authError{ReasonBadCertificate, err}
+			return ca.Requester{}, &authError{reason: ReasonBadCertificate, err: err}
 		}
 		chain = append(chain, c)
 	}
@@ -121,7 +132,7 @@ func (a *authenticator) authenticate(raw [][]byte) (ca.Requester, error) {
 		case ca.KindForbidden:
 			reason = ReasonForbidden
 		}
-		return ca.Requester{}, &authError{reason, err}
+		return ca.Requester{}, &authError{reason: reason, subject: chain[0].Subject.String(), err: err}
 	}
 	if who.Leaf == nil {
 		who.Leaf = chain[0]
@@ -174,6 +185,11 @@ type session struct {
 	ready     atomic.Bool
 	who       ca.Requester
 	closeOnce sync.Once
+
+	// The last CON refused by Read (critical.go), to answer its
+	// retransmissions; used by go-coap's read loop only.
+	lastRefusal    []byte
+	lastRefusalMID int32
 }
 
 // HandshakeContext runs the DTLS handshake and binds the authenticated
@@ -193,7 +209,7 @@ func (c *session) HandshakeContext(ctx context.Context) error {
 	if err == nil {
 		st, ok := c.Conn.ConnectionState()
 		if !ok || len(st.PeerCertificates) == 0 {
-			err = &authError{ReasonNoCertificate, errors.New("no client certificate")}
+			err = &authError{reason: ReasonNoCertificate, err: errors.New("no client certificate")}
 		} else {
 			c.who, err = c.srv.authn.take(st.PeerCertificates)
 		}
@@ -201,7 +217,14 @@ func (c *session) HandshakeContext(ctx context.Context) error {
 	if err != nil {
 		reason := serverHandshakeReason(err)
 		c.srv.metrics.handshakeFailure(reason)
-		c.srv.log.Debug("dtls handshake failed", "peer", c.RemoteAddr().String(), "reason", reason, "error", err)
+		peer := c.RemoteAddr().String()
+		c.srv.log.Debug("dtls handshake failed", "peer", peer, "reason", reason, "error", err)
+		audit, subject := reason, ""
+		var ae *authError
+		if errors.As(err, &ae) {
+			audit, subject = ae.auditReason(), ae.subject
+		}
+		c.srv.noteHandshake(audit, peer, subject)
 		return err
 	}
 	c.ready.Store(true)

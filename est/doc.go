@@ -51,28 +51,48 @@
 //
 // # Message hygiene (RFC 7252 §3, §4, §5.4; RFC 7959 §2.2)
 //
-// go-coap already answers an unrecognised critical option, or a critical
-// option of its known set with an out-of-range length, with 4.02 (its own
-// short diagnostic "unknown critical option(s): N") for CON and drops it
-// for NON; it answers an unparsable CON message (bad option encoding,
-// payload marker without payload) with RST and drops other unparsable
-// messages, without ending the DTLS session; it drops elective options of
-// bad length while decoding. This package then rejects the critical options
-// go-coap knows but estca does not implement (If-Match, If-None-Match,
-// OSCORE, Q-Block1/2, Proxy-Uri, Proxy-Scheme) and repeated non-repeatable
-// critical options with 4.02 "bad option" (CON) or no answer (NON), a Block
-// option with SZX 7 with 4.00, ignores supernumerary elective options, and
-// does not serve messages that are not requests (ACK/RST types, response
-// codes). go-coap answers a NON request with a CON response (RFC 7252
-// §5.2.3 allows either).
+// go-coap would answer an unrecognised critical option, or a critical option
+// of its known set with an out-of-range length, itself, with its library
+// diagnostic, before any handler or hook runs (see critical.go). The
+// server's session therefore screens each datagram before go-coap decodes it
+// and answers such a request itself: 4.02 with the fixed diagnostic "bad
+// option" for CON (a retransmission gets the same answer), nothing for NON;
+// counted, logged and audited like any refusal. go-coap answers an
+// unparsable CON message (bad option encoding, payload marker without
+// payload) with RST and drops other unparsable messages, without ending the
+// DTLS session; it drops elective options of bad length while decoding.
+// This package then rejects the critical options go-coap knows but estca does
+// not implement (If-Match, If-None-Match, OSCORE, Q-Block1/2, Proxy-Uri,
+// Proxy-Scheme) and repeated non-repeatable critical options with 4.02 "bad
+// option" (CON) or no answer (NON), a Block option with SZX 7 with 4.00,
+// ignores supernumerary elective options, and does not serve messages that
+// are not requests (ACK/RST types, response codes). go-coap answers a NON
+// request with a CON response (RFC 7252 §5.2.3 allows either).
+//
+// # Auditing
+//
+// The authority audits its own decisions (ca.Enroll). Every other refusal of
+// an authenticated request — an answer of 4.00 or above decided here
+// (routing, Content-Format, Accept, method, options, block-wise, internal
+// errors, authority errors the authority did not audit), or a NON request
+// rejected without an answer — is reported once, synchronously and before
+// the answer is sent, through Authority.RecordRejection with the CoAP code
+// and the fixed diagnostic; errors for which ca.Audited is true are not
+// reported again, and a stored block-wise response that is replayed is not
+// a new refusal. Successful requests are not audited. Refused DTLS
+// handshakes (no or bad certificate, rejected by the authority, timeout,
+// rate-limited, too many sessions) are tallied by reason and written as one
+// record per reason, with the count, the last peer address and the last
+// presented subject, every HandshakeAuditInterval (10 s by default) and
+// when Serve ends, so that unauthenticated peers cannot make the store
+// write per packet.
 //
 // # What it does not do
 //
-// It makes no policy decisions and does no auditing: the authority decides
-// and audits every request. It does not implement Observe, proxying or
+// It makes no policy decisions. It does not implement Observe, proxying or
 // OSCORE. It logs one structured line per request (request id, peer,
 // identity fingerprint prefix and subject, method, resource, code,
-// duration); it never logs keys or CSRs.
+// duration, and for refusals the fixed reason); it never logs keys or CSRs.
 //
 // # Concurrency
 //

@@ -29,6 +29,11 @@ type Authority interface {
 	CSRAttributes(profile string) ([]byte, error)
 	// HasProfile reports whether a path label names a profile.
 	HasProfile(label string) bool
+	// RecordRejection durably audits a refusal the authority did not decide
+	// itself: a request the server answered 4.xx/5.xx (or rejected without
+	// an answer) outside Enroll, or an aggregate of refused handshakes. The
+	// server never reports an error for which ca.Audited is true.
+	RecordRejection(r ca.Rejection) error
 }
 
 // Resource names the server routes besides the EST ones of format.go.

@@ -67,6 +67,11 @@ type Options struct {
 	// BlockMaxBody bounds a reassembled request body (RFC 7959 §2.9.3); 0
 	// means DefaultBlockMaxBody (64 KiB).
 	BlockMaxBody int
+	// HandshakeAuditInterval is how often refused DTLS handshakes, tallied by
+	// reason, are written to the audit log (one record per reason, through
+	// Authority.RecordRejection); they are also written at shutdown. 0 means
+	// DefaultHandshakeAuditInterval.
+	HandshakeAuditInterval time.Duration
 	// Logger receives one line per request; nil discards.
 	Logger *slog.Logger
 	// Metrics receives the server metrics; nil means a fresh NewMetrics().
@@ -91,6 +96,9 @@ type Server struct {
 	sessID   atomic.Uint64
 	sessions atomic.Int64
 
+	hsAudit handshakeAudit
+	flushMu sync.Mutex // serialises handshake audit flushes
+
 	mu       sync.Mutex
 	ln       *listener
 	coap     *dtlsserver.Server
@@ -110,7 +118,7 @@ func NewServer(o Options) (*Server, error) {
 		errs = append(errs, errors.New("est: no server certificate and key"))
 	}
 	if o.MaxSessions < 0 || o.IdleTimeout < 0 || o.HandshakeTimeout < 0 || o.HandshakeRate < 0 ||
-		o.HandshakeBurst < 0 || o.BlockMaxBody < 0 {
+		o.HandshakeBurst < 0 || o.BlockMaxBody < 0 || o.HandshakeAuditInterval < 0 {
 		errs = append(errs, errors.New("est: negative limit"))
 	}
 	if len(errs) > 0 {
@@ -136,6 +144,9 @@ func NewServer(o Options) (*Server, error) {
 	}
 	if o.BlockMaxBody == 0 {
 		o.BlockMaxBody = DefaultBlockMaxBody
+	}
+	if o.HandshakeAuditInterval == 0 {
+		o.HandshakeAuditInterval = DefaultHandshakeAuditInterval
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -194,10 +205,12 @@ var errRefused = errors.New("est: handshake attempt refused")
 func (s *Server) admit(addr net.Addr) error {
 	if s.sessions.Load() >= int64(s.o.MaxSessions) {
 		s.metrics.handshakeFailure(ReasonTooManySessions)
+		s.noteHandshake(ReasonTooManySessions, addr.String(), "")
 		return errRefused
 	}
 	if !s.limiter.allow(addr) {
 		s.metrics.handshakeFailure(ReasonRateLimited)
+		s.noteHandshake(ReasonRateLimited, addr.String(), "")
 		return errRefused
 	}
 	return nil
@@ -282,8 +295,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	sweepCtx, cancelSweep := context.WithCancel(ctx)
 	defer cancelSweep()
 	go s.sweep(sweepCtx)
+	auditCtx, cancelAudit := context.WithCancel(context.WithoutCancel(ctx))
+	auditDone := make(chan struct{})
+	go s.auditLoop(auditCtx, auditDone)
 
 	_ = srv.Serve(ln)
+	// go-coap's Serve returns once every session goroutine (handshakes
+	// included) has ended: the last tallies are complete.
+	cancelAudit()
+	<-auditDone
+	s.flushHandshakes()
 	return ErrServerClosed
 }
 
@@ -305,7 +326,8 @@ func (s *Server) sweep(ctx context.Context) {
 }
 
 // Shutdown stops accepting handshakes, closes every session and waits for
-// Serve to return or ctx to end.
+// Serve to return or ctx to end. Refused handshakes not yet audited are
+// written to the audit log before Serve returns.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
@@ -317,6 +339,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = ln.Close()
 	}
 	if !serving {
+		s.flushHandshakes()
 		return nil
 	}
 	select {

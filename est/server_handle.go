@@ -3,7 +3,6 @@ package est
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -11,80 +10,90 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
-	"github.com/estca/estca/ca"
 	"github.com/estca/estca/est/block"
 )
 
 // serveCoAP is the go-coap handler of every request: hygiene checks,
-// routing, block-wise reassembly, the resource, the response and one log line.
+// routing, block-wise reassembly, the resource, the audit record of a
+// refusal, the response and one log line.
 func (s *Server) serveCoAP(w *responsewriter.ResponseWriter[*udpclient.Conn], m *pool.Message) {
-	start := s.now()
-	id := s.reqID.Add(1)
+	x := &exchange{id: s.reqID.Add(1), start: s.now(), method: m.Code(), resource: "-", target: "-"}
 	sess, _ := w.Conn().NetConn().(*session)
-	var who *ca.Requester
-	peer := w.Conn().RemoteAddr().String()
+	x.peer = w.Conn().RemoteAddr().String()
 	if sess != nil && sess.ready.Load() && sess.who.Leaf != nil {
-		who = &sess.who
+		x.who = &sess.who
 	}
 	payload, err := m.ReadBody()
 	if err != nil {
 		payload = nil
 	}
-	resource := "-"
 	var out block.Outgoing
 	req, err := parseRequest(m.Type(), m.Code(), m.Options(), payload)
+	var pe *Error
 	switch {
+	case errors.Is(err, ErrNotServed) && errors.As(err, &pe):
+		// A non-confirmable request with a bad critical option: rejected
+		// without an answer (RFC 7252 §5.4.1), but audited and logged.
+		x.refused = pe
+		s.auditRefusal(x)
+		s.report(x)
+		return
 	case errors.Is(err, ErrNotServed):
-		s.log.Debug("request not served", "req", id, "peer", peer, "type", m.Type().String(), "code", m.Code().String(), "reason", KindOf(err).String())
-		s.metrics.request(resource, 0)
+		s.log.Debug("request not served", "req", x.id, "peer", x.peer, "type", m.Type().String(), "code", m.Code().String(), "reason", KindOf(err).String())
+		s.metrics.request(x.resource, 0)
 		return
 	case err != nil:
-		out = s.errorOut(id, err)
-	case who == nil:
+		x.refused = err
+		out = s.errorOut(x.id, err)
+	case x.who == nil:
 		// Cannot happen: the handshake requires an authenticated certificate.
-		out = s.errorOut(id, protoErr(KindUnauthenticated, "not authenticated"))
+		x.refused = protoErr(KindUnauthenticated, "not authenticated")
+		out = s.errorOut(x.id, x.refused)
 	default:
 		var sessID string
 		if sess != nil {
 			sessID = sess.id
 		}
-		resource, out = s.serveRequest(m.Context(), id, sessID, who, req)
+		out = s.serveRequest(m.Context(), x, sessID, req)
 	}
 	if out.Code == 0 {
 		return
 	}
+	x.code = codes.Code(out.Code)
+	s.auditRefusal(x)
 	if err := writeOut(w, out); err != nil {
 		// No-Response option (RFC 7967) suppressed the answer.
-		out.Code = 0
+		x.code = 0
 	}
-	fp, subject := identity(who)
-	s.metrics.request(resource, codes.Code(out.Code))
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "est request",
-		slog.Uint64("req", id),
-		slog.String("peer", peer),
-		slog.String("identity", fp),
-		slog.String("subject", subject),
-		slog.String("method", m.Code().String()),
-		slog.String("resource", resource),
-		slog.String("code", codeString(codes.Code(out.Code))),
-		slog.Duration("duration", s.now().Sub(start)),
-	)
+	s.report(x)
 }
 
 // serveRequest routes a request that passed the hygiene checks, runs it
-// through the block-wise Manager and, once per complete request, the resource.
-func (s *Server) serveRequest(ctx context.Context, id uint64, sessID string, who *ca.Requester, req *request) (string, block.Outgoing) {
+// through the block-wise Manager and, once per complete request, the
+// resource. It fills in x's resource, target, profile and, when this request
+// decided a refusal, refused; a stored response replayed by the block layer
+// leaves refused nil (it was audited when it was decided).
+func (s *Server) serveRequest(ctx context.Context, x *exchange, sessID string, req *request) block.Outgoing {
+	refuse := func(err error) block.Outgoing {
+		x.refused = err
+		return s.errorOut(x.id, err)
+	}
 	t, err := route(req.path, s.auth.HasProfile)
 	if err != nil {
-		return "-", s.errorOut(id, err)
+		x.target = "/" + strings.Join(req.path, "/")
+		if len(req.path) == 3 && req.path[0] == "est" {
+			x.profile = req.path[1]
+		}
+		return refuse(err)
 	}
-	resource := t.resource
+	x.resource, x.profile = t.resource, t.profile
 	if t.profile != "" {
-		resource = t.profile + "/" + t.resource
+		x.resource = t.profile + "/" + t.resource
 	}
+	x.target = x.resource
 	// Checks that need no body run before any block is buffered.
 	if err := s.check(req, t); err != nil {
-		return resource, s.errorOut(id, err)
+		return refuse(err)
 	}
 	in := block.Incoming{
 		Key: block.Key{
@@ -110,23 +119,25 @@ func (s *Server) serveRequest(ctx context.Context, id uint64, sessID string, who
 		}
 		o, err := block.Decode(b.raw)
 		if err != nil {
-			return resource, s.errorOut(id, err)
+			return refuse(err)
 		}
 		*b.dst = &o
 	}
 	d := s.blocks.Request(in)
 	if !d.Handle {
 		if d.Err != nil {
+			x.refused = d.Err
 			d.Reply.Payload = []byte(StatusOf(d.Err).Diagnostic)
 			d.Reply.ContentFormat = nil
 		}
-		return resource, d.Reply
+		return d.Reply
 	}
 	req.payload = d.Body
-	resp, err := s.serve(ctx, who, req, t)
+	resp, err := s.serve(ctx, x.who, req, t)
 	var r block.Response
 	if err != nil {
-		e := s.errorOut(id, err)
+		x.refused = err
+		e := s.errorOut(x.id, err)
 		r = block.Response{Code: e.Code, MaxAge: e.MaxAge, Body: e.Payload}
 	} else {
 		r = block.Response{Code: uint8(resp.code), Body: resp.body}
@@ -135,7 +146,7 @@ func (s *Server) serveRequest(ctx context.Context, id uint64, sessID string, who
 			r.ContentFormat = &f
 		}
 	}
-	return resource, s.blocks.Respond(in, r)
+	return s.blocks.Respond(in, r)
 }
 
 // errorOut renders err through StatusOf; internal errors are logged with

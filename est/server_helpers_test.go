@@ -109,16 +109,34 @@ func (c *stCA) tlsCert(t testing.TB, cn string, server bool) tls.Certificate {
 type stAuthority struct {
 	ca *stCA
 
-	mu       sync.Mutex
-	enrolls  int
-	profiles []string
-	renews   int
+	mu         sync.Mutex
+	enrolls    int
+	profiles   []string
+	renews     int
+	rejections []ca.Rejection
+}
+
+// RecordRejection keeps the rejections for the tests to inspect.
+func (a *stAuthority) RecordRejection(r ca.Rejection) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.rejections = append(a.rejections, r)
+	return nil
+}
+
+// rejected returns the rejections recorded so far.
+func (a *stAuthority) rejected() []ca.Rejection {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]ca.Rejection(nil), a.rejections...)
 }
 
 const (
 	stCNPending = "pending device"
 	stCNBoom    = "boom device"
 	stCNDenied  = "denied device"
+	// stCNAudited is denied by the authority with an error it audited itself.
+	stCNAudited = "audited device"
 )
 
 func (a *stAuthority) Authenticate(chain []*x509.Certificate) (ca.Requester, error) {
@@ -163,6 +181,8 @@ func (a *stAuthority) Enroll(_ context.Context, req ca.Request) (*ca.Result, err
 		return nil, errors.New("disk on fire at /var/lib/secret")
 	case stCNDenied:
 		return nil, &ca.Error{Kind: ca.KindForbidden, Reason: "not allowed"}
+	case stCNAudited:
+		return nil, &ca.Error{Kind: ca.KindBadRequest, Reason: "policy says no", Audited: true}
 	}
 	c, err := a.ca.sign(csr.Subject.CommonName, csr.PublicKey, false)
 	if err != nil {

@@ -3,12 +3,15 @@ package est
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,11 +34,22 @@ func stPEMPair(t *testing.T, p ca.PEMPair) tls.Certificate {
 	return c
 }
 
-// TestServerRealAuthority runs the server with the real ca.Authority: CA and
-// DTLS server keys in a SoftHSM token, bbolt store in t.TempDir(), demo
-// IDevIDs. Not parallel: softhsmtest selects the token through the
-// environment.
-func TestServerRealAuthority(t *testing.T) {
+// rcEnv is a server running with the real ca.Authority: CA and DTLS server
+// keys in a SoftHSM token, bbolt store in t.TempDir(), demo IDevIDs.
+type rcEnv struct {
+	srv   *Server
+	db    *store.DB
+	h     *ca.Hierarchy
+	demo  *ca.DemoSet
+	roots *x509.CertPool
+	addr  string
+	logs  *stLog
+}
+
+// rcStart starts the server with the real authority. Not parallel:
+// softhsmtest selects the token through the environment.
+func rcStart(t *testing.T) *rcEnv {
+	t.Helper()
 	_, tok := softhsmtest.New(t)
 	h, err := ca.Init(tok, ca.InitOptions{})
 	if err != nil {
@@ -96,7 +110,13 @@ func TestServerRealAuthority(t *testing.T) {
 	})
 	roots := x509.NewCertPool()
 	roots.AddCert(h.Root)
-	addr := srv.Addr().String()
+	return &rcEnv{srv: srv, db: db, h: h, demo: demo, roots: roots, addr: srv.Addr().String(), logs: logs}
+}
+
+// TestServerRealAuthority runs the server with the real ca.Authority.
+func TestServerRealAuthority(t *testing.T) {
+	e := rcStart(t)
+	srv, h, demo, roots, addr, logs := e.srv, e.h, e.demo, e.roots, e.addr, e.logs
 
 	for name, p := range map[string]ca.PEMPair{"expired IDevID": demo.Expired, "unknown manufacturer": demo.Unknown} {
 		cert := stPEMPair(t, p)
@@ -106,8 +126,15 @@ func TestServerRealAuthority(t *testing.T) {
 			}
 		}
 	}
-	if m := stScrape(t, srv.Metrics()); !strings.Contains(m, `estca_est_handshake_failures_total{reason="unauthenticated"} 2`) {
-		t.Errorf("handshake failures not counted:\n%s", m)
+	// The client may see the alert before the server has counted the failure.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		m := stScrape(t, srv.Metrics())
+		if strings.Contains(m, `estca_est_handshake_failures_total{reason="unauthenticated"} 2`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("handshake failures not counted:\n%s", m)
+		}
 	}
 
 	device := stPEMPair(t, demo.Valid)
@@ -156,4 +183,101 @@ func stPool(certs ...*x509.Certificate) *x509.CertPool {
 		p.AddCert(c)
 	}
 	return p
+}
+
+// TestRealAuthorityAuditsRefusals: every refusal leaves exactly one denied
+// record in the real store, with the CoAP code; a malformed CSR (audited by
+// ca.Enroll) is not audited twice; successful requests leave none; refused
+// handshakes appear aggregated after Shutdown.
+func TestRealAuthorityAuditsRefusals(t *testing.T) {
+	e := rcStart(t)
+	records := func() []store.AuditRecord {
+		t.Helper()
+		recs, err := e.db.AuditRecords(store.AuditFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	for _, p := range []ca.PEMPair{e.demo.Unknown, e.demo.Unknown, e.demo.Expired} {
+		cert := stPEMPair(t, p)
+		if c, err := stDialName(t, e.addr, &cert, e.roots, "localhost", 3*time.Second); err == nil {
+			if _, ok := c.roundTrip(stMsg{code: codes.GET, path: "/.well-known/est/crts"}, 300*time.Millisecond); ok {
+				t.Fatal("refused client served")
+			}
+		}
+	}
+	device := stPEMPair(t, e.demo.Valid)
+	c, err := stDialName(t, e.addr, &device, e.roots, "localhost", 5*time.Second)
+	if err != nil {
+		t.Fatalf("valid IDevID: %v", err)
+	}
+	sum := sha256.Sum256(device.Leaf.Raw)
+	fp := hex.EncodeToString(sum[:])
+	base := len(records())
+	if r := c.do(stMsg{code: codes.GET, path: "/.well-known/est/crts"}); r.Code != codes.Content {
+		t.Fatalf("crts: %v", r.Code)
+	}
+	if n := len(records()); n != base {
+		t.Fatalf("successful request audited (%d records)", n-base)
+	}
+	csr, _ := stCSR(t, "demo device DEMO-0001", 0)
+	sen := "/.well-known/est/sen"
+	tests := []struct {
+		name   string
+		msg    stMsg
+		code   codes.Code
+		reason string // the whole audit reason up to the peer
+		flags  []string
+	}{
+		{"wrong Content-Format", stMsg{code: codes.POST, path: sen, opts: message.Options{stUint(message.ContentFormat, 0)}, payload: csr},
+			codes.UnsupportedMediaType, "POST sen 4.15: unsupported content-format", []string{ca.FlagFrontEnd}},
+		{"too large", stMsg{code: codes.POST, path: sen, opts: message.Options{stUint(message.ContentFormat, 286),
+			stBlock(message.Block1, 0, true, 2), stUint(message.Size1, 70<<10)}, payload: make([]byte, 64)},
+			codes.RequestEntityTooLarge, "POST sen 4.13: request entity too large", []string{ca.FlagFrontEnd}},
+		{"unknown label", stMsg{code: codes.GET, path: "/est/nolabel/crts"},
+			codes.NotFound, "GET /est/nolabel/crts 4.04: unknown label", []string{ca.FlagFrontEnd}},
+		{"unknown critical option", stMsg{code: codes.GET, path: "/est/crts", opts: message.Options{stOpt(65001, 'x')}},
+			codes.BadOption, "GET crts 4.02: bad option", []string{ca.FlagFrontEnd}},
+		{"malformed CSR", stMsg{code: codes.POST, path: sen, opts: message.Options{stUint(message.ContentFormat, 286)}, payload: []byte("this is not a CSR")},
+			codes.BadRequest, "malformed CSR", nil},
+	}
+	for _, tc := range tests {
+		before := len(records())
+		r := c.do(tc.msg)
+		if r.Code != tc.code {
+			t.Fatalf("%s: %v %q", tc.name, r.Code, r.Payload)
+		}
+		recs := records()
+		if len(recs) != before+1 {
+			t.Fatalf("%s: %d records written, want 1", tc.name, len(recs)-before)
+		}
+		rec := recs[len(recs)-1]
+		reason, _, _ := strings.Cut(rec.Reason, " (peer ")
+		if rec.Event != store.EventDenied || rec.Verdict != ca.VerdictRejected || reason != tc.reason ||
+			rec.Requester.Fingerprint != fp || !slices.Equal(rec.Flags, tc.flags) {
+			t.Errorf("%s: record %+v", tc.name, rec)
+		}
+		if tc.flags != nil && !strings.Contains(rec.Reason, "(peer 127.0.0.1:") {
+			t.Errorf("%s: no peer in %q", tc.name, rec.Reason)
+		}
+	}
+
+	before := len(records())
+	if err := e.srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var hs []string
+	for _, rec := range records()[before:] {
+		if rec.Event != store.EventDenied || !slices.Equal(rec.Flags, []string{ca.FlagHandshake}) || rec.Requester.Fingerprint != "" {
+			t.Errorf("unexpected record at shutdown: %+v", rec)
+		}
+		hs = append(hs, rec.Reason)
+	}
+	if len(hs) != 2 ||
+		!strings.HasPrefix(hs[0], "dtls handshake rejected: unauthenticated: certificate expired x1 (last 127.0.0.1:") ||
+		!strings.HasPrefix(hs[1], "dtls handshake rejected: unauthenticated: unknown certificate issuer x2 (last 127.0.0.1:") ||
+		!strings.Contains(hs[1], "CN=demo device OTHER-0001") {
+		t.Fatalf("handshake records:\n%s", strings.Join(hs, "\n"))
+	}
 }
