@@ -54,7 +54,12 @@ func (a *Authority) Authenticate(chain []*x509.Certificate) (Requester, error) {
 		ExpiredAccepted: v.ExpiredAccepted,
 	}
 	if v.Kind == policy.KindIDevID {
-		r.Identity.IDevIDSerial = serial
+		// IEEE 802.1AR puts the device serial in the subject's
+		// serialNumber attribute; fall back to the certificate serial.
+		r.Identity.IDevIDSerial = leaf.Subject.SerialNumber
+		if r.Identity.IDevIDSerial == "" {
+			r.Identity.IDevIDSerial = serial
+		}
 	}
 	return r, nil
 }

@@ -59,7 +59,7 @@ func TestAuthenticate(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.Kind != KindIDevID || r.Identity.Kind != "idevid" || r.Identity.Anchor != "demo" || r.Leaf != valid ||
-		r.Identity.IDevIDSerial != valid.SerialNumber.Text(16) || r.Identity.Subject != valid.Subject.String() ||
+		r.Identity.IDevIDSerial != valid.Subject.SerialNumber || r.Identity.IDevIDSerial == "" || r.Identity.Subject != valid.Subject.String() ||
 		len(r.Identity.Fingerprint) != 64 || len(r.Chain) != 2 {
 		t.Fatalf("requester %+v", r)
 	}

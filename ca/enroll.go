@@ -100,9 +100,14 @@ func (a *Authority) Enroll(ctx context.Context, req Request) (*Result, error) {
 func (a *Authority) enroll(p *profile, req Request, digest string) (*Result, error) {
 	fp := req.Requester.Identity.Fingerprint
 	if c, err := a.store.IssuedFor(fp, digest); err == nil {
-		return a.existing(c)
+		return a.resend(p, req, digest, c)
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, &Error{Kind: KindInternal, Reason: "store lookup failed", Err: err}
+	}
+	// A CA that is expired, or about to be, would issue certificates that
+	// end before they start (notAfter is capped at the issuing CA's).
+	if a.issuing.NotAfter.Sub(a.now()) < minRemaining {
+		return nil, a.deny(p, req, digest, KindUnavailable, "issuing CA expired", nil)
 	}
 	csr, err := x509.ParseCertificateRequest(req.CSR)
 	if err != nil {
@@ -205,6 +210,29 @@ func (a *Authority) deny(p *profile, req Request, digest string, kind ErrorKind,
 		return &Error{Kind: KindInternal, Reason: "audit write failed", Err: errors.Join(err, cause)}
 	}
 	return &Error{Kind: kind, Reason: reason, Err: cause, Audited: true}
+}
+
+// minRemaining is the least validity the issuing CA must have left to issue.
+const minRemaining = time.Hour
+
+// resend answers an identical CSR from the same requester (RFC 9148 §4.7)
+// with the certificate issued for it, unless that certificate can no longer
+// serve: revoked, expired, or issued under another profile. The device must
+// then send a new CSR; the refusal is audited.
+func (a *Authority) resend(p *profile, req Request, digest string, c store.Certificate) (*Result, error) {
+	switch _, err := a.store.Revocation(c.Serial); {
+	case err == nil:
+		return nil, a.deny(p, req, digest, KindForbidden, "CSR already used for a revoked certificate", nil)
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, &Error{Kind: KindInternal, Reason: "revocation lookup failed", Err: err}
+	}
+	if !a.now().Before(c.NotAfter) {
+		return nil, a.deny(p, req, digest, KindForbidden, "CSR already used for an expired certificate", nil)
+	}
+	if c.Profile != p.Name {
+		return nil, a.deny(p, req, digest, KindBadRequest, "CSR already enrolled under another profile", nil)
+	}
+	return a.existing(c)
 }
 
 func (a *Authority) existing(c store.Certificate) (*Result, error) {

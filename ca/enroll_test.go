@@ -330,3 +330,46 @@ func TestEnrollCancelled(t *testing.T) {
 		t.Fatalf("error %v does not wrap context.Canceled", err)
 	}
 }
+
+// TestResendAfterRevocationOrProfileChange: a re-sent CSR only gets its
+// earlier certificate while that certificate can still serve.
+func TestResendAfterRevocationOrProfileChange(t *testing.T) {
+	f := newFixture(t)
+	req := f.requester(t, f.demo.Valid)
+	csr := makeCSR(t, newKey(t), pkix.Name{CommonName: "dev-r"})
+	first := f.enroll(t, Request{CSR: csr, Requester: req})
+
+	_, err := f.a.Enroll(context.Background(), Request{CSR: csr, Profile: "plain", Requester: req})
+	wantKind(t, err, KindBadRequest, "CSR already enrolled under another profile")
+
+	if err := f.db.Revoke(first.Serial, 1, f.now, store.AuditRecord{Event: store.EventRevoked, Serial: first.Serial}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.a.Enroll(context.Background(), Request{CSR: csr, Requester: req})
+	wantKind(t, err, KindForbidden, "CSR already used for a revoked certificate")
+	if rec := f.lastAudit(t); rec.Event != store.EventDenied {
+		t.Fatalf("refusal not audited: %+v", rec)
+	}
+	if n := f.count(t); n != 1 {
+		t.Fatalf("store holds %d certificates, want 1", n)
+	}
+}
+
+// TestExpiredIssuingCARefuses: an expired issuing CA issues nothing (its
+// certificates would end before they start).
+func TestExpiredIssuingCARefuses(t *testing.T) {
+	f := newFixture(t)
+	opts := f.opts
+	late := f.h.Issuing.NotAfter.Add(time.Minute)
+	opts.Now = func() time.Time { return late }
+	a, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Enroll(context.Background(), Request{CSR: makeCSR(t, newKey(t), pkix.Name{CommonName: "late"}),
+		Requester: f.requester(t, f.demo.Valid)})
+	wantKind(t, err, KindUnavailable, "issuing CA expired")
+	if n := f.count(t); n != 0 {
+		t.Fatalf("store holds %d certificates, want 0", n)
+	}
+}

@@ -180,6 +180,10 @@ func (v *Verifier) operational(leaf *x509.Certificate, now time.Time) (Verified,
 	if now.After(leaf.NotAfter) {
 		return Verified{}, &Error{Reason: "certificate expired", Err: ErrExpired}
 	}
+	if !clientAuth(leaf) {
+		// e.g. the DTLS server certificate, also issued by this CA.
+		return Verified{}, &Error{Reason: "certificate not for client authentication", Err: ErrUntrusted}
+	}
 	for _, c := range v.opChain {
 		if now.Before(c.NotBefore) || now.After(c.NotAfter) {
 			return Verified{}, &Error{Reason: "issuing CA outside validity", Err: ErrExpired}
@@ -224,16 +228,22 @@ func (v *Verifier) idevid(chain []*x509.Certificate, now time.Time) (Verified, e
 			if !errors.As(err, &inv) || inv.Reason != x509.Expired {
 				continue
 			}
-			if !a.tolerate {
+			// crypto/x509 reports "not yet valid" as Expired too: only a
+			// leaf that is really past its notAfter may use the tolerance.
+			if !a.tolerate || !now.After(leaf.NotAfter) {
 				expired = &Error{Reason: "certificate expired", Err: fmt.Errorf("%w: %w", ErrExpired, err)}
 				continue
 			}
-			// RFC 9148 §3: the chain must verify at the leaf's notAfter;
-			// notBefore was checked against now above.
+			// RFC 9148 §3: the chain must verify at the leaf's notAfter,
+			// and notBefore still applies to every certificate of it now.
 			opts.CurrentTime = leaf.NotAfter
 			chains, err = leaf.Verify(opts)
 			if err != nil {
 				expired = &Error{Reason: "certificate expired", Err: fmt.Errorf("%w: %w", ErrExpired, err)}
+				continue
+			}
+			if notYet(chains[0], now) {
+				expired = &Error{Reason: "certificate not yet valid", Err: ErrNotYetValid}
 				continue
 			}
 			accepted = true
@@ -247,4 +257,28 @@ func (v *Verifier) idevid(chain []*x509.Certificate, now time.Time) (Verified, e
 		return Verified{}, expired
 	}
 	return Verified{}, &Error{Reason: "unknown certificate issuer", Err: ErrUntrusted}
+}
+
+// notYet reports whether any certificate of chain is not yet valid at now.
+func notYet(chain []*x509.Certificate, now time.Time) bool {
+	for _, c := range chain {
+		if now.Before(c.NotBefore) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientAuth reports whether leaf may authenticate a TLS/DTLS client: no
+// extended key usage at all, anyExtendedKeyUsage, or id-kp-clientAuth.
+func clientAuth(leaf *x509.Certificate) bool {
+	if len(leaf.ExtKeyUsage) == 0 && len(leaf.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	for _, u := range leaf.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
+			return true
+		}
+	}
+	return false
 }

@@ -1,8 +1,11 @@
 package policy
 
 import (
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +41,13 @@ func TestVerify(t *testing.T) {
 	devBFuture := mint(t, mfgB, "b-future", 0x201, false, t0.Add(day), far)
 	devBAfterRoot := mint(t, mfgC, "c-dev", 0x300, false, t0.Add(-2*time365), t0.Add(time365))
 	devUnknown := mint(t, unknown, "u", 0x400, false, t0.Add(-time365), far)
+	// A tolerant anchor's sub-CA that is not valid yet: crypto/x509 calls
+	// that "Expired" too, and it must not pass as a tolerated expiry.
+	mfgBSubFuture := mint(t, mfgB, "Bolt future sub CA", 3, true, t0.Add(day), far)
+	devBSubFuture := mint(t, mfgBSubFuture, "b-under-future-sub", 0x202, false, t0.Add(-time365), t0.Add(time365))
+	// The DTLS server certificate is issued by this CA too, but for serverAuth.
+	opServer := mintEKU(t, issuing, "estca server", 13, t0.Add(-day), t0.Add(time365), x509.ExtKeyUsageServerAuth)
+	opClient := mintEKU(t, issuing, "op-4", 14, t0.Add(-day), t0.Add(time365), x509.ExtKeyUsageClientAuth)
 
 	v, err := NewVerifier(Requesters{
 		Operational: []*x509.Certificate{issuing.cert, root.cert},
@@ -76,6 +86,9 @@ func TestVerify(t *testing.T) {
 		{"unknown manufacturer", []*node{devUnknown}, "", "", false, ErrUntrusted},
 		{"unknown with its root", []*node{devUnknown, unknown}, "", "", false, ErrUntrusted},
 		{"empty chain", nil, "", "", false, ErrUntrusted},
+		{"tolerant anchor, sub CA not yet valid", []*node{devBSubFuture, mfgBSubFuture}, "", "", false, ErrExpired},
+		{"operational serverAuth-only certificate", []*node{opServer}, "", "", false, ErrUntrusted},
+		{"operational clientAuth certificate", []*node{opClient}, KindOperational, "", false, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -152,4 +165,22 @@ func BenchmarkVerifyIDevID(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func mintEKU(t testing.TB, parent *node, cn string, serial int64, nb, na time.Time, eku x509.ExtKeyUsage) *node {
+	t.Helper()
+	k := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, NotBefore: nb, NotAfter: na,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{eku},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent.cert, k.Public(), parent.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &node{c, k}
 }

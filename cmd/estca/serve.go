@@ -63,6 +63,9 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		return err
 	}
 	defer x.Close()
+	if left := time.Until(x.issuing.NotAfter); left < 30*24*time.Hour {
+		a.log.Warn("issuing CA expires soon: enrollment stops an hour before", "not_after", x.issuing.NotAfter, "left", left.Round(time.Hour))
+	}
 	auditKey, err := x.token.FindKey(cfg.CA.AuditKey)
 	if err != nil {
 		return fmt.Errorf("audit key %q: %w", cfg.CA.AuditKey, err)
