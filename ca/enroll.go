@@ -99,6 +99,21 @@ func (a *Authority) Enroll(ctx context.Context, req Request) (*Result, error) {
 
 func (a *Authority) enroll(p *profile, req Request, digest string) (*Result, error) {
 	fp := req.Requester.Identity.Fingerprint
+	// Re-enrollment rules come first, also for a CSR that was enrolled
+	// before: /sren must refuse what RFC 7030 §4.2.2 refuses, re-sent or not.
+	var csr *x509.CertificateRequest
+	if req.Renew {
+		var err error
+		if csr, err = a.parseCSR(p, req, digest); err != nil {
+			return nil, err
+		}
+		if req.Requester.Kind != KindOperational {
+			return nil, a.deny(p, req, digest, KindForbidden, "re-enrollment needs an operational certificate", nil)
+		}
+		if err := policy.CheckRenewal(req.Requester.Leaf, csr); err != nil {
+			return nil, a.deny(p, req, digest, KindBadRequest, policyReason(err), err)
+		}
+	}
 	if c, err := a.store.IssuedFor(fp, digest); err == nil {
 		return a.resend(p, req, digest, c)
 	} else if !errors.Is(err, store.ErrNotFound) {
@@ -109,19 +124,10 @@ func (a *Authority) enroll(p *profile, req Request, digest string) (*Result, err
 	if a.issuing.NotAfter.Sub(a.now()) < minRemaining {
 		return nil, a.deny(p, req, digest, KindUnavailable, "issuing CA expired", nil)
 	}
-	csr, err := x509.ParseCertificateRequest(req.CSR)
-	if err != nil {
-		return nil, a.deny(p, req, digest, KindBadRequest, "malformed CSR", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, a.deny(p, req, digest, KindBadRequest, "bad CSR signature", err)
-	}
-	if req.Renew {
-		if req.Requester.Kind != KindOperational {
-			return nil, a.deny(p, req, digest, KindForbidden, "re-enrollment needs an operational certificate", nil)
-		}
-		if err := policy.CheckRenewal(req.Requester.Leaf, csr); err != nil {
-			return nil, a.deny(p, req, digest, KindBadRequest, policyReason(err), err)
+	if csr == nil {
+		var err error
+		if csr, err = a.parseCSR(p, req, digest); err != nil {
+			return nil, err
 		}
 	}
 	if err := policy.CheckCSR(csr, p.rules); err != nil {
@@ -210,6 +216,19 @@ func (a *Authority) deny(p *profile, req Request, digest string, kind ErrorKind,
 		return &Error{Kind: KindInternal, Reason: "audit write failed", Err: errors.Join(err, cause)}
 	}
 	return &Error{Kind: kind, Reason: reason, Err: cause, Audited: true}
+}
+
+// parseCSR parses the request's CSR and checks its signature; failures are
+// audited denials.
+func (a *Authority) parseCSR(p *profile, req Request, digest string) (*x509.CertificateRequest, error) {
+	csr, err := x509.ParseCertificateRequest(req.CSR)
+	if err != nil {
+		return nil, a.deny(p, req, digest, KindBadRequest, "malformed CSR", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, a.deny(p, req, digest, KindBadRequest, "bad CSR signature", err)
+	}
+	return csr, nil
 }
 
 // minRemaining is the least validity the issuing CA must have left to issue.

@@ -305,7 +305,16 @@ func TestRenew(t *testing.T) {
 		CSR: makeCSR(t, key, subj, hmnExt(t, "DEMO-0002", "dev-1.example.com")), Requester: op, Renew: true})
 	wantKind(t, err, KindBadRequest, "SAN differs from current certificate")
 	// An operational certificate may also enroll (not renew) under /sen.
-	f.enroll(t, Request{CSR: makeCSR(t, key, pkix.Name{CommonName: "dev-9"}), Requester: op})
+	dev9 := makeCSR(t, key, pkix.Name{CommonName: "dev-9"})
+	f.enroll(t, Request{CSR: dev9, Requester: op})
+	// Re-sending that CSR to /sren is still a renewal with another subject.
+	_, err = f.a.Enroll(context.Background(), Request{CSR: dev9, Requester: op, Renew: true})
+	wantKind(t, err, KindBadRequest, "subject differs from current certificate")
+	// An IDevID re-sending a CSR it enrolled with to /sren is refused too.
+	csr := makeCSR(t, newKey(t), pkix.Name{CommonName: "dev-10"})
+	f.enroll(t, Request{CSR: csr, Requester: idev})
+	_, err = f.a.Enroll(context.Background(), Request{CSR: csr, Requester: idev, Renew: true})
+	wantKind(t, err, KindForbidden, "re-enrollment needs an operational certificate")
 }
 
 func TestExpiredIDevIDFlagged(t *testing.T) {

@@ -66,8 +66,9 @@
 // Proxy-Scheme) and repeated non-repeatable critical options with 4.02 "bad
 // option" (CON) or no answer (NON), a Block option with SZX 7 with 4.00,
 // ignores supernumerary elective options, and does not serve messages that
-// are not requests (ACK/RST types, response codes). go-coap answers a NON
-// request with a CON response (RFC 7252 §5.2.3 allows either).
+// are not requests (ACK/RST types, response codes). A NON request gets a CON
+// response: RFC 7252 §5.2.3 says it SHOULD be NON, but go-coap v3.8.0 sets
+// the type itself after the handler with no hook; clients must accept both.
 //
 // # Auditing
 //

@@ -203,7 +203,9 @@ func (s *Server) att(r *request, t target) (response, error) {
 }
 
 func (s *Server) enroll(ctx context.Context, who *ca.Requester, r *request, t target) (response, error) {
-	if r.format != int(FormatPKCS10) {
+	// The final block of a Block1 body may omit Content-Format: check
+	// accepted the body's first block only with 286.
+	if r.format != int(FormatPKCS10) && !(r.format == -1 && r.continuation) {
 		return response{}, protoErr(KindUnsupportedFormat, "unsupported content-format")
 	}
 	f, err := certAccept(r.accept)

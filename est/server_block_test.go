@@ -113,6 +113,26 @@ func TestServerBlockwise(t *testing.T) {
 		}
 	})
 
+	t.Run("Content-Format on block 0 only", func(t *testing.T) {
+		csr, key := stCSR(t, "device cf once", 300)
+		var last stReply
+		for num, off := 0, 0; off < len(csr); num, off = num+1, off+64 {
+			end := min(off+64, len(csr))
+			opts := message.Options{stBlock(message.Block1, uint32(num), end < len(csr), 2), stOpt(OptionRequestTag, 9)}
+			if num == 0 {
+				opts = append(opts, stUint(message.ContentFormat, 286))
+			}
+			last = c.do(stMsg{code: codes.POST, path: "/est/sen", opts: append(opts, stUint(message.Accept, 287)), payload: csr[off:end]})
+		}
+		if last.Code != codes.Changed {
+			t.Fatalf("final block: %v %q", last.Code, last.Payload)
+		}
+		cert, err := x509.ParseCertificate(last.Payload)
+		if err != nil || !key.PublicKey.Equal(cert.PublicKey) {
+			t.Fatalf("certificate: %v", err)
+		}
+	})
+
 	t.Run("interleaved Request-Tags", func(t *testing.T) {
 		a, ka := stCSR(t, "device tag a", 600)
 		b, kb := stCSR(t, "device tag b", 600)
