@@ -88,6 +88,15 @@ type ctPeer struct {
 	addr    string
 }
 
+// set changes the peer's behaviour under its lock: the handler goroutines
+// read these fields, and the race detector cannot see the ordering that the
+// network gives.
+func (p *ctPeer) set(f func(p *ctPeer)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(p)
+}
+
 func (p *ctPeer) record(r *pool.Message) ctWireMsg {
 	m := ctWireMsg{code: r.Code(), token: string(r.Token())}
 	m.path, _ = r.Path()
@@ -340,7 +349,9 @@ func TestClientWireBlock2(t *testing.T) {
 	// A long chain makes /crts larger than one block.
 	for range 4 {
 		k := ctKey(t)
-		env.peer.chain = append(env.peer.chain, env.serverCA.issue(t, strings.Repeat("intermediate ", 8), &k.PublicKey, true, nil))
+		env.peer.set(func(p *ctPeer) {
+			p.chain = append(p.chain, env.serverCA.issue(t, strings.Repeat("intermediate ", 8), &k.PublicKey, true, nil))
+		})
 	}
 	for _, size := range []int{16, 64, 1024} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
@@ -402,7 +413,7 @@ func TestClientWirePOSTBlock2FollowUps(t *testing.T) {
 func TestClientWireRetry(t *testing.T) {
 	t.Parallel()
 	env := ctNewEnv(t, 1024)
-	env.peer.busy = 2
+	env.peer.set(func(p *ctPeer) { p.busy = 2 })
 	c := ctDial(t, env.opts)
 	var sleeps []time.Duration
 	c.policy.sleep = func(_ context.Context, d time.Duration) error { sleeps = append(sleeps, d); return nil }
@@ -426,9 +437,7 @@ func TestClientWireRetry(t *testing.T) {
 	if sens != 3 {
 		t.Errorf("%d requests, want 3", sens)
 	}
-	env.peer.mu.Lock()
-	env.peer.busy = 10
-	env.peer.mu.Unlock()
+	env.peer.set(func(p *ctPeer) { p.busy = 10 })
 	_, _, err := c.Enroll(context.Background(), csr, 0)
 	var re *ResponseError
 	if !errors.Is(err, ErrRetriesExhausted) || !errors.As(err, &re) || re.MaxAge != 7*time.Second || re.Diagnostic != "pending approval" {
@@ -543,9 +552,7 @@ func TestClientUpdateTrust(t *testing.T) {
 
 	// /crts names a root that did not sign the server certificate: refused.
 	other := ctNewCA(t, "rogue root")
-	env.peer.mu.Lock()
-	env.peer.chain = []*x509.Certificate{other.cert}
-	env.peer.mu.Unlock()
+	env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{other.cert} })
 	if _, err := c.UpdateTrust(context.Background()); !errors.Is(err, ErrTrustUpdate) {
 		t.Fatalf("err = %v, want ErrTrustUpdate", err)
 	}
@@ -556,18 +563,14 @@ func TestClientUpdateTrust(t *testing.T) {
 	// /crts with no self-signed certificate: refused.
 	k := ctKey(t)
 	inter := env.serverCA.issue(t, "intermediate", &k.PublicKey, true, nil)
-	env.peer.mu.Lock()
-	env.peer.chain = []*x509.Certificate{inter}
-	env.peer.mu.Unlock()
+	env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{inter} })
 	if _, err := c.UpdateTrust(context.Background()); !errors.Is(err, ErrTrustUpdate) {
 		t.Fatalf("err = %v, want ErrTrustUpdate", err)
 	}
 
 	// The real root, an intermediate and a second root: accepted; the anchors
 	// are the self-signed certificates.
-	env.peer.mu.Lock()
-	env.peer.chain = []*x509.Certificate{inter, env.serverCA.cert, other.cert}
-	env.peer.mu.Unlock()
+	env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{inter, env.serverCA.cert, other.cert} })
 	anchors, err := c.UpdateTrust(context.Background())
 	if err != nil {
 		t.Fatal(err)
