@@ -2,12 +2,10 @@ package est
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,9 +15,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/estca/estca/ca"
-	"github.com/estca/estca/policy"
-	"github.com/estca/estca/softhsm/softhsmtest"
-	"github.com/estca/estca/store"
 )
 
 // ctRealServer is estca's EST-coaps server on 127.0.0.1:0 in front of a real
@@ -63,44 +58,14 @@ func ctKeyPair(t testing.TB, p ca.PEMPair) tls.Certificate {
 // It uses t.Setenv, so its test cannot be parallel.
 func ctStartRealServer(t *testing.T) *ctRealServer {
 	t.Helper()
-	_, tok := softhsmtest.New(t)
-	h, err := ca.Init(tok, ca.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signers, err := ca.LoadSigners(tok, ca.LabelIssuing, ca.LabelServer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := store.Open(filepath.Join(t.TempDir(), "estca.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	demo, err := ca.Demo(time.Now(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := ca.New(ca.Options{
-		Signer: signers[0], Certificate: h.Issuing, Root: h.Root,
-		Profiles: []ca.Profile{{
-			Name: "device", Validity: 24 * time.Hour, AllowSAN: true, MaxSANs: 64,
-			KeyUsage:    x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		}},
-		Store: db,
-		Requesters: policy.Requesters{Anchors: []policy.Anchor{{
-			Name: "demo", Roots: []*x509.Certificate{ctPEMCert(t, demo.ManufacturerCA.Cert)},
-		}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pending := &ctPendingAuthority{Authority: a}
-	chain := [][]byte{h.Server.Raw, h.Issuing.Raw}
+	rc := rcAuthority(t)
+	h, demo := rc.h, rc.demo
+	pending := &ctPendingAuthority{Authority: rc.a}
+	cert := rc.serverCert()
+	chain := cert.Certificate
 	srv, err := NewServer(Options{
 		Addr:        "127.0.0.1:0",
-		Certificate: tls.Certificate{Certificate: chain, PrivateKey: signers[1], Leaf: h.Server},
+		Certificate: cert,
 		Authority:   pending,
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package est
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -46,9 +47,20 @@ type rcEnv struct {
 	logs  *stLog
 }
 
-// rcStart starts the server with the real authority. Not parallel:
-// softhsmtest selects the token through the environment.
-func rcStart(t *testing.T) *rcEnv {
+// rcCA is the real authority of the tests: CA and DTLS server keys in a
+// fresh SoftHSM token, a bbolt store in t.TempDir(), the demo manufacturer as
+// a strict IDevID anchor and one "device" profile.
+type rcCA struct {
+	a      *ca.Authority
+	h      *ca.Hierarchy
+	server crypto.Signer // DTLS server key in the token
+	db     *store.DB
+	demo   *ca.DemoSet
+}
+
+// rcAuthority builds an rcCA. Not parallel: softhsmtest selects the token
+// through the environment.
+func rcAuthority(t *testing.T) *rcCA {
 	t.Helper()
 	_, tok := softhsmtest.New(t)
 	h, err := ca.Init(tok, ca.InitOptions{})
@@ -86,10 +98,24 @@ func rcStart(t *testing.T) *rcEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &rcCA{a: a, h: h, server: signers[1], db: db, demo: demo}
+}
+
+// serverCert is the DTLS server certificate with its chain and HSM key.
+func (c *rcCA) serverCert() tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{c.h.Server.Raw, c.h.Issuing.Raw}, PrivateKey: c.server, Leaf: c.h.Server}
+}
+
+// rcStart starts the server with the real authority. Not parallel:
+// softhsmtest selects the token through the environment.
+func rcStart(t *testing.T) *rcEnv {
+	t.Helper()
+	rc := rcAuthority(t)
+	h, db, demo, a := rc.h, rc.db, rc.demo, rc.a
 	logs := &stLog{}
 	srv, err := NewServer(Options{
 		Addr:        "127.0.0.1:0",
-		Certificate: tls.Certificate{Certificate: [][]byte{h.Server.Raw, h.Issuing.Raw}, PrivateKey: signers[1], Leaf: h.Server},
+		Certificate: rc.serverCert(),
 		Authority:   a,
 		Logger:      slog.New(slog.NewTextHandler(logs, nil)),
 	})
