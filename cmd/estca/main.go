@@ -116,13 +116,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(fs.Output(), "usage: estca %s %s\n\n%s\n\nflags:\n", cmd.name, cmd.args, cmd.summary)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(rest[n:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	// Flags may come before or after the positional arguments
+	// (`estca enroll crts --out x`); "--" ends the flags.
+	var positional []string
+	for rest = rest[n:]; ; {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
 		}
-		return 2
+		if fs.NArg() == 0 {
+			break
+		}
+		if len(rest) > fs.NArg() && rest[len(rest)-fs.NArg()-1] == "--" {
+			positional = append(positional, fs.Args()...)
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		rest = fs.Args()[1:]
 	}
-	if err := cmd.run(ctx, a, fs, fs.Args()); err != nil {
+	if err := cmd.run(ctx, a, fs, positional); err != nil {
 		fmt.Fprintf(stderr, "estca %s: %v\n", cmd.name, err)
 		var ee *exitError
 		if errors.As(err, &ee) {

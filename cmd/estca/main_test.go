@@ -179,6 +179,10 @@ func TestUsage(t *testing.T) {
 	if code != 0 || !strings.Contains(errs, "usage: estca certs show") {
 		t.Fatalf("certs show --help: %d %s", code, errs)
 	}
+	// Flags after the positional arguments count too.
+	if code, _, errs := estca(t, "certs", "show", "abc", "--config", "/nonexistent/estca.yaml"); code != 1 || !strings.Contains(errs, "/nonexistent/estca.yaml") {
+		t.Fatalf("flags after arguments: %d %s", code, errs)
+	}
 	if code, _, _ := estca(t, "frobnicate"); code != 2 {
 		t.Fatalf("unknown command exit %d, want 2", code)
 	}
