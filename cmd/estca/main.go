@@ -1,8 +1,3 @@
-// Command estca is the estca appliance: a private CA for device fleets that
-// enroll over EST-coaps (RFC 9148), with its keys in a PKCS#11 token and its
-// records in a bbolt store with a verifiable audit trail.
-//
-// Run `estca help` for the commands.
 package main
 
 import (

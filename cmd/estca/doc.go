@@ -1,0 +1,26 @@
+// Command estca is the estca appliance: a private CA for device fleets that
+// enroll over EST-coaps (RFC 9148), with its keys in a PKCS#11 token and its
+// records in a bbolt store with a verifiable audit trail.
+//
+// It reads the configuration (YAML, decoded strictly, every problem reported
+// at once), opens the token, the store and the authority, and wires them into
+// the EST-coaps server; it holds no business logic of its own. Commands:
+//
+//	init          create an appliance (embedded SoftHSM token, CA hierarchy, store)
+//	serve         run the EST-coaps server, the metrics listener and the admin socket
+//	enroll        EST-coaps device client (discover, crts, sen, sren, att, skg, skc)
+//	bench         EST-coaps load generator
+//	issue         issue from a CSR file as the local operator
+//	ca show       show the hierarchy; ca import completes an external-root setup
+//	certs list    issued certificates; certs show one of them
+//	audit list    the audit trail; audit verify checks its hash chain and signed heads
+//	revoke        revoke a certificate
+//	backup        consistent, verified copy of the store
+//
+// While `estca serve` runs it holds the store; the query commands then reach
+// it through the server's admin socket (a unix socket, mode 0600, HTTP with
+// JSON), and open the store file read-only otherwise.
+//
+// Secrets: the HSM PIN comes from hsm.pin_file or $ESTCA_HSM_PIN, never from
+// the command line or the configuration body, and is never logged.
+package main
