@@ -330,6 +330,16 @@ func TestInteropLibcoap(t *testing.T) {
 	if v := mustEstca(t, "--config", cfg, "audit", "verify"); !strings.Contains(v, "audit chain ok") {
 		t.Fatalf("audit verify while serving: %s", v)
 	}
+	// The store is held by the server: a second writer gets a clear error
+	// within the lock timeout instead of hanging.
+	csr := filepath.Join(tmp, "locked.csr")
+	writeCSR(t, csr, "locked")
+	start := time.Now()
+	code, _, errs := estca(t, "--config", cfg, "issue", "--csr", csr)
+	if code == 0 || !strings.Contains(errs, "locked by another process") || !strings.Contains(errs, "estca serve") {
+		t.Fatalf("issue while serving: exit %d: %s", code, errs)
+	}
+	t.Logf("issue while serving refused after %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(errs))
 }
 
 // TestInteropRejections checks that refused clients never get application

@@ -187,3 +187,47 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("unknown command exit %d, want 2", code)
 	}
 }
+
+// TestHSMErrors: a wrong PIN, a missing token and a missing module each give
+// one clear error before anything else happens.
+func TestHSMErrors(t *testing.T) {
+	dir, cfg := newAppliance(t)
+	csr := filepath.Join(t.TempDir(), "c.der")
+	writeCSR(t, csr, "hsm-errors")
+	orig, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	variant := func(name, from, to string) string {
+		p := filepath.Join(dir, name+".yaml")
+		body := strings.Replace(string(orig), from, to, 1)
+		if body == string(orig) {
+			t.Fatalf("%q not in the config", from)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name, cfg, env, want string
+	}{
+		{"wrong PIN", cfg, "not-the-pin", "pin rejected"},
+		{"missing token", variant("notoken", "token: estca", "token: nosuchtoken"), "", "token"},
+		{"missing module", variant("nomodule", "module: /", "module: /nonexistent/"), "", "module"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("ESTCA_HSM_PIN", tc.env)
+			}
+			code, _, errs := estca(t, "--config", tc.cfg, "issue", "--csr", csr)
+			if code != 1 || !strings.Contains(errs, tc.want) || strings.Count(strings.TrimSpace(errs), "\n") > 0 {
+				t.Fatalf("exit %d, want one line mentioning %q:\n%s", code, tc.want, errs)
+			}
+			if tc.env != "" && strings.Contains(errs, tc.env) {
+				t.Fatal("the PIN appears in the error")
+			}
+		})
+	}
+}
