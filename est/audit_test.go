@@ -174,7 +174,7 @@ func TestRefusalsAudited(t *testing.T) {
 // every HandshakeAuditInterval.
 func TestHandshakeRejectionsAggregated(t *testing.T) {
 	t.Parallel()
-	rogue := stNewCA(t, "rogue CA").tlsCert(t, "rogue device", false)
+	rogue := tcNewCA(t, "rogue CA").tlsCert(t, "rogue device", tcClientAuth)
 	t.Run("shutdown", func(t *testing.T) {
 		t.Parallel()
 		e := stStart(t, func(o *Options) { o.HandshakeAuditInterval = time.Hour })

@@ -55,7 +55,7 @@ func TestBenchCountsBadCertificates(t *testing.T) {
 		t.Parallel()
 		env := ctNewEnv(t, 1024)
 		// /crts names another CA than the one that signs.
-		env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{ctNewCA(t, "other").cert} })
+		env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{tcNewCA(t, "other").cert} })
 		rep := ctRunBench(t, env, BenchEnroll, 50)
 		if rep.Errors["verify"] == 0 || rep.Verified != 0 || rep.Ops != 0 {
 			t.Fatalf("report %+v, want only verify errors", rep)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -30,28 +29,6 @@ type ctRealServer struct {
 	pending  *ctPendingAuthority
 	profile  string
 	srvChain [][]byte
-}
-
-func ctPEMCert(t testing.TB, b []byte) *x509.Certificate {
-	t.Helper()
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		t.Fatal("no PEM block")
-	}
-	c, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func ctKeyPair(t testing.TB, p ca.PEMPair) tls.Certificate {
-	t.Helper()
-	c, err := tls.X509KeyPair(p.Cert, p.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // ctStartRealServer needs SoftHSM: softhsmtest skips (or fails on CI) without it.
@@ -84,12 +61,10 @@ func ctStartRealServer(t *testing.T) *ctRealServer {
 		cancel()
 		<-done
 	})
-	roots := x509.NewCertPool()
-	roots.AddCert(h.Root)
 	return &ctRealServer{
-		addr: srv.Addr().String(), root: h.Root, issuing: h.Issuing, roots: roots,
-		device: ctKeyPair(t, demo.Valid), unknown: ctKeyPair(t, demo.Unknown), srvChain: chain,
-		expired: ctKeyPair(t, demo.Expired), pending: pending,
+		addr: srv.Addr().String(), root: h.Root, issuing: h.Issuing, roots: tcPool(h.Root),
+		device: tcKeyPair(t, demo.Valid), unknown: tcKeyPair(t, demo.Unknown), srvChain: chain,
+		expired: tcKeyPair(t, demo.Expired), pending: pending,
 	}
 }
 
@@ -105,11 +80,11 @@ func TestClientAgainstServer(t *testing.T) {
 	defer cancel()
 
 	t.Run("handshake rejected", func(t *testing.T) {
-		self := ctNewCA(t, "self-signed device")
+		self := tcNewCA(t, "self-signed device")
 		for name, cert := range map[string]tls.Certificate{
 			"unknown manufacturer": s.unknown,
 			"expired IDevID":       s.expired,
-			"self-signed":          {Certificate: [][]byte{self.cert.Raw}, PrivateKey: self.key},
+			"self-signed":          self.self(),
 		} {
 			o := s.options()
 			o.Certificate = cert
@@ -128,7 +103,7 @@ func TestClientAgainstServer(t *testing.T) {
 
 	t.Run("untrusted server", func(t *testing.T) {
 		o := s.options()
-		o.Roots = ctNewCA(t, "other").pool()
+		o.Roots = tcNewCA(t, "other").pool()
 		if _, err := Dial(ctx, o); !errors.Is(err, ErrHandshake) || !strings.Contains(err.Error(), "trust anchors") {
 			t.Fatalf("err = %v", err)
 		}
@@ -183,7 +158,7 @@ func TestClientAgainstServer(t *testing.T) {
 		o := s.options()
 		o.BlockSize = 64
 		small := ctDial(t, o)
-		key := ctKey(t)
+		key := tcKey(t)
 		csr := ctCSR(t, key, s.device.Leaf.Subject.CommonName, 1200)
 		if len(csr) <= 1024 {
 			t.Fatalf("CSR of %d bytes", len(csr))
@@ -206,7 +181,7 @@ func TestClientAgainstServer(t *testing.T) {
 		var waits []time.Duration
 		dc.policy.sleep = func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }
 		s.pending.hold.Store(2)
-		csr := ctCSR(t, ctKey(t), s.device.Leaf.Subject.CommonName, 0)
+		csr := ctCSR(t, tcKey(t), s.device.Leaf.Subject.CommonName, 0)
 		if _, _, err := dc.Enroll(ctx, csr, FormatPKIXCert); err != nil {
 			t.Fatal(err)
 		}
@@ -223,7 +198,7 @@ func TestClientAgainstServer(t *testing.T) {
 	})
 
 	t.Run("server keygen", func(t *testing.T) {
-		csr := ctCSR(t, ctKey(t), s.device.Leaf.Subject.CommonName, 0)
+		csr := ctCSR(t, tcKey(t), s.device.Leaf.Subject.CommonName, 0)
 		for _, skc := range []bool{false, true} {
 			res, err := c.ServerKeygen(ctx, csr, skc)
 			var re *ResponseError

@@ -40,11 +40,11 @@ func ctRFC9148A3Response(t testing.TB) []byte {
 
 func TestParseCertsOnlyOpenSSL(t *testing.T) {
 	t.Parallel()
-	root := ctNewCA(t, "root")
-	interKey := ctKey(t)
-	inter := root.issue(t, "intermediate", &interKey.PublicKey, true, nil)
-	leafKey := ctKey(t)
-	leaf := root.issue(t, "leaf", &leafKey.PublicKey, false, nil)
+	root := tcNewCA(t, "root")
+	interKey := tcKey(t)
+	inter := root.issue(t, "intermediate", &interKey.PublicKey, tcIntermediate)
+	leafKey := tcKey(t)
+	leaf := root.issue(t, "leaf", &leafKey.PublicKey, tcPeer)
 	for _, tc := range []struct {
 		name  string
 		certs []*x509.Certificate

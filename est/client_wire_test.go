@@ -73,7 +73,7 @@ type ctWireMsg struct {
 
 // ctPeer is the recording EST-coaps peer.
 type ctPeer struct {
-	ca       *ctCA
+	ca       *testCA
 	chain    []*x509.Certificate // /crts answer
 	busy     int                 // number of 5.03 answers before /sen succeeds
 	maxBlock int                 // largest Block2 block the peer sends
@@ -192,9 +192,9 @@ func (p *ctPeer) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 		p.issued++
 		pub := csr.PublicKey.(*ecdsa.PublicKey)
 		if p.wrongKey {
-			pub = &ctKey(ctT{}).PublicKey
+			pub = &tcKey(ctT{}).PublicKey
 		}
-		cert := p.ca.issue(ctT{}, csr.Subject.CommonName, pub, false, nil)
+		cert := p.ca.issue(ctT{}, csr.Subject.CommonName, pub, tcPeer)
 		code, format, resp = codes.Changed, FormatCertsOnly, ctCertsOnly(cert, p.ca.cert)
 		if a, err := r.Accept(); err == nil && a == FormatPKIXCert {
 			format, resp = FormatPKIXCert, cert.Raw
@@ -233,7 +233,7 @@ func (p *ctPeer) respondBlock(w *responsewriter.ResponseWriter[*udpclient.Conn],
 	w.Message().SetOptionUint32(message.Block2, b.value())
 }
 
-// ctT lets the peer's handler call ctCA.issue, which fails tests through
+// ctT lets the peer's handler call testCA.issue, which fails tests through
 // testing.TB; the peer never hits those paths with valid CSRs.
 type ctT struct{ testing.TB }
 
@@ -243,11 +243,11 @@ func (ctT) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
 
 // ctStartPeer runs the recording peer on 127.0.0.1:0, requiring a client
 // certificate from clientCA.
-func ctStartPeer(t *testing.T, serverCA, clientCA *ctCA, maxBlock int) *ctPeer {
+func ctStartPeer(t *testing.T, serverCA, clientCA *testCA, maxBlock int) *ctPeer {
 	t.Helper()
 	p := &ctPeer{ca: serverCA, chain: []*x509.Certificate{serverCA.cert}, maxBlock: maxBlock,
 		bodies: map[string][]byte{}, stored: map[string][]byte{}, formats: map[string]message.MediaType{}}
-	cert := serverCA.tlsCert(t, "est.test", []net.IP{net.IPv4(127, 0, 0, 1)})
+	cert := serverCA.tlsCert(t, "est.test", tcPeer, net.IPv4(127, 0, 0, 1))
 	l, err := coapnet.NewDTLSListener("udp", "127.0.0.1:0", coapnet.NewDTLSServerOptions(
 		dtls.WithCertificates(cert),
 		dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8),
@@ -268,18 +268,18 @@ func ctStartPeer(t *testing.T, serverCA, clientCA *ctCA, maxBlock int) *ctPeer {
 
 type ctEnv struct {
 	peer     *ctPeer
-	serverCA *ctCA
-	clientCA *ctCA
+	serverCA *testCA
+	clientCA *testCA
 	opts     ClientOptions
 }
 
 func ctNewEnv(t *testing.T, maxBlock int) *ctEnv {
 	t.Helper()
-	serverCA, clientCA := ctNewCA(t, "server CA"), ctNewCA(t, "device CA")
+	serverCA, clientCA := tcNewCA(t, "server CA"), tcNewCA(t, "device CA")
 	p := ctStartPeer(t, serverCA, clientCA, maxBlock)
 	return &ctEnv{peer: p, serverCA: serverCA, clientCA: clientCA, opts: ClientOptions{
 		Server:      "coaps://" + p.addr,
-		Certificate: clientCA.tlsCert(t, "device-1", nil),
+		Certificate: clientCA.tlsCert(t, "device-1", tcPeer),
 		Roots:       serverCA.pool(),
 		Timeout:     5 * time.Second,
 	}}
@@ -303,7 +303,7 @@ func TestClientWireBlock1(t *testing.T) {
 	o := env.opts
 	o.BlockSize = 64
 	c := ctDial(t, o)
-	key := ctKey(t)
+	key := tcKey(t)
 	csr := ctCSR(t, key, "device-1", 1200)
 	if len(csr) <= 1024 {
 		t.Fatalf("CSR of %d bytes is too small for the test", len(csr))
@@ -348,9 +348,9 @@ func TestClientWireBlock2(t *testing.T) {
 	env := ctNewEnv(t, 1024)
 	// A long chain makes /crts larger than one block.
 	for range 4 {
-		k := ctKey(t)
+		k := tcKey(t)
 		env.peer.set(func(p *ctPeer) {
-			p.chain = append(p.chain, env.serverCA.issue(t, strings.Repeat("intermediate ", 8), &k.PublicKey, true, nil))
+			p.chain = append(p.chain, env.serverCA.issue(t, strings.Repeat("intermediate ", 8), &k.PublicKey, tcIntermediate))
 		})
 	}
 	for _, size := range []int{16, 64, 1024} {
@@ -387,7 +387,7 @@ func TestClientWirePOSTBlock2FollowUps(t *testing.T) {
 	o := env.opts
 	o.BlockSize = 128
 	c := ctDial(t, o)
-	key := ctKey(t)
+	key := tcKey(t)
 	csr := ctCSR(t, key, "device-1", 600)
 	if _, _, err := c.Enroll(context.Background(), csr, FormatCertsOnly); err != nil {
 		t.Fatal(err)
@@ -417,7 +417,7 @@ func TestClientWireRetry(t *testing.T) {
 	c := ctDial(t, env.opts)
 	var sleeps []time.Duration
 	c.policy.sleep = func(_ context.Context, d time.Duration) error { sleeps = append(sleeps, d); return nil }
-	csr := ctCSR(t, ctKey(t), "device-1", 0)
+	csr := ctCSR(t, tcKey(t), "device-1", 0)
 	if _, _, err := c.Enroll(context.Background(), csr, FormatPKIXCert); err != nil {
 		t.Fatal(err)
 	}
@@ -468,13 +468,13 @@ func TestClientWireErrorsAndDiscovery(t *testing.T) {
 func TestClientHandshakeErrors(t *testing.T) {
 	t.Parallel()
 	env := ctNewEnv(t, 1024)
-	stranger := ctNewCA(t, "stranger")
+	stranger := tcNewCA(t, "stranger")
 	for _, tc := range []struct {
 		name   string
 		mutate func(*ClientOptions)
 		reason string
 	}{
-		{"client cert from an unknown CA", func(o *ClientOptions) { o.Certificate = stranger.tlsCert(t, "x", nil) },
+		{"client cert from an unknown CA", func(o *ClientOptions) { o.Certificate = stranger.tlsCert(t, "x", tcPeer) },
 			"rejected the client certificate"},
 		{"untrusted server", func(o *ClientOptions) { o.Roots = stranger.pool() },
 			"does not chain to the configured trust anchors"},
@@ -551,7 +551,7 @@ func TestClientUpdateTrust(t *testing.T) {
 	old := c.Roots()
 
 	// /crts names a root that did not sign the server certificate: refused.
-	other := ctNewCA(t, "rogue root")
+	other := tcNewCA(t, "rogue root")
 	env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{other.cert} })
 	if _, err := c.UpdateTrust(context.Background()); !errors.Is(err, ErrTrustUpdate) {
 		t.Fatalf("err = %v, want ErrTrustUpdate", err)
@@ -561,8 +561,8 @@ func TestClientUpdateTrust(t *testing.T) {
 	}
 
 	// /crts with no self-signed certificate: refused.
-	k := ctKey(t)
-	inter := env.serverCA.issue(t, "intermediate", &k.PublicKey, true, nil)
+	k := tcKey(t)
+	inter := env.serverCA.issue(t, "intermediate", &k.PublicKey, tcIntermediate)
 	env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{inter} })
 	if _, err := c.UpdateTrust(context.Background()); !errors.Is(err, ErrTrustUpdate) {
 		t.Fatalf("err = %v, want ErrTrustUpdate", err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -27,87 +25,10 @@ import (
 	"github.com/estca/estca/ca"
 )
 
-// stCA is a software ECDSA CA for the server tests: it makes the server and
-// client certificates and, inside stAuthority, really signs enrollments. It
-// stands in for package ca (tested with SoftHSM in its own package and in
-// TestServerRealAuthority), never for the network.
-type stCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func stKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func stSerial() *big.Int {
-	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	return n
-}
-
-func stNewCA(t testing.TB, cn string) *stCA {
-	t.Helper()
-	key := stKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: stSerial(), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true, IsCA: true,
-		SubjectKeyId: []byte(cn)[:min(len(cn), 20)],
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return &stCA{cert: c, key: key}
-}
-
-// issue signs a leaf for pub.
-func (c *stCA) issue(t testing.TB, cn string, pub any, server bool) *x509.Certificate {
-	t.Helper()
-	out, err := c.sign(cn, pub, server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func (c *stCA) sign(cn string, pub any, server bool) (*x509.Certificate, error) {
-	tmpl := &x509.Certificate{
-		SerialNumber: stSerial(), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.DNSNames = []string{"localhost"}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, c.key)
-	if err != nil {
-		return nil, err
-	}
-	return x509.ParseCertificate(der)
-}
-
-func (c *stCA) tlsCert(t testing.TB, cn string, server bool) tls.Certificate {
-	t.Helper()
-	k := stKey(t)
-	leaf := c.issue(t, cn, &k.PublicKey, server)
-	return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: k, Leaf: leaf}
-}
-
 // stAuthority is the in-test authority: it authenticates client chains
 // against its CA and really signs CSRs with it.
 type stAuthority struct {
-	ca *stCA
+	ca *testCA
 
 	mu         sync.Mutex
 	enrolls    int
@@ -140,9 +61,7 @@ const (
 )
 
 func (a *stAuthority) Authenticate(chain []*x509.Certificate) (ca.Requester, error) {
-	roots := x509.NewCertPool()
-	roots.AddCert(a.ca.cert)
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: a.ca.pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return ca.Requester{}, &ca.Error{Kind: ca.KindUnauthenticated, Reason: "unknown client", Err: err}
 	}
 	return ca.Requester{Kind: ca.KindOperational, Leaf: chain[0], Chain: chain}, nil
@@ -184,7 +103,7 @@ func (a *stAuthority) Enroll(_ context.Context, req ca.Request) (*ca.Result, err
 	case stCNAudited:
 		return nil, &ca.Error{Kind: ca.KindBadRequest, Reason: "policy says no", Audited: true}
 	}
-	c, err := a.ca.sign(csr.Subject.CommonName, csr.PublicKey, false)
+	c, err := a.ca.sign(csr.Subject.CommonName, csr.PublicKey, tcClientAuth)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +119,7 @@ func (a *stAuthority) counts() (enrolls int, profiles []string) {
 // stCSR makes a DER CSR; pad adds DNS SANs to make it large.
 func stCSR(t testing.TB, cn string, pad int) ([]byte, *ecdsa.PrivateKey) {
 	t.Helper()
-	k := stKey(t)
+	k := tcKey(t)
 	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}
 	for i := 0; pad > 0 && i < pad/32+1; i++ {
 		tmpl.DNSNames = append(tmpl.DNSNames, fmt.Sprintf("host-%04d.padding.example.com", i))
@@ -216,7 +135,7 @@ func stCSR(t testing.TB, cn string, pad int) ([]byte, *ecdsa.PrivateKey) {
 type stEnv struct {
 	srv    *Server
 	addr   string
-	ca     *stCA
+	ca     *testCA
 	auth   *stAuthority
 	client tls.Certificate
 	roots  *x509.CertPool
@@ -245,12 +164,12 @@ func stStartB(b *testing.B) *stEnv { return stStart(b, nil) }
 
 func stStart(t testing.TB, mod func(*Options)) *stEnv {
 	t.Helper()
-	c := stNewCA(t, "estca server test CA")
+	c := tcNewCA(t, "estca server test CA")
 	a := &stAuthority{ca: c}
 	logs := &stLog{}
 	o := Options{
 		Addr:        "127.0.0.1:0",
-		Certificate: c.tlsCert(t, "estca test server", true),
+		Certificate: c.tlsCert(t, "estca test server", tcServerAuth),
 		Authority:   a,
 		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -278,10 +197,8 @@ func stStart(t testing.TB, mod func(*Options)) *stEnv {
 			t.Errorf("serve returned %v", err)
 		}
 	})
-	roots := x509.NewCertPool()
-	roots.AddCert(c.cert)
 	return &stEnv{srv: srv, addr: srv.Addr().String(), ca: c, auth: a,
-		client: c.tlsCert(t, "device 0001", false), roots: roots, logs: logs}
+		client: c.tlsCert(t, "device 0001", tcClientAuth), roots: c.pool(), logs: logs}
 }
 
 // stConn is a raw CoAP-over-DTLS client: it sends exactly the bytes a test

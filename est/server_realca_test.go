@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"log/slog"
 	"path/filepath"
@@ -25,15 +24,6 @@ import (
 	"github.com/estca/estca/softhsm/softhsmtest"
 	"github.com/estca/estca/store"
 )
-
-func stPEMPair(t *testing.T, p ca.PEMPair) tls.Certificate {
-	t.Helper()
-	c, err := tls.X509KeyPair(p.Cert, p.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
 
 // rcEnv is a server running with the real ca.Authority: CA and DTLS server
 // keys in a SoftHSM token, bbolt store in t.TempDir(), demo IDevIDs.
@@ -80,11 +70,7 @@ func rcAuthority(t *testing.T) *rcCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blk, _ := pem.Decode(demo.ManufacturerCA.Cert)
-	mfg, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mfg := tcPEMCert(t, demo.ManufacturerCA.Cert)
 	a, err := ca.New(ca.Options{
 		Signer: signers[0], Certificate: h.Issuing, Root: h.Root,
 		Profiles: []ca.Profile{{
@@ -134,9 +120,7 @@ func rcStart(t *testing.T) *rcEnv {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	roots := x509.NewCertPool()
-	roots.AddCert(h.Root)
-	return &rcEnv{srv: srv, db: db, h: h, demo: demo, roots: roots, addr: srv.Addr().String(), logs: logs}
+	return &rcEnv{srv: srv, db: db, h: h, demo: demo, roots: tcPool(h.Root), addr: srv.Addr().String(), logs: logs}
 }
 
 // TestServerRealAuthority runs the server with the real ca.Authority.
@@ -145,7 +129,7 @@ func TestServerRealAuthority(t *testing.T) {
 	srv, h, demo, roots, addr, logs := e.srv, e.h, e.demo, e.roots, e.addr, e.logs
 
 	for name, p := range map[string]ca.PEMPair{"expired IDevID": demo.Expired, "unknown manufacturer": demo.Unknown} {
-		cert := stPEMPair(t, p)
+		cert := tcKeyPair(t, p)
 		if c, err := stDialName(t, addr, &cert, roots, "localhost", 3*time.Second); err == nil {
 			if _, ok := c.roundTrip(stMsg{code: codes.GET, path: "/.well-known/est/crts"}, 300*time.Millisecond); ok {
 				t.Fatalf("%s: served", name)
@@ -163,7 +147,7 @@ func TestServerRealAuthority(t *testing.T) {
 		}
 	}
 
-	device := stPEMPair(t, demo.Valid)
+	device := tcKeyPair(t, demo.Valid)
 	c, err := stDialName(t, addr, &device, roots, "localhost", 5*time.Second)
 	if err != nil {
 		t.Fatalf("valid IDevID: %v", err)
@@ -186,7 +170,7 @@ func TestServerRealAuthority(t *testing.T) {
 		if !key.PublicKey.Equal(certs[0].PublicKey) {
 			t.Fatal("certificate does not carry the CSR key")
 		}
-		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: stPool(h.Issuing),
+		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: tcPool(h.Issuing),
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 			t.Fatal(err)
 		}
@@ -201,14 +185,6 @@ func TestServerRealAuthority(t *testing.T) {
 	if !strings.Contains(logs.String(), "DEMO-0001") {
 		t.Errorf("request log lacks the IDevID subject:\n%s", logs)
 	}
-}
-
-func stPool(certs ...*x509.Certificate) *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, c := range certs {
-		p.AddCert(c)
-	}
-	return p
 }
 
 // TestRealAuthorityAuditsRefusals: every refusal leaves exactly one denied
@@ -226,14 +202,14 @@ func TestRealAuthorityAuditsRefusals(t *testing.T) {
 		return recs
 	}
 	for _, p := range []ca.PEMPair{e.demo.Unknown, e.demo.Unknown, e.demo.Expired} {
-		cert := stPEMPair(t, p)
+		cert := tcKeyPair(t, p)
 		if c, err := stDialName(t, e.addr, &cert, e.roots, "localhost", 3*time.Second); err == nil {
 			if _, ok := c.roundTrip(stMsg{code: codes.GET, path: "/.well-known/est/crts"}, 300*time.Millisecond); ok {
 				t.Fatal("refused client served")
 			}
 		}
 	}
-	device := stPEMPair(t, e.demo.Valid)
+	device := tcKeyPair(t, e.demo.Valid)
 	c, err := stDialName(t, e.addr, &device, e.roots, "localhost", 5*time.Second)
 	if err != nil {
 		t.Fatalf("valid IDevID: %v", err)

@@ -203,10 +203,8 @@ func TestServerDiscovery(t *testing.T) {
 func TestServerHandshakeRejects(t *testing.T) {
 	t.Parallel()
 	e := stStart(t, nil)
-	self := stNewCA(t, "self-signed device")
-	selfCert := tls.Certificate{Certificate: [][]byte{self.cert.Raw}, PrivateKey: self.key, Leaf: self.cert}
-	other := stNewCA(t, "other manufacturer")
-	otherCert := other.tlsCert(t, "device of other CA", false)
+	selfCert := tcNewCA(t, "self-signed device").self()
+	otherCert := tcNewCA(t, "other manufacturer").tlsCert(t, "device of other CA", tcClientAuth)
 	cases := []struct {
 		name   string
 		cert   *tls.Certificate
