@@ -4,6 +4,7 @@ GO      ?= go
 BIN     := bin/estca
 VAR     ?= var
 FUZZTIME ?= 10s
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: all deps build run test bench fuzz lint clean
 
@@ -38,6 +39,7 @@ fuzz:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 
 clean:
 	rm -rf bin

@@ -27,7 +27,6 @@ type ctRealServer struct {
 	unknown  tls.Certificate // demo IDevID of an unknown manufacturer
 	expired  tls.Certificate // expired demo IDevID; the anchor does not tolerate expiry
 	pending  *ctPendingAuthority
-	profile  string
 	srvChain [][]byte
 }
 

@@ -8,11 +8,11 @@ const (
 	CodeChanged                 uint8 = 2<<5 | 4  // 2.04
 	CodeContent                 uint8 = 2<<5 | 5  // 2.05
 	CodeContinue                uint8 = 2<<5 | 31 // 2.31, RFC 7959 §2.9.1
-	CodeBadRequest              uint8 = 4<<5 | 0  // 4.00
+	CodeBadRequest              uint8 = 4 << 5    // 4.00
 	CodeBadOption               uint8 = 4<<5 | 2  // 4.02
 	CodeRequestEntityIncomplete uint8 = 4<<5 | 8  // 4.08, RFC 7959 §2.9.2
 	CodeRequestEntityTooLarge   uint8 = 4<<5 | 13 // 4.13, RFC 7959 §2.9.3
-	CodeInternalServerError     uint8 = 5<<5 | 0  // 5.00
+	CodeInternalServerError     uint8 = 5 << 5    // 5.00
 	CodeServiceUnavailable      uint8 = 5<<5 | 3  // 5.03
 	codeNone                    uint8 = 0
 )
