@@ -57,38 +57,78 @@ func CertsOnly(certs ...*x509.Certificate) ([]byte, error) {
 	return b.Bytes()
 }
 
-// ParseCertsOnly decodes a certs-only SignedData as produced by CertsOnly
-// (DER; other SignedData shapes are rejected) and returns its certificates in
-// order.
+// MaxCertsOnly bounds the certificates ParseCertsOnly takes from one
+// message; an EST chain is a handful of certificates.
+const MaxCertsOnly = 64
+
+// ErrMalformedCertsOnly is wrapped by every ParseCertsOnly error.
+var ErrMalformedCertsOnly = errors.New("ca: malformed certs-only message")
+
+func malformedCertsOnly(what string, args ...any) error {
+	return fmt.Errorf("%w: "+what, append([]any{ErrMalformedCertsOnly}, args...)...)
+}
+
+// ParseCertsOnly decodes a DER PKCS#7/CMS "certs-only" message
+// (application/pkcs7-mime; smime-type=certs-only, Content-Format 281,
+// RFC 7030 §4.1.3, RFC 5652 §5.1): a ContentInfo holding a degenerate
+// SignedData whose certificates field carries the certificates, as CertsOnly
+// and other EST servers produce it. Signer infos and CRLs are ignored, as are
+// CertificateChoices other than plain certificates. Only DER is accepted (RFC
+// 9148 sends binary DER). The certificates are returned in payload order.
 func ParseCertsOnly(der []byte) ([]*x509.Certificate, error) {
-	errMalformed := errors.New("ca: malformed certs-only SignedData")
-	s := cryptobyte.String(der)
-	var ci, content, sd, digests, encap, certs cryptobyte.String
-	var ct, ect asn1.ObjectIdentifier
+	in := cryptobyte.String(der)
+	var contentInfo, explicit, signedData cryptobyte.String
+	var oid asn1.ObjectIdentifier
+	if !in.ReadASN1(&contentInfo, cbasn1.SEQUENCE) || !in.Empty() {
+		return nil, malformedCertsOnly("not a DER ContentInfo")
+	}
+	if !contentInfo.ReadASN1ObjectIdentifier(&oid) {
+		return nil, malformedCertsOnly("bad content type")
+	}
+	if !oid.Equal(oidSignedData) {
+		return nil, malformedCertsOnly("content type %s is not signedData", oid)
+	}
+	if !contentInfo.ReadASN1(&explicit, cbasn1.Tag(0).Constructed().ContextSpecific()) || !contentInfo.Empty() {
+		return nil, malformedCertsOnly("missing [0] content")
+	}
+	if !explicit.ReadASN1(&signedData, cbasn1.SEQUENCE) || !explicit.Empty() {
+		return nil, malformedCertsOnly("bad SignedData")
+	}
 	var version int64
-	if !s.ReadASN1(&ci, cbasn1.SEQUENCE) || !s.Empty() ||
-		!ci.ReadASN1ObjectIdentifier(&ct) || !ct.Equal(oidSignedData) ||
-		!ci.ReadASN1(&content, cbasn1.Tag(0).ContextSpecific().Constructed()) || !ci.Empty() ||
-		!content.ReadASN1(&sd, cbasn1.SEQUENCE) || !content.Empty() ||
-		!sd.ReadASN1Integer(&version) || version != 1 ||
-		!sd.ReadASN1(&digests, cbasn1.SET) ||
-		!sd.ReadASN1(&encap, cbasn1.SEQUENCE) || !encap.ReadASN1ObjectIdentifier(&ect) || !ect.Equal(oidData) ||
-		!sd.ReadASN1(&certs, cbasn1.Tag(0).ContextSpecific().Constructed()) {
-		return nil, errMalformed
+	var digestAlgs, encap, certsField, crls, signerInfos cryptobyte.String
+	var hasCerts bool
+	if !signedData.ReadASN1Int64WithTag(&version, cbasn1.INTEGER) ||
+		!signedData.ReadASN1(&digestAlgs, cbasn1.SET) ||
+		!signedData.ReadASN1(&encap, cbasn1.SEQUENCE) {
+		return nil, malformedCertsOnly("bad SignedData header")
 	}
-	var out []*x509.Certificate
-	for !certs.Empty() {
-		var c cryptobyte.String
-		if !certs.ReadASN1Element(&c, cbasn1.SEQUENCE) {
-			return nil, errMalformed
+	if !signedData.ReadOptionalASN1(&certsField, &hasCerts, cbasn1.Tag(0).Constructed().ContextSpecific()) {
+		return nil, malformedCertsOnly("bad certificates field")
+	}
+	if !signedData.ReadOptionalASN1(&crls, nil, cbasn1.Tag(1).Constructed().ContextSpecific()) ||
+		!signedData.ReadASN1(&signerInfos, cbasn1.SET) || !signedData.Empty() {
+		return nil, malformedCertsOnly("bad SignedData trailer")
+	}
+	var certs []*x509.Certificate
+	for !certsField.Empty() {
+		var raw cryptobyte.String
+		var tag cbasn1.Tag
+		if !certsField.ReadAnyASN1Element(&raw, &tag) {
+			return nil, malformedCertsOnly("bad certificate element")
 		}
-		cert, err := x509.ParseCertificate(c)
+		if tag != cbasn1.SEQUENCE {
+			continue // attribute certificates and other choices: not used by EST
+		}
+		if len(certs) == MaxCertsOnly {
+			return nil, malformedCertsOnly("more than %d certificates", MaxCertsOnly)
+		}
+		cert, err := x509.ParseCertificate(raw)
 		if err != nil {
-			return nil, fmt.Errorf("ca: certs-only certificate %d: %w", len(out), err)
+			return nil, fmt.Errorf("%w: certificate %d: %w", ErrMalformedCertsOnly, len(certs), err)
 		}
-		out = append(out, cert)
+		certs = append(certs, cert)
 	}
-	return out, nil
+	return certs, nil
 }
 
 // subjectKeyID computes the key identifier of RFC 7093 §2 method 1: the

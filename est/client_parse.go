@@ -2,7 +2,6 @@ package est
 
 import (
 	"crypto/x509"
-	"encoding/asn1"
 	"errors"
 	"fmt"
 	"strconv"
@@ -10,89 +9,24 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/plgd-dev/go-coap/v3/message"
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/estca/estca/ca"
 )
 
 // ErrMalformedPayload is wrapped by every payload decoding error of the client
 // side parsers (PKCS#7 certs-only, link-format, multipart-core).
 var ErrMalformedPayload = errors.New("est: malformed payload")
 
-// clMaxParsedCerts bounds the number of certificates taken from one certs-only
-// payload; an EST chain is a handful of certificates.
-const clMaxParsedCerts = 64
-
-// clOidSignedData is id-signedData (RFC 5652 §5.1).
-var clOidSignedData = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 2}
-
 func clMalformed(what string, args ...any) error {
 	return fmt.Errorf("%w: "+what, append([]any{ErrMalformedPayload}, args...)...)
 }
 
-// ParseCertsOnly decodes a DER PKCS#7/CMS "certs-only" message
-// (application/pkcs7-mime; smime-type=certs-only, Content-Format 281,
-// RFC 7030 §4.1.3, RFC 5652 §5.1): a ContentInfo holding a degenerate SignedData
-// whose certificates field carries the certificates. Signer infos and CRLs are
-// ignored. Only DER is accepted (no BER indefinite lengths), as RFC 9148 sends
-// binary DER. The certificates are returned in payload order.
+// ParseCertsOnly decodes a DER certs-only message (Content-Format 281) with
+// ca.ParseCertsOnly; its errors also wrap ErrMalformedPayload.
 func ParseCertsOnly(der []byte) ([]*x509.Certificate, error) {
-	in := cryptobyte.String(der)
-	var contentInfo, signedData cryptobyte.String
-	var oid asn1.ObjectIdentifier
-	if !in.ReadASN1(&contentInfo, cbasn1.SEQUENCE) || !in.Empty() {
-		return nil, clMalformed("pkcs7: not a DER ContentInfo")
-	}
-	if !contentInfo.ReadASN1ObjectIdentifier(&oid) {
-		return nil, clMalformed("pkcs7: bad content type")
-	}
-	if !oid.Equal(clOidSignedData) {
-		return nil, clMalformed("pkcs7: content type %s is not signedData", oid)
-	}
-	var explicit cryptobyte.String
-	if !contentInfo.ReadASN1(&explicit, cbasn1.Tag(0).Constructed().ContextSpecific()) || !contentInfo.Empty() {
-		return nil, clMalformed("pkcs7: missing [0] content")
-	}
-	if !explicit.ReadASN1(&signedData, cbasn1.SEQUENCE) || !explicit.Empty() {
-		return nil, clMalformed("pkcs7: bad SignedData")
-	}
-	var version int64
-	var digestAlgs, encap cryptobyte.String
-	if !signedData.ReadASN1Int64WithTag(&version, cbasn1.INTEGER) ||
-		!signedData.ReadASN1(&digestAlgs, cbasn1.SET) ||
-		!signedData.ReadASN1(&encap, cbasn1.SEQUENCE) {
-		return nil, clMalformed("pkcs7: bad SignedData header")
-	}
-	var certsField cryptobyte.String
-	var hasCerts bool
-	if !signedData.ReadOptionalASN1(&certsField, &hasCerts, cbasn1.Tag(0).Constructed().ContextSpecific()) {
-		return nil, clMalformed("pkcs7: bad certificates field")
-	}
-	var crls cryptobyte.String
-	var signerInfos cryptobyte.String
-	if !signedData.ReadOptionalASN1(&crls, nil, cbasn1.Tag(1).Constructed().ContextSpecific()) ||
-		!signedData.ReadASN1(&signerInfos, cbasn1.SET) || !signedData.Empty() {
-		return nil, clMalformed("pkcs7: bad SignedData trailer")
-	}
-	var certs []*x509.Certificate
-	for !certsField.Empty() {
-		var raw cryptobyte.String
-		var tag cbasn1.Tag
-		if !certsField.ReadAnyASN1Element(&raw, &tag) {
-			return nil, clMalformed("pkcs7: bad certificate element")
-		}
-		if tag != cbasn1.SEQUENCE {
-			// Other CertificateChoices (attribute certificates, [0]..[3])
-			// are not used by EST; skip them.
-			continue
-		}
-		if len(certs) == clMaxParsedCerts {
-			return nil, clMalformed("pkcs7: more than %d certificates", clMaxParsedCerts)
-		}
-		cert, err := x509.ParseCertificate(raw)
-		if err != nil {
-			return nil, fmt.Errorf("%w: pkcs7: certificate %d: %w", ErrMalformedPayload, len(certs), err)
-		}
-		certs = append(certs, cert)
+	certs, err := ca.ParseCertsOnly(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pkcs7: %w", ErrMalformedPayload, err)
 	}
 	return certs, nil
 }

@@ -1,6 +1,8 @@
 package est
 
 import (
+	"github.com/estca/estca/ca"
+
 	"bytes"
 	"crypto/x509"
 	"encoding/hex"
@@ -250,7 +252,7 @@ func FuzzParseCertsOnly(f *testing.F) {
 	f.Add([]byte{0x30, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		certs, err := ParseCertsOnly(b)
-		if err == nil && len(certs) > clMaxParsedCerts {
+		if err == nil && len(certs) > ca.MaxCertsOnly {
 			t.Fatal("too many certs")
 		}
 	})

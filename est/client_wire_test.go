@@ -1,11 +1,12 @@
 package est
 
 import (
+	"github.com/estca/estca/ca"
+
 	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
-	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net"
@@ -24,8 +25,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	"github.com/plgd-dev/go-coap/v3/options"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // This file checks what the client puts on the wire (tokens, Block1/Block2,
@@ -33,28 +32,10 @@ import (
 // on go-coap's real DTLS server over 127.0.0.1. It is a test peer, not the
 // estca server: that one is exercised in client_e2e_test.go.
 
-// ctCertsOnly builds a DER certs-only SignedData (RFC 5652 §5.1).
+// ctCertsOnly is the recording peer's /crts answer, built like estca's own.
 func ctCertsOnly(certs ...*x509.Certificate) []byte {
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1ObjectIdentifier(clOidSignedData)
-		b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
-			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				b.AddASN1Int64(1)
-				b.AddASN1(cbasn1.SET, func(*cryptobyte.Builder) {})
-				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-					b.AddASN1ObjectIdentifier(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1})
-				})
-				b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
-					for _, c := range certs {
-						b.AddBytes(c.Raw)
-					}
-				})
-				b.AddASN1(cbasn1.SET, func(*cryptobyte.Builder) {})
-			})
-		})
-	})
-	return b.BytesOrPanic()
+	der, _ := ca.CertsOnly(certs...) // nil for no certificates: a malformed answer
+	return der
 }
 
 // ctWireMsg is one request as the peer saw it.
