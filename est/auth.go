@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"net"
 	"strings"
@@ -241,12 +240,14 @@ func (c *session) Close() error {
 }
 
 // identity renders a requester for logs: a fingerprint prefix and the subject.
+// The authority computed both at the handshake; nothing is hashed or
+// formatted again per request.
 func identity(who *ca.Requester) (fp, subject string) {
 	if who == nil || who.Leaf == nil {
 		return "", ""
 	}
-	sum := sha256.Sum256(who.Leaf.Raw)
-	return hex.EncodeToString(sum[:6]), who.Leaf.Subject.String()
+	fp = who.Identity.Fingerprint
+	return fp[:min(len(fp), 12)], who.Identity.Subject
 }
 
 // rateLimiter is a token bucket per peer IP address for handshake attempts.

@@ -1,8 +1,6 @@
 package est
 
 import (
-	"github.com/estca/estca/ca"
-
 	"bytes"
 	"crypto/x509"
 	"encoding/hex"
@@ -12,6 +10,8 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/plgd-dev/go-coap/v3/message"
+
+	"github.com/estca/estca/ca"
 )
 
 // RFC 9148 Appendix A.3: the serverkeygen response parts (key 284, cert 281).

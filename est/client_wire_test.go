@@ -1,8 +1,6 @@
 package est
 
 import (
-	"github.com/estca/estca/ca"
-
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -25,6 +23,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	"github.com/plgd-dev/go-coap/v3/options"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/estca/estca/ca"
 )
 
 // This file checks what the client puts on the wire (tokens, Block1/Block2,

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +25,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/estca/estca/ca"
+	"github.com/estca/estca/store"
 )
 
 // stAuthority is the in-test authority: it authenticates client chains
@@ -64,7 +67,10 @@ func (a *stAuthority) Authenticate(chain []*x509.Certificate) (ca.Requester, err
 	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: a.ca.pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return ca.Requester{}, &ca.Error{Kind: ca.KindUnauthenticated, Reason: "unknown client", Err: err}
 	}
-	return ca.Requester{Kind: ca.KindOperational, Leaf: chain[0], Chain: chain}, nil
+	sum := sha256.Sum256(chain[0].Raw)
+	return ca.Requester{Kind: ca.KindOperational, Leaf: chain[0], Chain: chain, Identity: store.Identity{
+		Fingerprint: hex.EncodeToString(sum[:]), Subject: chain[0].Subject.String(), Kind: string(ca.KindOperational),
+	}}, nil
 }
 
 func (a *stAuthority) CACertificates(profile string) ([]*x509.Certificate, error) {

@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/estca/estca/store/storetest"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/estca/estca/store/storetest"
 )
 
 func TestSignHeadSigners(t *testing.T) {
