@@ -136,19 +136,15 @@ func TestServerResources(t *testing.T) {
 	if !strings.Contains(logs, `msg="internal error" req=`) || !strings.Contains(logs, "disk on fire") {
 		t.Errorf("internal error detail not logged under its request id:\n%s", logs)
 	}
-	m := stScrape(t, e.srv.Metrics())
-	for _, want := range []string{
+	// Requests are counted and logged once the answer is sent.
+	stScrapeUntil(t, e.srv.Metrics(),
 		`estca_est_issuance_seconds_count{outcome="issued"} 3`,
 		`estca_est_issuance_seconds_count{outcome="pending"} 1`,
 		`estca_est_issuance_seconds_count{outcome="internal"} 1`,
 		`estca_est_requests_total{code="4.04",resource="-"}`,
 		`estca_est_requests_total{code="2.04",resource="iot/sren"} 1`,
-		`estca_est_sessions_active 1`,
-	} {
-		if !strings.Contains(m, want) {
-			t.Errorf("metrics lack %s", want)
-		}
-	}
+		`estca_est_sessions_active 1`)
+	logs = e.logs.String()
 	if !strings.Contains(logs, "identity=") || !strings.Contains(logs, `subject="CN=device 0001"`) {
 		t.Errorf("request log line lacks identity/subject:\n%s", logs)
 	}
@@ -228,14 +224,30 @@ func TestServerHandshakeRejects(t *testing.T) {
 			t.Fatalf("after %s: %v", tc.name, r.Code)
 		}
 	}
-	body := stScrape(t, e.srv.Metrics())
-	for _, want := range []string{
+	stScrapeUntil(t, e.srv.Metrics(),
 		`estca_est_handshake_failures_total{reason="no-certificate"} 1`,
 		`estca_est_handshake_failures_total{reason="unauthenticated"} 2`,
-		`estca_est_requests_total{code="2.05",resource="crts"} 3`,
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("metrics lack %s:\n%s", want, body)
+		`estca_est_requests_total{code="2.05",resource="crts"} 3`)
+}
+
+// stScrapeUntil waits up to 5 s for the metrics to hold every wanted line:
+// a client may see the handshake alert before the server has counted it.
+func stScrapeUntil(t *testing.T, m *Metrics, wants ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		body := stScrape(t, m)
+		missing := ""
+		for _, w := range wants {
+			if !strings.Contains(body, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics lack %s:\n%s", missing, body)
 		}
 	}
 }
