@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/estca/estca/policy"
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/store"
 )
 
@@ -40,7 +41,7 @@ func TestNewReportsAllProblems(t *testing.T) {
 func TestNewRejectsMismatchedSigner(t *testing.T) {
 	f := newFixture(t)
 	o := f.opts
-	o.Signer = newKey(t)
+	o.Signer = pkitest.Key(t)
 	if _, err := New(o); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Fatalf("New with foreign signer: %v", err)
 	}
@@ -53,7 +54,7 @@ func TestNewRejectsMismatchedSigner(t *testing.T) {
 
 func TestAuthenticate(t *testing.T) {
 	f := newFixture(t)
-	valid := parsePEM(t, f.demo.Valid.Cert)
+	valid := pkitest.PEMCert(t, f.demo.Valid.Cert)
 	r, err := f.a.Authenticate([]*x509.Certificate{valid})
 	if err != nil {
 		t.Fatal(err)
@@ -63,14 +64,14 @@ func TestAuthenticate(t *testing.T) {
 		len(r.Identity.Fingerprint) != 64 || len(r.Chain) != 2 {
 		t.Fatalf("requester %+v", r)
 	}
-	_, err = f.a.Authenticate([]*x509.Certificate{parsePEM(t, f.demo.Unknown.Cert)})
+	_, err = f.a.Authenticate([]*x509.Certificate{pkitest.PEMCert(t, f.demo.Unknown.Cert)})
 	wantKind(t, err, KindUnauthenticated, "unknown certificate issuer")
 	_, err = f.a.Authenticate(nil)
 	wantKind(t, err, KindUnauthenticated, "no client certificate")
 
 	// The DTLS server certificate is issued by us but is a server cert; an
 	// operational device certificate authenticates until revoked.
-	res := f.enroll(t, Request{CSR: makeCSR(t, newKey(t), pkix.Name{CommonName: "op"}), Requester: r})
+	res := f.enroll(t, Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "op"}), Requester: r})
 	op, err := f.a.Authenticate([]*x509.Certificate{res.Certificate, f.h.Issuing})
 	if err != nil || op.Kind != KindOperational || op.Anchor != "" {
 		t.Fatalf("operational: %+v, %v", op, err)
@@ -84,8 +85,8 @@ func TestAuthenticate(t *testing.T) {
 
 func TestAuthenticateDenyListAndExpiry(t *testing.T) {
 	f := newFixture(t)
-	expired := parsePEM(t, f.demo.Expired.Cert)
-	mfg := parsePEM(t, f.demo.ManufacturerCA.Cert)
+	expired := pkitest.PEMCert(t, f.demo.Expired.Cert)
+	mfg := pkitest.PEMCert(t, f.demo.ManufacturerCA.Cert)
 	for _, tc := range []struct {
 		name   string
 		anchor policy.Anchor
@@ -149,7 +150,7 @@ func TestCACertificatesAndCSRAttributes(t *testing.T) {
 
 func TestCertsOnlyOpenSSL(t *testing.T) {
 	f := newFixture(t)
-	res := f.enroll(t, Request{CSR: makeCSR(t, newKey(t), pkix.Name{CommonName: "p7-leaf"}), Requester: f.requester(t, f.demo.Valid)})
+	res := f.enroll(t, Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "p7-leaf"}), Requester: f.requester(t, f.demo.Valid)})
 	der, err := CertsOnly(res.Certificate, f.h.Issuing, f.h.Root)
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +159,7 @@ func TestCertsOnlyOpenSSL(t *testing.T) {
 	if err := os.WriteFile(p, der, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := openssl(t, "pkcs7", "-inform", "DER", "-in", p, "-print_certs")
+	out := pkitest.OpenSSL(t, "pkcs7", "-inform", "DER", "-in", p, "-print_certs")
 	if n := strings.Count(out, "-----BEGIN CERTIFICATE-----"); n != 3 {
 		t.Fatalf("openssl printed %d certificates:\n%s", n, out)
 	}
@@ -169,7 +170,7 @@ func TestCertsOnlyOpenSSL(t *testing.T) {
 	}
 	// openssl's own re-encoding parses back with ours.
 	re := filepath.Join(t.TempDir(), "re.p7")
-	openssl(t, "pkcs7", "-inform", "DER", "-in", p, "-outform", "DER", "-out", re)
+	pkitest.OpenSSL(t, "pkcs7", "-inform", "DER", "-in", p, "-outform", "DER", "-out", re)
 	reDER, _ := os.ReadFile(re)
 	if !bytes.Equal(reDER, der) {
 		t.Errorf("openssl re-encoding differs from ours")
@@ -197,13 +198,13 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(parsePEM(t, d.ManufacturerCA.Cert))
+	roots.AddCert(pkitest.PEMCert(t, d.ManufacturerCA.Cert))
 	for _, tc := range []struct {
 		name string
 		p    PEMPair
 		ok   bool
 	}{{"valid", d.Valid, true}, {"expired", d.Expired, false}, {"unknown", d.Unknown, false}} {
-		c := parsePEM(t, tc.p.Cert)
+		c := pkitest.PEMCert(t, tc.p.Cert)
 		_, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: Verify = %v", tc.name, err)
@@ -220,12 +221,12 @@ func TestDemo(t *testing.T) {
 		if h, err := policy.HardwareModuleNames(san); err != nil || len(h) != 1 || string(h[0].SerialNum) != c.Subject.SerialNumber {
 			t.Errorf("%s: hardwareModuleName %v, %v", tc.name, h, err)
 		}
-		key, err := x509.ParsePKCS8PrivateKey(pemBody(t, tc.p.Key))
+		key, err := x509.ParsePKCS8PrivateKey(pkitest.PEMBlock(t, tc.p.Key))
 		if err != nil || !samePublicKey(key.(crypto.Signer).Public(), c.PublicKey) {
 			t.Errorf("%s: key does not match: %v", tc.name, err)
 		}
 	}
-	if e := parsePEM(t, d.Expired.Cert); !e.NotAfter.Before(now) {
+	if e := pkitest.PEMCert(t, d.Expired.Cert); !e.NotAfter.Before(now) {
 		t.Error("expired device is not expired")
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // BenchmarkIssue measures end-to-end issuance: CSR parse and checks, policy,
@@ -16,12 +18,12 @@ import (
 func BenchmarkIssue(b *testing.B) {
 	f := newFixture(b)
 	req := f.requester(b, f.demo.Valid)
-	key := newKey(b)
+	key := pkitest.Key(b)
 	var seq atomic.Int64
 	prepare := func(n int) [][]byte {
 		csrs := make([][]byte, n)
 		for i := range csrs {
-			csrs[i] = makeCSR(b, key, pkix.Name{CommonName: fmt.Sprintf("bench-%d", seq.Add(1))})
+			csrs[i] = pkitest.CSR(b, key, pkix.Name{CommonName: fmt.Sprintf("bench-%d", seq.Add(1))})
 		}
 		return csrs
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/estca/estca/policy"
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/store"
 )
 
@@ -25,9 +26,9 @@ func TestEnrollIssuesVerifiableCertificate(t *testing.T) {
 	if req.Kind != KindIDevID || req.Anchor != "demo" || req.ExpiredAccepted {
 		t.Fatalf("requester = %+v", req)
 	}
-	key := newKey(t)
+	key := pkitest.Key(t)
 	subj := pkix.Name{CommonName: "dev-1", SerialNumber: "DEMO-0001"}
-	csr := makeCSR(t, key, subj, hmnExt(t, "DEMO-0001", "dev-1.example.com"))
+	csr := pkitest.CSR(t, key, subj, hmnExt(t, "DEMO-0001", "dev-1.example.com"))
 	res := f.enroll(t, Request{CSR: csr, Requester: req})
 	c := res.Certificate
 	if res.Existing || res.Serial != c.SerialNumber.Text(16) {
@@ -38,13 +39,13 @@ func TestEnrollIssuesVerifiableCertificate(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	root := writePEM(t, dir, "root.pem", f.h.Root)
-	issuing := writePEM(t, dir, "issuing.pem", f.h.Issuing)
-	leaf := writePEM(t, dir, "leaf.pem", c)
-	if out := openssl(t, "verify", "-CAfile", root, "-untrusted", issuing, "-purpose", "sslclient", leaf); !strings.Contains(out, "leaf.pem: OK") {
+	root := pkitest.WritePEM(t, dir, "root.pem", f.h.Root)
+	issuing := pkitest.WritePEM(t, dir, "issuing.pem", f.h.Issuing)
+	leaf := pkitest.WritePEM(t, dir, "leaf.pem", c)
+	if out := pkitest.OpenSSL(t, "verify", "-CAfile", root, "-untrusted", issuing, "-purpose", "sslclient", leaf); !strings.Contains(out, "leaf.pem: OK") {
 		t.Fatalf("openssl verify: %s", out)
 	}
-	text := openssl(t, "x509", "-in", leaf, "-noout", "-text")
+	text := pkitest.OpenSSL(t, "x509", "-in", leaf, "-noout", "-text")
 	for _, want := range []string{"DNS:dev-1.example.com", "CA:FALSE", "TLS Web Client Authentication", "Digital Signature"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("openssl x509 -text lacks %q:\n%s", want, text)
@@ -107,7 +108,7 @@ func TestEnrollIssuesVerifiableCertificate(t *testing.T) {
 
 func TestNotAfterCappedAtIssuer(t *testing.T) {
 	f := newFixture(t)
-	res := f.enroll(t, Request{CSR: makeCSR(t, newKey(t), pkix.Name{CommonName: "x"}), Profile: "long",
+	res := f.enroll(t, Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "x"}), Profile: "long",
 		Requester: f.requester(t, f.demo.Valid)})
 	if !res.Certificate.NotAfter.Equal(f.h.Issuing.NotAfter) {
 		t.Fatalf("notAfter %v, issuing %v", res.Certificate.NotAfter, f.h.Issuing.NotAfter)
@@ -117,11 +118,11 @@ func TestNotAfterCappedAtIssuer(t *testing.T) {
 func TestSerialsUniqueOver1000Issuances(t *testing.T) {
 	f := newFixture(t)
 	req := f.requester(t, f.demo.Valid)
-	key := newKey(t)
+	key := pkitest.Key(t)
 	const n, workers = 1000, 16
 	csrs := make([][]byte, n)
 	for i := range csrs {
-		csrs[i] = makeCSR(t, key, pkix.Name{CommonName: fmt.Sprintf("dev-%d", i)})
+		csrs[i] = pkitest.CSR(t, key, pkix.Name{CommonName: fmt.Sprintf("dev-%d", i)})
 	}
 	serials := make([]string, n)
 	var wg sync.WaitGroup
@@ -162,7 +163,7 @@ func TestSerialsUniqueOver1000Issuances(t *testing.T) {
 func TestIdenticalCSRIssuedOnce(t *testing.T) {
 	f := newFixture(t)
 	req := f.requester(t, f.demo.Valid)
-	csr := makeCSR(t, newKey(t), pkix.Name{CommonName: "dev-1"})
+	csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "dev-1"})
 	first := f.enroll(t, Request{CSR: csr, Requester: req})
 	second := f.enroll(t, Request{CSR: csr, Requester: req})
 	if first.Existing || !second.Existing || first.Serial != second.Serial || !first.Certificate.Equal(second.Certificate) {
@@ -195,7 +196,7 @@ func TestConcurrentIdenticalCSRIssuedOnce(t *testing.T) {
 	f := newFixture(t)
 	req := f.requester(t, f.demo.Valid)
 	for round := range 3 {
-		csr := makeCSR(t, newKey(t), pkix.Name{CommonName: fmt.Sprintf("dev-%d", round)})
+		csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: fmt.Sprintf("dev-%d", round)})
 		const n = 16
 		results := make([]*Result, n)
 		errs := make([]error, n)
@@ -233,11 +234,11 @@ func TestConcurrentIdenticalCSRIssuedOnce(t *testing.T) {
 func TestEnrollRejections(t *testing.T) {
 	f := newFixture(t)
 	idev := f.requester(t, f.demo.Valid)
-	key := newKey(t)
-	good := makeCSR(t, key, pkix.Name{CommonName: "dev-1"})
+	key := pkitest.Key(t)
+	good := pkitest.CSR(t, key, pkix.Name{CommonName: "dev-1"})
 	badSig := bytes.Clone(good)
 	badSig[len(badSig)-5] ^= 0xff // inside the ECDSA signature
-	sanCSR := makeCSR(t, key, pkix.Name{CommonName: "dev-1"}, hmnExt(t, "X"))
+	sanCSR := pkitest.CSR(t, key, pkix.Name{CommonName: "dev-1"}, hmnExt(t, "X"))
 	tests := []struct {
 		name   string
 		req    Request
@@ -249,7 +250,7 @@ func TestEnrollRejections(t *testing.T) {
 		{"not DER", Request{CSR: []byte("hello"), Requester: idev}, KindBadRequest, "malformed CSR", true},
 		{"truncated", Request{CSR: good[:len(good)-10], Requester: idev}, KindBadRequest, "malformed CSR", true},
 		{"SAN under plain profile", Request{CSR: sanCSR, Profile: "plain", Requester: idev}, KindBadRequest, "SAN not allowed by profile", true},
-		{"no CN", Request{CSR: makeCSR(t, key, pkix.Name{Organization: []string{"x"}}), Requester: idev}, KindBadRequest, "subject commonName missing", true},
+		{"no CN", Request{CSR: pkitest.CSR(t, key, pkix.Name{Organization: []string{"x"}}), Requester: idev}, KindBadRequest, "subject commonName missing", true},
 		{"renew with IDevID", Request{CSR: good, Requester: idev, Renew: true}, KindForbidden, "re-enrollment needs an operational certificate", true},
 		{"unknown profile", Request{CSR: good, Profile: "nope", Requester: idev}, KindNotFound, "unknown profile", false},
 		{"unauthenticated", Request{CSR: good}, KindUnauthenticated, "requester not authenticated", false},
@@ -281,17 +282,17 @@ func TestEnrollRejections(t *testing.T) {
 func TestRenew(t *testing.T) {
 	f := newFixture(t)
 	idev := f.requester(t, f.demo.Valid)
-	key := newKey(t)
+	key := pkitest.Key(t)
 	subj := pkix.Name{CommonName: "dev-1", Organization: []string{"Acme"}}
 	san := hmnExt(t, "DEMO-0001", "dev-1.example.com")
-	first := f.enroll(t, Request{CSR: makeCSR(t, key, subj, san), Requester: idev})
+	first := f.enroll(t, Request{CSR: pkitest.CSR(t, key, subj, san), Requester: idev})
 
 	op, err := f.a.Authenticate([]*x509.Certificate{first.Certificate})
 	if err != nil || op.Kind != KindOperational || op.Identity.Kind != "operational" || op.Identity.IDevIDSerial != "" {
 		t.Fatalf("Authenticate operational: %+v, %v", op, err)
 	}
 	// Rekey with identical subject and SAN.
-	renewed := f.enroll(t, Request{CSR: makeCSR(t, newKey(t), subj, san), Requester: op, Renew: true})
+	renewed := f.enroll(t, Request{CSR: pkitest.CSR(t, pkitest.Key(t), subj, san), Requester: op, Renew: true})
 	if renewed.Serial == first.Serial || !bytes.Equal(renewed.Certificate.RawSubject, first.Certificate.RawSubject) {
 		t.Fatal("renewal did not issue a new certificate with the same subject")
 	}
@@ -299,19 +300,19 @@ func TestRenew(t *testing.T) {
 		t.Errorf("renewal audit flags %v", rec.Flags)
 	}
 	_, err = f.a.Enroll(context.Background(), Request{
-		CSR: makeCSR(t, key, pkix.Name{CommonName: "dev-2", Organization: []string{"Acme"}}, san), Requester: op, Renew: true})
+		CSR: pkitest.CSR(t, key, pkix.Name{CommonName: "dev-2", Organization: []string{"Acme"}}, san), Requester: op, Renew: true})
 	wantKind(t, err, KindBadRequest, "subject differs from current certificate")
 	_, err = f.a.Enroll(context.Background(), Request{
-		CSR: makeCSR(t, key, subj, hmnExt(t, "DEMO-0002", "dev-1.example.com")), Requester: op, Renew: true})
+		CSR: pkitest.CSR(t, key, subj, hmnExt(t, "DEMO-0002", "dev-1.example.com")), Requester: op, Renew: true})
 	wantKind(t, err, KindBadRequest, "SAN differs from current certificate")
 	// An operational certificate may also enroll (not renew) under /sen.
-	dev9 := makeCSR(t, key, pkix.Name{CommonName: "dev-9"})
+	dev9 := pkitest.CSR(t, key, pkix.Name{CommonName: "dev-9"})
 	f.enroll(t, Request{CSR: dev9, Requester: op})
 	// Re-sending that CSR to /sren is still a renewal with another subject.
 	_, err = f.a.Enroll(context.Background(), Request{CSR: dev9, Requester: op, Renew: true})
 	wantKind(t, err, KindBadRequest, "subject differs from current certificate")
 	// An IDevID re-sending a CSR it enrolled with to /sren is refused too.
-	csr := makeCSR(t, newKey(t), pkix.Name{CommonName: "dev-10"})
+	csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "dev-10"})
 	f.enroll(t, Request{CSR: csr, Requester: idev})
 	_, err = f.a.Enroll(context.Background(), Request{CSR: csr, Requester: idev, Renew: true})
 	wantKind(t, err, KindForbidden, "re-enrollment needs an operational certificate")
@@ -323,7 +324,7 @@ func TestExpiredIDevIDFlagged(t *testing.T) {
 	if !req.ExpiredAccepted || req.Identity.IDevIDSerial == "" {
 		t.Fatalf("requester %+v", req)
 	}
-	f.enroll(t, Request{CSR: makeCSR(t, newKey(t), pkix.Name{CommonName: "old"}), Requester: req})
+	f.enroll(t, Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "old"}), Requester: req})
 	if rec := f.lastAudit(t); !slices.Contains(rec.Flags, FlagExpiredIDevID) {
 		t.Fatalf("audit flags %v", rec.Flags)
 	}
@@ -333,7 +334,7 @@ func TestEnrollCancelled(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := f.a.Enroll(ctx, Request{CSR: makeCSR(t, newKey(t), pkix.Name{CommonName: "x"}), Requester: f.requester(t, f.demo.Valid)})
+	_, err := f.a.Enroll(ctx, Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "x"}), Requester: f.requester(t, f.demo.Valid)})
 	wantKind(t, err, KindUnavailable, "")
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v does not wrap context.Canceled", err)
@@ -345,7 +346,7 @@ func TestEnrollCancelled(t *testing.T) {
 func TestResendAfterRevocationOrProfileChange(t *testing.T) {
 	f := newFixture(t)
 	req := f.requester(t, f.demo.Valid)
-	csr := makeCSR(t, newKey(t), pkix.Name{CommonName: "dev-r"})
+	csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "dev-r"})
 	first := f.enroll(t, Request{CSR: csr, Requester: req})
 
 	_, err := f.a.Enroll(context.Background(), Request{CSR: csr, Profile: "plain", Requester: req})
@@ -375,7 +376,7 @@ func TestExpiredIssuingCARefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.Enroll(context.Background(), Request{CSR: makeCSR(t, newKey(t), pkix.Name{CommonName: "late"}),
+	_, err = a.Enroll(context.Background(), Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "late"}),
 		Requester: f.requester(t, f.demo.Valid)})
 	wantKind(t, err, KindUnavailable, "issuing CA expired")
 	if n := f.count(t); n != 0 {

@@ -7,13 +7,15 @@ import (
 	"math/big"
 	"testing"
 	"time"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // FuzzParseCertsOnly: certs-only responses are untrusted input for the EST
 // client; the parser must not panic, and what it accepts must encode as a
 // certs-only form again.
 func FuzzParseCertsOnly(f *testing.F) {
-	k := newKey(f)
+	k := pkitest.Key(f)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "f"},
 		NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<31, 0)}
 	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)

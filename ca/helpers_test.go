@@ -2,21 +2,16 @@ package ca
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/estca/estca/hsm"
 	"github.com/estca/estca/policy"
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/softhsm/softhsmtest"
 	"github.com/estca/estca/store"
 )
@@ -72,7 +67,7 @@ func newFixture(t testing.TB) *fixture {
 		DefaultProfile: "device",
 		Store:          db,
 		Requesters: policy.Requesters{Anchors: []policy.Anchor{{
-			Name: "demo", Roots: []*x509.Certificate{parsePEM(t, demo.ManufacturerCA.Cert)}, TolerateExpiry: true,
+			Name: "demo", Roots: []*x509.Certificate{pkitest.PEMCert(t, demo.ManufacturerCA.Cert)}, TolerateExpiry: true,
 		}}},
 		Now: clock,
 	}
@@ -83,45 +78,14 @@ func newFixture(t testing.TB) *fixture {
 	return &fixture{a: a, db: db, h: h, tok: tok, demo: demo, now: now, opts: opts}
 }
 
-func parsePEM(t testing.TB, b []byte) *x509.Certificate {
-	t.Helper()
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		t.Fatal("no PEM block")
-	}
-	c, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // requester authenticates a demo device through the real Authenticate path.
 func (f *fixture) requester(t testing.TB, p PEMPair) Requester {
 	t.Helper()
-	r, err := f.a.Authenticate([]*x509.Certificate{parsePEM(t, p.Cert)})
+	r, err := f.a.Authenticate([]*x509.Certificate{pkitest.PEMCert(t, p.Cert)})
 	if err != nil {
 		t.Fatalf("Authenticate: %v", err)
 	}
 	return r
-}
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func makeCSR(t testing.TB, key crypto.Signer, subj pkix.Name, exts ...pkix.Extension) []byte {
-	t.Helper()
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subj, ExtraExtensions: exts}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
 }
 
 func hmnExt(t testing.TB, serial string, dns ...string) pkix.Extension {
@@ -140,31 +104,6 @@ func (f *fixture) enroll(t testing.TB, req Request) *Result {
 		t.Fatalf("Enroll: %v", err)
 	}
 	return res
-}
-
-func writePEM(t testing.TB, dir, name string, certs ...*x509.Certificate) string {
-	t.Helper()
-	var b []byte
-	for _, c := range certs {
-		b = append(b, pemCert(c.Raw)...)
-	}
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func openssl(t testing.TB, args ...string) string {
-	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
-	out, err := exec.Command("openssl", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("openssl %v: %v\n%s", args, err, out)
-	}
-	return string(out)
 }
 
 func wantKind(t testing.TB, err error, kind ErrorKind, reason string) {
@@ -199,13 +138,4 @@ func (f *fixture) lastAudit(t testing.TB) store.AuditRecord {
 		t.Fatalf("AuditRecords: %d, %v", len(recs), err)
 	}
 	return recs[len(recs)-1]
-}
-
-func pemBody(t testing.TB, b []byte) []byte {
-	t.Helper()
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		t.Fatal("no PEM block")
-	}
-	return blk.Bytes
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/estca/estca/hsm"
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/softhsm/softhsmtest"
 )
 
@@ -48,10 +49,10 @@ func TestInitHierarchy(t *testing.T) {
 		t.Errorf("server validity %v", d)
 	}
 	dir := t.TempDir()
-	root := writePEM(t, dir, "root.pem", h.Root)
-	iss := writePEM(t, dir, "issuing.pem", h.Issuing)
-	srv := writePEM(t, dir, "server.pem", h.Server)
-	if out := openssl(t, "verify", "-CAfile", root, "-untrusted", iss, "-purpose", "sslserver", srv); !strings.Contains(out, "OK") {
+	root := pkitest.WritePEM(t, dir, "root.pem", h.Root)
+	iss := pkitest.WritePEM(t, dir, "issuing.pem", h.Issuing)
+	srv := pkitest.WritePEM(t, dir, "server.pem", h.Server)
+	if out := pkitest.OpenSSL(t, "verify", "-CAfile", root, "-untrusted", iss, "-purpose", "sslserver", srv); !strings.Contains(out, "OK") {
 		t.Fatalf("openssl verify server: %s", out)
 	}
 	signers, err := LoadSigners(tok, LabelRoot, LabelIssuing, LabelServer, LabelAudit)
@@ -92,7 +93,7 @@ func TestExternalRoot(t *testing.T) {
 		t.Fatalf("issuing CSR: %v", err)
 	}
 	// The external root, in software here.
-	extKey := newKey(t)
+	extKey := pkitest.Key(t)
 	extTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "External Root"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 365 * 24 * time.Hour), IsCA: true,
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
@@ -109,7 +110,7 @@ func TestExternalRoot(t *testing.T) {
 		c, _ := x509.ParseCertificate(der)
 		return c
 	}
-	if _, err := ImportIssuing(tok, sign(newKey(t).Public()), ext, o); !errors.Is(err, ErrKeyMismatch) {
+	if _, err := ImportIssuing(tok, sign(pkitest.Key(t).Public()), ext, o); !errors.Is(err, ErrKeyMismatch) {
 		t.Fatalf("ImportIssuing foreign key = %v", err)
 	}
 	issuing := sign(csr.PublicKey)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/store"
 )
 
@@ -69,7 +70,7 @@ func TestDenialsMarkedAudited(t *testing.T) {
 	if !Audited(err) || !Audited(errors.Join(errors.New("x"), err)) {
 		t.Fatalf("malformed CSR denial not marked audited: %#v", err)
 	}
-	good := makeCSR(t, newKey(t), pkix.Name{CommonName: "dev-1"})
+	good := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "dev-1"})
 	_, err = f.a.Enroll(context.Background(), Request{CSR: good, Profile: "nope", Requester: idev})
 	if err == nil || Audited(err) {
 		t.Fatalf("unknown profile marked audited: %v", err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/estca/estca/policy"
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/store"
 )
 
@@ -39,7 +40,7 @@ func TestIssuancePathsMatchCreateCertificate(t *testing.T) {
 		key  crypto.Signer
 		fast bool
 	}{
-		{"ecdsa-p256", newKey(t), true},
+		{"ecdsa-p256", pkitest.Key(t), true},
 		{"ecdsa-p384", p384, true},
 		{"ed25519", ed, false},
 		{"rsa-2048", rsaKey, false},
@@ -72,13 +73,13 @@ func TestIssuancePathsMatchCreateCertificate(t *testing.T) {
 				t.Fatalf("fast path = %v", a.fast != nil)
 			}
 			id := Requester{Identity: store.Identity{Fingerprint: "f"}, Leaf: ca}
-			key := newKey(t)
+			key := pkitest.Key(t)
 			for _, prof := range []string{"dev", "bare"} {
 				var exts []pkix.Extension
 				if prof == "dev" {
 					exts = append(exts, hmnExt(t, "SN-1", "a.example"))
 				}
-				csrDER := makeCSR(t, key, pkix.Name{CommonName: "d", Organization: []string{"O"}}, exts...)
+				csrDER := pkitest.CSR(t, key, pkix.Name{CommonName: "d", Organization: []string{"O"}}, exts...)
 				res, err := a.Enroll(context.Background(), Request{CSR: csrDER, Profile: prof, Requester: id})
 				if err != nil {
 					t.Fatal(err)

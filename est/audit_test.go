@@ -13,6 +13,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/estca/estca/ca"
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // waitRejections polls until the authority holds n rejections.
@@ -169,7 +170,7 @@ func TestRefusalsAudited(t *testing.T) {
 // every HandshakeAuditInterval.
 func TestHandshakeRejectionsAggregated(t *testing.T) {
 	t.Parallel()
-	rogue := tcNewCA(t, "rogue CA").tlsCert(t, "rogue device", tcClientAuth)
+	rogue := pkitest.NewCA(t, "rogue CA").Issue(t, pkitest.ClientAuth("rogue device")).TLS()
 	t.Run("shutdown", func(t *testing.T) {
 		t.Parallel()
 		e := stStart(t, func(o *Options) { o.HandshakeAuditInterval = time.Hour })

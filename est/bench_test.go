@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 func TestBenchStub(t *testing.T) {
@@ -55,7 +57,7 @@ func TestBenchCountsBadCertificates(t *testing.T) {
 		t.Parallel()
 		env := ctNewEnv(t, 1024)
 		// /crts names another CA than the one that signs.
-		env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{tcNewCA(t, "other").cert} })
+		env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{pkitest.NewCA(t, "other").Cert} })
 		rep := ctRunBench(t, env, BenchEnroll, 50)
 		if rep.Errors["verify"] == 0 || rep.Verified != 0 || rep.Ops != 0 {
 			t.Fatalf("report %+v, want only verify errors", rep)

@@ -14,6 +14,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/estca/estca/ca"
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // ctRealServer is estca's EST-coaps server on 127.0.0.1:0 in front of a real
@@ -61,9 +62,9 @@ func ctStartRealServer(t *testing.T) *ctRealServer {
 		<-done
 	})
 	return &ctRealServer{
-		addr: srv.Addr().String(), root: h.Root, issuing: h.Issuing, roots: tcPool(h.Root),
-		device: tcKeyPair(t, demo.Valid), unknown: tcKeyPair(t, demo.Unknown), srvChain: chain,
-		expired: tcKeyPair(t, demo.Expired), pending: pending,
+		addr: srv.Addr().String(), root: h.Root, issuing: h.Issuing, roots: pkitest.Pool(h.Root),
+		device: pkitest.KeyPair(t, demo.Valid.Cert, demo.Valid.Key), unknown: pkitest.KeyPair(t, demo.Unknown.Cert, demo.Unknown.Key), srvChain: chain,
+		expired: pkitest.KeyPair(t, demo.Expired.Cert, demo.Expired.Key), pending: pending,
 	}
 }
 
@@ -79,11 +80,11 @@ func TestClientAgainstServer(t *testing.T) {
 	defer cancel()
 
 	t.Run("handshake rejected", func(t *testing.T) {
-		self := tcNewCA(t, "self-signed device")
+		self := pkitest.NewCA(t, "self-signed device")
 		for name, cert := range map[string]tls.Certificate{
 			"unknown manufacturer": s.unknown,
 			"expired IDevID":       s.expired,
-			"self-signed":          self.self(),
+			"self-signed":          self.TLS(),
 		} {
 			o := s.options()
 			o.Certificate = cert
@@ -102,7 +103,7 @@ func TestClientAgainstServer(t *testing.T) {
 
 	t.Run("untrusted server", func(t *testing.T) {
 		o := s.options()
-		o.Roots = tcNewCA(t, "other").pool()
+		o.Roots = pkitest.NewCA(t, "other").Pool()
 		if _, err := Dial(ctx, o); !errors.Is(err, ErrHandshake) || !strings.Contains(err.Error(), "trust anchors") {
 			t.Fatalf("err = %v", err)
 		}
@@ -157,8 +158,8 @@ func TestClientAgainstServer(t *testing.T) {
 		o := s.options()
 		o.BlockSize = 64
 		small := ctDial(t, o)
-		key := tcKey(t)
-		csr := ctCSR(t, key, s.device.Leaf.Subject.CommonName, 1200)
+		key := pkitest.Key(t)
+		csr := pkitest.PaddedCSR(t, key, s.device.Leaf.Subject.CommonName, 1200)
 		if len(csr) <= 1024 {
 			t.Fatalf("CSR of %d bytes", len(csr))
 		}
@@ -167,7 +168,7 @@ func TestClientAgainstServer(t *testing.T) {
 			if err != nil {
 				t.Fatalf("accept %d: %v", accept, err)
 			}
-			if _, err := cert.Verify(x509.VerifyOptions{Roots: s.roots, Intermediates: ctPool(s.issuing),
+			if _, err := cert.Verify(x509.VerifyOptions{Roots: s.roots, Intermediates: pkitest.Pool(s.issuing),
 				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 				t.Fatalf("issued certificate does not verify: %v", err)
 			}
@@ -180,7 +181,7 @@ func TestClientAgainstServer(t *testing.T) {
 		var waits []time.Duration
 		dc.policy.sleep = func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }
 		s.pending.hold.Store(2)
-		csr := ctCSR(t, tcKey(t), s.device.Leaf.Subject.CommonName, 0)
+		csr := pkitest.PaddedCSR(t, pkitest.Key(t), s.device.Leaf.Subject.CommonName, 0)
 		if _, _, err := dc.Enroll(ctx, csr, FormatPKIXCert); err != nil {
 			t.Fatal(err)
 		}
@@ -197,7 +198,7 @@ func TestClientAgainstServer(t *testing.T) {
 	})
 
 	t.Run("server keygen", func(t *testing.T) {
-		csr := ctCSR(t, tcKey(t), s.device.Leaf.Subject.CommonName, 0)
+		csr := pkitest.PaddedCSR(t, pkitest.Key(t), s.device.Leaf.Subject.CommonName, 0)
 		for _, skc := range []bool{false, true} {
 			res, err := c.ServerKeygen(ctx, csr, skc)
 			var re *ResponseError
@@ -251,14 +252,6 @@ func TestClientAgainstServer(t *testing.T) {
 			}
 		})
 	}
-}
-
-func ctPool(certs ...*x509.Certificate) *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, c := range certs {
-		p.AddCert(c)
-	}
-	return p
 }
 
 // ctPendingAuthority answers KindPending (5.03, Max-Age 3 s) to the next

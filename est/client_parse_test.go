@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 
 	"github.com/estca/estca/ca"
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // RFC 9148 Appendix A.3: the serverkeygen response parts (key 284, cert 281).
@@ -40,19 +43,31 @@ func ctRFC9148A3Response(t testing.TB) []byte {
 	return append(out, cert...)
 }
 
+// ctOpenSSLCertsOnly builds a certs-only PKCS#7 from certs with the real
+// openssl binary (`openssl crl2pkcs7 -nocrl -certfile x.pem -outform DER`).
+func ctOpenSSLCertsOnly(t testing.TB, certs ...*x509.Certificate) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	in, out := pkitest.WritePEM(t, dir, "x.pem", certs...), filepath.Join(dir, "x.p7")
+	pkitest.OpenSSL(t, "crl2pkcs7", "-nocrl", "-certfile", in, "-outform", "DER", "-out", out)
+	der, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
 func TestParseCertsOnlyOpenSSL(t *testing.T) {
 	t.Parallel()
-	root := tcNewCA(t, "root")
-	interKey := tcKey(t)
-	inter := root.issue(t, "intermediate", &interKey.PublicKey, tcIntermediate)
-	leafKey := tcKey(t)
-	leaf := root.issue(t, "leaf", &leafKey.PublicKey, tcPeer)
+	root := pkitest.NewCA(t, "root")
+	inter := root.Issue(t, pkitest.SubCA("intermediate")).Cert
+	leaf := root.Issue(t, pkitest.ClientAuth("leaf")).Cert
 	for _, tc := range []struct {
 		name  string
 		certs []*x509.Certificate
 	}{
-		{"one", []*x509.Certificate{root.cert}},
-		{"chain", []*x509.Certificate{leaf, inter, root.cert}},
+		{"one", []*x509.Certificate{root.Cert}},
+		{"chain", []*x509.Certificate{leaf, inter, root.Cert}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			der := ctOpenSSLCertsOnly(t, tc.certs...)

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/estca/estca/ca"
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // This file checks what the client puts on the wire (tokens, Block1/Block2,
@@ -54,7 +56,7 @@ type ctWireMsg struct {
 
 // ctPeer is the recording EST-coaps peer.
 type ctPeer struct {
-	ca       *testCA
+	ca       *pkitest.Cert
 	chain    []*x509.Certificate // /crts answer
 	busy     int                 // number of 5.03 answers before /sen succeeds
 	maxBlock int                 // largest Block2 block the peer sends
@@ -171,12 +173,21 @@ func (p *ctPeer) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 			return
 		}
 		p.issued++
-		pub := csr.PublicKey.(*ecdsa.PublicKey)
+		pub := csr.PublicKey
 		if p.wrongKey {
-			pub = &tcKey(ctT{}).PublicKey
+			k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				_ = w.SetResponse(codes.InternalServerError, message.TextPlain, nil)
+				return
+			}
+			pub = k.Public()
 		}
-		cert := p.ca.issue(ctT{}, csr.Subject.CommonName, pub, tcPeer)
-		code, format, resp = codes.Changed, FormatCertsOnly, ctCertsOnly(cert, p.ca.cert)
+		cert, err := p.ca.Sign(pkitest.ClientAuth(csr.Subject.CommonName), pub)
+		if err != nil {
+			_ = w.SetResponse(codes.InternalServerError, message.TextPlain, nil)
+			return
+		}
+		code, format, resp = codes.Changed, FormatCertsOnly, ctCertsOnly(cert, p.ca.Cert)
 		if a, err := r.Accept(); err == nil && a == FormatPKIXCert {
 			format, resp = FormatPKIXCert, cert.Raw
 		}
@@ -214,26 +225,18 @@ func (p *ctPeer) respondBlock(w *responsewriter.ResponseWriter[*udpclient.Conn],
 	w.Message().SetOptionUint32(message.Block2, b.value())
 }
 
-// ctT lets the peer's handler call testCA.issue, which fails tests through
-// testing.TB; the peer never hits those paths with valid CSRs.
-type ctT struct{ testing.TB }
-
-func (ctT) Helper()                   {}
-func (ctT) Fatal(args ...any)         { panic(fmt.Sprint(args...)) }
-func (ctT) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
-
 // ctStartPeer runs the recording peer on 127.0.0.1:0, requiring a client
 // certificate from clientCA.
-func ctStartPeer(t *testing.T, serverCA, clientCA *testCA, maxBlock int) *ctPeer {
+func ctStartPeer(t *testing.T, serverCA, clientCA *pkitest.Cert, maxBlock int) *ctPeer {
 	t.Helper()
-	p := &ctPeer{ca: serverCA, chain: []*x509.Certificate{serverCA.cert}, maxBlock: maxBlock,
+	p := &ctPeer{ca: serverCA, chain: []*x509.Certificate{serverCA.Cert}, maxBlock: maxBlock,
 		bodies: map[string][]byte{}, stored: map[string][]byte{}, formats: map[string]message.MediaType{}}
-	cert := serverCA.tlsCert(t, "est.test", tcPeer, net.IPv4(127, 0, 0, 1))
+	cert := serverCA.Issue(t, pkitest.ServerAuth("est.test")).TLS(serverCA.Cert)
 	l, err := coapnet.NewDTLSListener("udp", "127.0.0.1:0", coapnet.NewDTLSServerOptions(
 		dtls.WithCertificates(cert),
 		dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8),
 		dtls.WithClientAuth(dtls.RequireAndVerifyClientCert),
-		dtls.WithClientCAs(clientCA.pool()),
+		dtls.WithClientCAs(clientCA.Pool()),
 	))
 	if err != nil {
 		t.Fatal(err)
@@ -249,19 +252,19 @@ func ctStartPeer(t *testing.T, serverCA, clientCA *testCA, maxBlock int) *ctPeer
 
 type ctEnv struct {
 	peer     *ctPeer
-	serverCA *testCA
-	clientCA *testCA
+	serverCA *pkitest.Cert
+	clientCA *pkitest.Cert
 	opts     ClientOptions
 }
 
 func ctNewEnv(t *testing.T, maxBlock int) *ctEnv {
 	t.Helper()
-	serverCA, clientCA := tcNewCA(t, "server CA"), tcNewCA(t, "device CA")
+	serverCA, clientCA := pkitest.NewCA(t, "server CA"), pkitest.NewCA(t, "device CA")
 	p := ctStartPeer(t, serverCA, clientCA, maxBlock)
 	return &ctEnv{peer: p, serverCA: serverCA, clientCA: clientCA, opts: ClientOptions{
 		Server:      "coaps://" + p.addr,
-		Certificate: clientCA.tlsCert(t, "device-1", tcPeer),
-		Roots:       serverCA.pool(),
+		Certificate: clientCA.Issue(t, pkitest.ClientAuth("device-1")).TLS(clientCA.Cert),
+		Roots:       serverCA.Pool(),
 		Timeout:     5 * time.Second,
 	}}
 }
@@ -284,8 +287,8 @@ func TestClientWireBlock1(t *testing.T) {
 	o := env.opts
 	o.BlockSize = 64
 	c := ctDial(t, o)
-	key := tcKey(t)
-	csr := ctCSR(t, key, "device-1", 1200)
+	key := pkitest.Key(t)
+	csr := pkitest.PaddedCSR(t, key, "device-1", 1200)
 	if len(csr) <= 1024 {
 		t.Fatalf("CSR of %d bytes is too small for the test", len(csr))
 	}
@@ -293,7 +296,7 @@ func TestClientWireBlock1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(cert.RawSubjectPublicKeyInfo, ctParseCSR(t, csr).RawSubjectPublicKeyInfo) || len(raw) == 0 {
+	if !bytes.Equal(cert.RawSubjectPublicKeyInfo, pkitest.ParseCSR(t, csr).RawSubjectPublicKeyInfo) || len(raw) == 0 {
 		t.Fatal("certificate does not carry the CSR key")
 	}
 	var blocks []ctWireMsg
@@ -329,9 +332,9 @@ func TestClientWireBlock2(t *testing.T) {
 	env := ctNewEnv(t, 1024)
 	// A long chain makes /crts larger than one block.
 	for range 4 {
-		k := tcKey(t)
+		inter := env.serverCA.Issue(t, pkitest.SubCA(strings.Repeat("intermediate ", 8))).Cert
 		env.peer.set(func(p *ctPeer) {
-			p.chain = append(p.chain, env.serverCA.issue(t, strings.Repeat("intermediate ", 8), &k.PublicKey, tcIntermediate))
+			p.chain = append(p.chain, inter)
 		})
 	}
 	for _, size := range []int{16, 64, 1024} {
@@ -368,8 +371,8 @@ func TestClientWirePOSTBlock2FollowUps(t *testing.T) {
 	o := env.opts
 	o.BlockSize = 128
 	c := ctDial(t, o)
-	key := tcKey(t)
-	csr := ctCSR(t, key, "device-1", 600)
+	key := pkitest.Key(t)
+	csr := pkitest.PaddedCSR(t, key, "device-1", 600)
 	if _, _, err := c.Enroll(context.Background(), csr, FormatCertsOnly); err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +401,7 @@ func TestClientWireRetry(t *testing.T) {
 	c := ctDial(t, env.opts)
 	var sleeps []time.Duration
 	c.policy.sleep = func(_ context.Context, d time.Duration) error { sleeps = append(sleeps, d); return nil }
-	csr := ctCSR(t, tcKey(t), "device-1", 0)
+	csr := pkitest.PaddedCSR(t, pkitest.Key(t), "device-1", 0)
 	if _, _, err := c.Enroll(context.Background(), csr, FormatPKIXCert); err != nil {
 		t.Fatal(err)
 	}
@@ -449,15 +452,15 @@ func TestClientWireErrorsAndDiscovery(t *testing.T) {
 func TestClientHandshakeErrors(t *testing.T) {
 	t.Parallel()
 	env := ctNewEnv(t, 1024)
-	stranger := tcNewCA(t, "stranger")
+	stranger := pkitest.NewCA(t, "stranger")
 	for _, tc := range []struct {
 		name   string
 		mutate func(*ClientOptions)
 		reason string
 	}{
-		{"client cert from an unknown CA", func(o *ClientOptions) { o.Certificate = stranger.tlsCert(t, "x", tcPeer) },
+		{"client cert from an unknown CA", func(o *ClientOptions) { o.Certificate = stranger.Issue(t, pkitest.ClientAuth("x")).TLS(stranger.Cert) },
 			"rejected the client certificate"},
-		{"untrusted server", func(o *ClientOptions) { o.Roots = stranger.pool() },
+		{"untrusted server", func(o *ClientOptions) { o.Roots = stranger.Pool() },
 			"does not chain to the configured trust anchors"},
 		{"wrong server name", func(o *ClientOptions) { o.ServerName = "other.test" },
 			"does not match the server name"},
@@ -482,15 +485,6 @@ func TestClientHandshakeErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-func ctParseCSR(t testing.TB, der []byte) *x509.CertificateRequest {
-	t.Helper()
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return csr
 }
 
 // TestClientCloseReleases checks that Close ends the session's goroutines, so
@@ -532,8 +526,8 @@ func TestClientUpdateTrust(t *testing.T) {
 	old := c.Roots()
 
 	// /crts names a root that did not sign the server certificate: refused.
-	other := tcNewCA(t, "rogue root")
-	env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{other.cert} })
+	other := pkitest.NewCA(t, "rogue root")
+	env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{other.Cert} })
 	if _, err := c.UpdateTrust(context.Background()); !errors.Is(err, ErrTrustUpdate) {
 		t.Fatalf("err = %v, want ErrTrustUpdate", err)
 	}
@@ -542,8 +536,7 @@ func TestClientUpdateTrust(t *testing.T) {
 	}
 
 	// /crts with no self-signed certificate: refused.
-	k := tcKey(t)
-	inter := env.serverCA.issue(t, "intermediate", &k.PublicKey, tcIntermediate)
+	inter := env.serverCA.Issue(t, pkitest.SubCA("intermediate")).Cert
 	env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{inter} })
 	if _, err := c.UpdateTrust(context.Background()); !errors.Is(err, ErrTrustUpdate) {
 		t.Fatalf("err = %v, want ErrTrustUpdate", err)
@@ -551,12 +544,12 @@ func TestClientUpdateTrust(t *testing.T) {
 
 	// The real root, an intermediate and a second root: accepted; the anchors
 	// are the self-signed certificates.
-	env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{inter, env.serverCA.cert, other.cert} })
+	env.peer.set(func(p *ctPeer) { p.chain = []*x509.Certificate{inter, env.serverCA.Cert, other.Cert} })
 	anchors, err := c.UpdateTrust(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(anchors) != 2 || !anchors[0].Equal(env.serverCA.cert) || !anchors[1].Equal(other.cert) {
+	if len(anchors) != 2 || !anchors[0].Equal(env.serverCA.Cert) || !anchors[1].Equal(other.Cert) {
 		t.Fatalf("anchors %d", len(anchors))
 	}
 	if c.Roots() == old {

@@ -173,7 +173,7 @@ func TestServerBlockwise(t *testing.T) {
 	t.Run("GET crts in 16-byte blocks", func(t *testing.T) {
 		first := c.do(stMsg{code: codes.GET, path: "/.well-known/est/crts", opts: message.Options{stBlock(message.Block2, 0, false, 0)}})
 		body := stFetchBlock2(t, c, codes.GET, "/.well-known/est/crts", first, nil)
-		if certs := stCertsOnly(t, body); !certs[0].Equal(e.ca.cert) {
+		if certs := stCertsOnly(t, body); !certs[0].Equal(e.ca.Cert) {
 			t.Fatal("reassembled crts differ")
 		}
 	})

@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -25,13 +22,14 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/estca/estca/ca"
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/store"
 )
 
 // stAuthority is the in-test authority: it authenticates client chains
 // against its CA and really signs CSRs with it.
 type stAuthority struct {
-	ca *testCA
+	ca *pkitest.Cert
 
 	mu         sync.Mutex
 	enrolls    int
@@ -64,7 +62,7 @@ const (
 )
 
 func (a *stAuthority) Authenticate(chain []*x509.Certificate) (ca.Requester, error) {
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: a.ca.pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: a.ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return ca.Requester{}, &ca.Error{Kind: ca.KindUnauthenticated, Reason: "unknown client", Err: err}
 	}
 	sum := sha256.Sum256(chain[0].Raw)
@@ -74,7 +72,7 @@ func (a *stAuthority) Authenticate(chain []*x509.Certificate) (ca.Requester, err
 }
 
 func (a *stAuthority) CACertificates(profile string) ([]*x509.Certificate, error) {
-	return []*x509.Certificate{a.ca.cert}, nil
+	return []*x509.Certificate{a.ca.Cert}, nil
 }
 
 // stCSRAttrs is a DER CsrAttrs with one OID (challengePassword).
@@ -109,11 +107,11 @@ func (a *stAuthority) Enroll(_ context.Context, req ca.Request) (*ca.Result, err
 	case stCNAudited:
 		return nil, &ca.Error{Kind: ca.KindBadRequest, Reason: "policy says no", Audited: true}
 	}
-	c, err := a.ca.sign(csr.Subject.CommonName, csr.PublicKey, tcClientAuth)
+	c, err := a.ca.Sign(pkitest.ClientAuth(csr.Subject.CommonName), csr.PublicKey)
 	if err != nil {
 		return nil, err
 	}
-	return &ca.Result{Certificate: c, Chain: []*x509.Certificate{a.ca.cert}}, nil
+	return &ca.Result{Certificate: c, Chain: []*x509.Certificate{a.ca.Cert}}, nil
 }
 
 func (a *stAuthority) counts() (enrolls int, profiles []string) {
@@ -122,26 +120,18 @@ func (a *stAuthority) counts() (enrolls int, profiles []string) {
 	return a.enrolls, append([]string(nil), a.profiles...)
 }
 
-// stCSR makes a DER CSR; pad adds DNS SANs to make it large.
+// stCSR makes a DER CSR with a fresh key; pad adds DNS SANs to make it large.
 func stCSR(t testing.TB, cn string, pad int) ([]byte, *ecdsa.PrivateKey) {
 	t.Helper()
-	k := tcKey(t)
-	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}
-	for i := 0; pad > 0 && i < pad/32+1; i++ {
-		tmpl.DNSNames = append(tmpl.DNSNames, fmt.Sprintf("host-%04d.padding.example.com", i))
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der, k
+	k := pkitest.Key(t)
+	return pkitest.PaddedCSR(t, k, cn, pad), k
 }
 
 // stEnv is a running server with its CA, authority and a client identity.
 type stEnv struct {
 	srv    *Server
 	addr   string
-	ca     *testCA
+	ca     *pkitest.Cert
 	auth   *stAuthority
 	client tls.Certificate
 	roots  *x509.CertPool
@@ -170,12 +160,12 @@ func stStartB(b *testing.B) *stEnv { return stStart(b, nil) }
 
 func stStart(t testing.TB, mod func(*Options)) *stEnv {
 	t.Helper()
-	c := tcNewCA(t, "estca server test CA")
+	c := pkitest.NewCA(t, "estca server test CA")
 	a := &stAuthority{ca: c}
 	logs := &stLog{}
 	o := Options{
 		Addr:        "127.0.0.1:0",
-		Certificate: c.tlsCert(t, "estca test server", tcServerAuth),
+		Certificate: c.Issue(t, pkitest.ServerAuth("estca test server")).TLS(),
 		Authority:   a,
 		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -204,7 +194,7 @@ func stStart(t testing.TB, mod func(*Options)) *stEnv {
 		}
 	})
 	return &stEnv{srv: srv, addr: srv.Addr().String(), ca: c, auth: a,
-		client: c.tlsCert(t, "device 0001", tcClientAuth), roots: c.pool(), logs: logs}
+		client: c.Issue(t, pkitest.ClientAuth("device 0001")).TLS(), roots: c.Pool(), logs: logs}
 }
 
 // stConn is a raw CoAP-over-DTLS client: it sends exactly the bytes a test

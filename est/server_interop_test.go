@@ -43,7 +43,7 @@ func TestServerLibcoap(t *testing.T) {
 	e := stStart(t, nil)
 	dir := t.TempDir()
 	caPEM := filepath.Join(dir, "ca.pem")
-	stWritePEM(t, caPEM, "CERTIFICATE", e.ca.cert.Raw)
+	stWritePEM(t, caPEM, "CERTIFICATE", e.ca.Cert.Raw)
 	certPEM, keyPEM := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
 	stWritePEM(t, certPEM, "CERTIFICATE", e.client.Leaf.Raw)
 	kder, err := x509.MarshalPKCS8PrivateKey(e.client.PrivateKey)
@@ -77,7 +77,7 @@ func TestServerLibcoap(t *testing.T) {
 				if err != nil {
 					t.Fatalf("no output: %v\n%s", err, log)
 				}
-				if certs := stCertsOnly(t, b); !certs[0].Equal(e.ca.cert) {
+				if certs := stCertsOnly(t, b); !certs[0].Equal(e.ca.Cert) {
 					t.Fatal("crts payload differs")
 				}
 			})
@@ -89,7 +89,7 @@ func TestServerLibcoap(t *testing.T) {
 				if err != nil {
 					t.Fatalf("no output: %v\n%s", err, log)
 				}
-				if certs := stCertsOnly(t, b); !certs[0].Equal(e.ca.cert) {
+				if certs := stCertsOnly(t, b); !certs[0].Equal(e.ca.Cert) {
 					t.Fatal("crts payload differs")
 				}
 				if n := strings.Count(e.logs.String(), "resource=crts code=2.05") - before; n != (len(b)+15)/16 {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/estca/estca/ca"
 	"github.com/estca/estca/policy"
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/softhsm/softhsmtest"
 	"github.com/estca/estca/store"
 )
@@ -70,7 +71,7 @@ func rcAuthority(t *testing.T) *rcCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mfg := tcPEMCert(t, demo.ManufacturerCA.Cert)
+	mfg := pkitest.PEMCert(t, demo.ManufacturerCA.Cert)
 	a, err := ca.New(ca.Options{
 		Signer: signers[0], Certificate: h.Issuing, Root: h.Root,
 		Profiles: []ca.Profile{{
@@ -120,7 +121,7 @@ func rcStart(t *testing.T) *rcEnv {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return &rcEnv{srv: srv, db: db, h: h, demo: demo, roots: tcPool(h.Root), addr: srv.Addr().String(), logs: logs}
+	return &rcEnv{srv: srv, db: db, h: h, demo: demo, roots: pkitest.Pool(h.Root), addr: srv.Addr().String(), logs: logs}
 }
 
 // TestServerRealAuthority runs the server with the real ca.Authority.
@@ -129,7 +130,7 @@ func TestServerRealAuthority(t *testing.T) {
 	srv, h, demo, roots, addr, logs := e.srv, e.h, e.demo, e.roots, e.addr, e.logs
 
 	for name, p := range map[string]ca.PEMPair{"expired IDevID": demo.Expired, "unknown manufacturer": demo.Unknown} {
-		cert := tcKeyPair(t, p)
+		cert := pkitest.KeyPair(t, p.Cert, p.Key)
 		if c, err := stDialName(t, addr, &cert, roots, "localhost", 3*time.Second); err == nil {
 			if _, ok := c.roundTrip(stMsg{code: codes.GET, path: "/.well-known/est/crts"}, 300*time.Millisecond); ok {
 				t.Fatalf("%s: served", name)
@@ -138,7 +139,7 @@ func TestServerRealAuthority(t *testing.T) {
 	}
 	stScrapeUntil(t, srv.Metrics(), `estca_est_handshake_failures_total{reason="unauthenticated"} 2`)
 
-	device := tcKeyPair(t, demo.Valid)
+	device := pkitest.KeyPair(t, demo.Valid.Cert, demo.Valid.Key)
 	c, err := stDialName(t, addr, &device, roots, "localhost", 5*time.Second)
 	if err != nil {
 		t.Fatalf("valid IDevID: %v", err)
@@ -161,7 +162,7 @@ func TestServerRealAuthority(t *testing.T) {
 		if !key.PublicKey.Equal(certs[0].PublicKey) {
 			t.Fatal("certificate does not carry the CSR key")
 		}
-		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: tcPool(h.Issuing),
+		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: pkitest.Pool(h.Issuing),
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 			t.Fatal(err)
 		}
@@ -193,14 +194,14 @@ func TestRealAuthorityAuditsRefusals(t *testing.T) {
 		return recs
 	}
 	for _, p := range []ca.PEMPair{e.demo.Unknown, e.demo.Unknown, e.demo.Expired} {
-		cert := tcKeyPair(t, p)
+		cert := pkitest.KeyPair(t, p.Cert, p.Key)
 		if c, err := stDialName(t, e.addr, &cert, e.roots, "localhost", 3*time.Second); err == nil {
 			if _, ok := c.roundTrip(stMsg{code: codes.GET, path: "/.well-known/est/crts"}, 300*time.Millisecond); ok {
 				t.Fatal("refused client served")
 			}
 		}
 	}
-	device := tcKeyPair(t, e.demo.Valid)
+	device := pkitest.KeyPair(t, e.demo.Valid.Cert, e.demo.Valid.Key)
 	c, err := stDialName(t, e.addr, &device, e.roots, "localhost", 5*time.Second)
 	if err != nil {
 		t.Fatalf("valid IDevID: %v", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/estca/estca/ca"
+	"github.com/estca/estca/policy/pkitest"
 )
 
 func stCertsOnly(t *testing.T, b []byte) []*x509.Certificate {
@@ -48,14 +49,14 @@ func TestServerResources(t *testing.T) {
 		{name: "crts default 281", msg: stMsg{code: codes.GET, path: "/.well-known/est/crts"}, code: codes.Content, format: 281,
 			check: func(t *testing.T, r stReply) {
 				certs := stCertsOnly(t, r.Payload)
-				if len(certs) != 1 || !certs[0].Equal(e.ca.cert) {
+				if len(certs) != 1 || !certs[0].Equal(e.ca.Cert) {
 					t.Fatalf("crts: got %d certs", len(certs))
 				}
 			}},
 		{name: "crts accept 281", msg: stMsg{code: codes.GET, path: "/est/crts", opts: message.Options{stUint(message.Accept, 281)}}, code: codes.Content, format: 281},
 		{name: "crts accept 287", msg: stMsg{code: codes.GET, path: "/.well-known/est/crts", opts: message.Options{stUint(message.Accept, 287)}}, code: codes.Content, format: 287,
 			check: func(t *testing.T, r stReply) {
-				if !bytes.Equal(r.Payload, e.ca.cert.Raw) {
+				if !bytes.Equal(r.Payload, e.ca.Cert.Raw) {
 					t.Fatal("287 payload is not the issuing CA certificate")
 				}
 			}},
@@ -199,8 +200,8 @@ func TestServerDiscovery(t *testing.T) {
 func TestServerHandshakeRejects(t *testing.T) {
 	t.Parallel()
 	e := stStart(t, nil)
-	selfCert := tcNewCA(t, "self-signed device").self()
-	otherCert := tcNewCA(t, "other manufacturer").tlsCert(t, "device of other CA", tcClientAuth)
+	selfCert := pkitest.NewCA(t, "self-signed device").TLS()
+	otherCert := pkitest.NewCA(t, "other manufacturer").Issue(t, pkitest.ClientAuth("device of other CA")).TLS()
 	cases := []struct {
 		name   string
 		cert   *tls.Certificate

@@ -16,11 +16,13 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 func TestCheckCSR(t *testing.T) {
 	t.Parallel()
-	p256 := newKey(t)
+	p256 := pkitest.Key(t)
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
 	_, ed, _ := ed25519.GenerateKey(rand.Reader)
@@ -101,7 +103,7 @@ func TestCheckCSR(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			csr := csrWith(t, tc.key, tc.subj, tc.exts...)
+			csr := pkitest.ParseCSR(t, pkitest.CSR(t, tc.key, tc.subj, tc.exts...))
 			err := CheckCSR(csr, tc.rules)
 			if tc.reason == "" {
 				if err != nil {
@@ -139,34 +141,34 @@ func TestHardwareModuleNames(t *testing.T) {
 func TestCheckRenewal(t *testing.T) {
 	t.Parallel()
 	ca := mint(t, nil, "ca", 1, true, t0.Add(-time365), t0.Add(time365))
-	key := newKey(t)
+	key := pkitest.Key(t)
 	sanA := pkix.Extension{Id: OIDSubjectAltName, Value: sanExt(t, func(b *cryptobyte.Builder) {
 		addTagged(b, tagDNS, []byte("a.example"))
 	})}
 	sanB := pkix.Extension{Id: OIDSubjectAltName, Value: sanExt(t, func(b *cryptobyte.Builder) {
 		addTagged(b, tagDNS, []byte("b.example"))
 	})}
-	curCSR := csrWith(t, key, pkix.Name{CommonName: "dev-1", Organization: []string{"Acme"}}, sanA)
+	curCSR := pkitest.ParseCSR(t, pkitest.CSR(t, key, pkix.Name{CommonName: "dev-1", Organization: []string{"Acme"}}, sanA))
 	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
 		SerialNumber: bigOne, RawSubject: curCSR.RawSubject, NotBefore: t0, NotAfter: t0.Add(time365),
 		ExtraExtensions: []pkix.Extension{sanA},
-	}, ca.cert, key.Public(), ca.key)
+	}, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cur, _ := x509.ParseCertificate(der)
-	newKey := newKey(t)
+	newKey := pkitest.Key(t)
 	tests := []struct {
 		name   string
 		csr    *x509.CertificateRequest
 		reason string
 	}{
-		{"identical, rekey", csrWith(t, newKey, pkix.Name{CommonName: "dev-1", Organization: []string{"Acme"}}, sanA), ""},
+		{"identical, rekey", pkitest.ParseCSR(t, pkitest.CSR(t, newKey, pkix.Name{CommonName: "dev-1", Organization: []string{"Acme"}}, sanA)), ""},
 		{"identical, same key", curCSR, ""},
-		{"subject changed", csrWith(t, key, pkix.Name{CommonName: "dev-2", Organization: []string{"Acme"}}, sanA), "subject differs from current certificate"},
-		{"subject attribute dropped", csrWith(t, key, pkix.Name{CommonName: "dev-1"}, sanA), "subject differs from current certificate"},
-		{"SAN changed", csrWith(t, key, pkix.Name{CommonName: "dev-1", Organization: []string{"Acme"}}, sanB), "SAN differs from current certificate"},
-		{"SAN dropped", csrWith(t, key, pkix.Name{CommonName: "dev-1", Organization: []string{"Acme"}}), "SAN differs from current certificate"},
+		{"subject changed", pkitest.ParseCSR(t, pkitest.CSR(t, key, pkix.Name{CommonName: "dev-2", Organization: []string{"Acme"}}, sanA)), "subject differs from current certificate"},
+		{"subject attribute dropped", pkitest.ParseCSR(t, pkitest.CSR(t, key, pkix.Name{CommonName: "dev-1"}, sanA)), "subject differs from current certificate"},
+		{"SAN changed", pkitest.ParseCSR(t, pkitest.CSR(t, key, pkix.Name{CommonName: "dev-1", Organization: []string{"Acme"}}, sanB)), "SAN differs from current certificate"},
+		{"SAN dropped", pkitest.ParseCSR(t, pkitest.CSR(t, key, pkix.Name{CommonName: "dev-1", Organization: []string{"Acme"}})), "SAN differs from current certificate"},
 		{"nil csr", nil, "nothing to renew"},
 	}
 	for _, tc := range tests {

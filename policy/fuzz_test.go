@@ -7,20 +7,22 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // FuzzCheckCSR feeds arbitrary DER through the CSR path the authority runs on
 // untrusted input: parse, CheckCSR (SAN walker included), CheckRenewal. It
 // must never panic, and an accepted CSR must have a CN and an allowed key.
 func FuzzCheckCSR(f *testing.F) {
-	key := newKey(f)
+	key := pkitest.Key(f)
 	typ := asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 32473, 1}
 	san := pkix.Extension{Id: OIDSubjectAltName, Value: sanExt(f, func(b *cryptobyte.Builder) {
 		addTagged(b, tagDNS, []byte("a.example"))
 		addHMN(b, typ, []byte("SN"))
 	})}
-	f.Add(csrWith(f, key, pkix.Name{CommonName: "x"}).Raw)
-	f.Add(csrWith(f, key, pkix.Name{CommonName: "x"}, san).Raw)
+	f.Add(pkitest.CSR(f, key, pkix.Name{CommonName: "x"}))
+	f.Add(pkitest.CSR(f, key, pkix.Name{CommonName: "x"}, san))
 	f.Add([]byte{0x30, 0x00})
 	ca := mint(f, nil, "ca", 1, true, t0, t0.Add(time365))
 	f.Fuzz(func(t *testing.T, der []byte) {
@@ -33,7 +35,7 @@ func FuzzCheckCSR(f *testing.F) {
 				t.Fatal("accepted a CSR without CN or with an unknown key")
 			}
 		}
-		_ = CheckRenewal(ca.cert, csr)
+		_ = CheckRenewal(ca.Cert, csr)
 	})
 }
 

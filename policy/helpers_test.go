@@ -1,12 +1,6 @@
 package policy
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/asn1"
 	"math/big"
 	"testing"
@@ -14,53 +8,21 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-type node struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
+// mint issues a certificate under parent (nil: self-signed) with the serial
+// and validity the requester tests spell out.
+func mint(t testing.TB, parent *pkitest.Cert, cn string, serial int64, isCA bool, nb, na time.Time) *pkitest.Cert {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	s := pkitest.Spec{CN: cn, Serial: serial, CA: isCA, NotBefore: nb, NotAfter: na}
+	if parent == nil {
+		return pkitest.SelfSigned(t, s)
 	}
-	return k
-}
-
-// mint creates a certificate; parent nil means self-signed.
-func mint(t testing.TB, parent *node, cn string, serial int64, isCA bool, nb, na time.Time) *node {
-	t.Helper()
-	k := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             nb,
-		NotAfter:              na,
-		BasicConstraintsValid: true,
-		IsCA:                  isCA,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-	}
-	if isCA {
-		tmpl.KeyUsage |= x509.KeyUsageCertSign
-	}
-	pc, pk := tmpl, crypto.Signer(k)
-	if parent != nil {
-		pc, pk = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, pc, k.Public(), pk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &node{c, k}
+	return parent.Issue(t, s)
 }
 
 func sanExt(t testing.TB, fn func(b *cryptobyte.Builder)) []byte {
@@ -88,20 +50,6 @@ func addHMN(b *cryptobyte.Builder, typ asn1.ObjectIdentifier, serial []byte) {
 
 func addTagged(b *cryptobyte.Builder, tag int, v []byte) {
 	b.AddASN1(cbasn1.Tag(tag).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes(v) })
-}
-
-func csrWith(t testing.TB, key crypto.Signer, subj pkix.Name, exts ...pkix.Extension) *x509.CertificateRequest {
-	t.Helper()
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: subj, ExtraExtensions: exts}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 const time365 = 365 * 24 * time.Hour

@@ -1,14 +1,13 @@
 package policy
 
 import (
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 func TestVerify(t *testing.T) {
@@ -46,15 +45,17 @@ func TestVerify(t *testing.T) {
 	mfgBSubFuture := mint(t, mfgB, "Bolt future sub CA", 3, true, t0.Add(day), far)
 	devBSubFuture := mint(t, mfgBSubFuture, "b-under-future-sub", 0x202, false, t0.Add(-time365), t0.Add(time365))
 	// The DTLS server certificate is issued by this CA too, but for serverAuth.
-	opServer := mintEKU(t, issuing, "estca server", 13, t0.Add(-day), t0.Add(time365), x509.ExtKeyUsageServerAuth)
-	opClient := mintEKU(t, issuing, "op-4", 14, t0.Add(-day), t0.Add(time365), x509.ExtKeyUsageClientAuth)
+	opServer := issuing.Issue(t, pkitest.Spec{CN: "estca server", Serial: 13, NotBefore: t0.Add(-day), NotAfter: t0.Add(time365),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	opClient := issuing.Issue(t, pkitest.Spec{CN: "op-4", Serial: 14, NotBefore: t0.Add(-day), NotAfter: t0.Add(time365),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 
 	v, err := NewVerifier(Requesters{
-		Operational: []*x509.Certificate{issuing.cert, root.cert},
+		Operational: []*x509.Certificate{issuing.Cert, root.Cert},
 		Anchors: []Anchor{
-			{Name: "acme", Roots: []*x509.Certificate{mfgA.cert}, DenySerials: []string{"00:DE:AD"}},
-			{Name: "bolt", Roots: []*x509.Certificate{mfgB.cert}, TolerateExpiry: true, DenySerials: []string{"BEEF"}},
-			{Name: "cog", Roots: []*x509.Certificate{mfgC.cert}, TolerateExpiry: true},
+			{Name: "acme", Roots: []*x509.Certificate{mfgA.Cert}, DenySerials: []string{"00:DE:AD"}},
+			{Name: "bolt", Roots: []*x509.Certificate{mfgB.Cert}, TolerateExpiry: true, DenySerials: []string{"BEEF"}},
+			{Name: "cog", Roots: []*x509.Certificate{mfgC.Cert}, TolerateExpiry: true},
 		},
 	})
 	if err != nil {
@@ -62,39 +63,39 @@ func TestVerify(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		chain   []*node
+		chain   []*pkitest.Cert
 		kind    string
 		anchor  string
 		expired bool
 		want    error // sentinel; nil means accepted
 	}{
-		{"operational", []*node{op}, KindOperational, "", false, nil},
-		{"operational with chain", []*node{op, issuing}, KindOperational, "", false, nil},
-		{"operational expired", []*node{opExpired}, "", "", false, ErrExpired},
-		{"operational not yet valid", []*node{opFuture}, "", "", false, ErrNotYetValid},
-		{"forged issuer name", []*node{forged, fakeIssuing}, "", "", false, ErrUntrusted},
-		{"CA cert as client", []*node{issuing}, "", "", false, ErrUntrusted},
-		{"idevid valid", []*node{devA}, KindIDevID, "acme", false, nil},
-		{"idevid via sent intermediate", []*node{devASub, mfgASub}, KindIDevID, "acme", false, nil},
-		{"idevid missing intermediate", []*node{devASub}, "", "", false, ErrUntrusted},
-		{"idevid deny-listed", []*node{devADeny}, "", "", false, ErrDenied},
-		{"expired, anchor not tolerant", []*node{devAExp}, "", "", false, ErrExpired},
-		{"expired, anchor tolerant", []*node{devBExp}, KindIDevID, "bolt", true, nil},
-		{"expired, tolerant, deny-listed", []*node{devBExpDeny}, "", "", false, ErrDenied},
-		{"notBefore in future", []*node{devBFuture}, "", "", false, ErrNotYetValid},
-		{"root expired before leaf notAfter", []*node{devBAfterRoot}, "", "", false, ErrExpired},
-		{"unknown manufacturer", []*node{devUnknown}, "", "", false, ErrUntrusted},
-		{"unknown with its root", []*node{devUnknown, unknown}, "", "", false, ErrUntrusted},
+		{"operational", []*pkitest.Cert{op}, KindOperational, "", false, nil},
+		{"operational with chain", []*pkitest.Cert{op, issuing}, KindOperational, "", false, nil},
+		{"operational expired", []*pkitest.Cert{opExpired}, "", "", false, ErrExpired},
+		{"operational not yet valid", []*pkitest.Cert{opFuture}, "", "", false, ErrNotYetValid},
+		{"forged issuer name", []*pkitest.Cert{forged, fakeIssuing}, "", "", false, ErrUntrusted},
+		{"CA cert as client", []*pkitest.Cert{issuing}, "", "", false, ErrUntrusted},
+		{"idevid valid", []*pkitest.Cert{devA}, KindIDevID, "acme", false, nil},
+		{"idevid via sent intermediate", []*pkitest.Cert{devASub, mfgASub}, KindIDevID, "acme", false, nil},
+		{"idevid missing intermediate", []*pkitest.Cert{devASub}, "", "", false, ErrUntrusted},
+		{"idevid deny-listed", []*pkitest.Cert{devADeny}, "", "", false, ErrDenied},
+		{"expired, anchor not tolerant", []*pkitest.Cert{devAExp}, "", "", false, ErrExpired},
+		{"expired, anchor tolerant", []*pkitest.Cert{devBExp}, KindIDevID, "bolt", true, nil},
+		{"expired, tolerant, deny-listed", []*pkitest.Cert{devBExpDeny}, "", "", false, ErrDenied},
+		{"notBefore in future", []*pkitest.Cert{devBFuture}, "", "", false, ErrNotYetValid},
+		{"root expired before leaf notAfter", []*pkitest.Cert{devBAfterRoot}, "", "", false, ErrExpired},
+		{"unknown manufacturer", []*pkitest.Cert{devUnknown}, "", "", false, ErrUntrusted},
+		{"unknown with its root", []*pkitest.Cert{devUnknown, unknown}, "", "", false, ErrUntrusted},
 		{"empty chain", nil, "", "", false, ErrUntrusted},
-		{"tolerant anchor, sub CA not yet valid", []*node{devBSubFuture, mfgBSubFuture}, "", "", false, ErrExpired},
-		{"operational serverAuth-only certificate", []*node{opServer}, "", "", false, ErrUntrusted},
-		{"operational clientAuth certificate", []*node{opClient}, KindOperational, "", false, nil},
+		{"tolerant anchor, sub CA not yet valid", []*pkitest.Cert{devBSubFuture, mfgBSubFuture}, "", "", false, ErrExpired},
+		{"operational serverAuth-only certificate", []*pkitest.Cert{opServer}, "", "", false, ErrUntrusted},
+		{"operational clientAuth certificate", []*pkitest.Cert{opClient}, KindOperational, "", false, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var chain []*x509.Certificate
 			for _, n := range tc.chain {
-				chain = append(chain, n.cert)
+				chain = append(chain, n.Cert)
 			}
 			got, err := v.Verify(chain, t0)
 			if tc.want != nil {
@@ -122,10 +123,10 @@ func TestNewVerifierReportsAllProblems(t *testing.T) {
 	t.Parallel()
 	leaf := mint(t, nil, "leaf", 1, false, t0, t0.Add(time365))
 	_, err := NewVerifier(Requesters{
-		Operational: []*x509.Certificate{leaf.cert},
+		Operational: []*x509.Certificate{leaf.Cert},
 		Anchors: []Anchor{
 			{Name: ""},
-			{Name: "x", Roots: []*x509.Certificate{leaf.cert}, DenySerials: []string{"zz"}},
+			{Name: "x", Roots: []*x509.Certificate{leaf.Cert}, DenySerials: []string{"zz"}},
 			{Name: "x", Roots: []*x509.Certificate{nil}},
 		},
 	})
@@ -155,32 +156,14 @@ func TestNormalizeSerial(t *testing.T) {
 func BenchmarkVerifyIDevID(b *testing.B) {
 	mfg := mint(b, nil, "Acme", 1, true, t0.Add(-time365), t0.Add(10*time365))
 	dev := mint(b, mfg, "d", 2, false, t0.Add(-time365), t0.Add(time365))
-	v, err := NewVerifier(Requesters{Anchors: []Anchor{{Name: "acme", Roots: []*x509.Certificate{mfg.cert}}}})
+	v, err := NewVerifier(Requesters{Anchors: []Anchor{{Name: "acme", Roots: []*x509.Certificate{mfg.Cert}}}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	chain := []*x509.Certificate{dev.cert}
+	chain := []*x509.Certificate{dev.Cert}
 	for b.Loop() {
 		if _, err := v.Verify(chain, t0); err != nil {
 			b.Fatal(err)
 		}
 	}
-}
-
-func mintEKU(t testing.TB, parent *node, cn string, serial int64, nb, na time.Time, eku x509.ExtKeyUsage) *node {
-	t.Helper()
-	k := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, NotBefore: nb, NotAfter: na,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{eku},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent.cert, k.Public(), parent.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &node{c, k}
 }

@@ -1,0 +1,39 @@
+// Package pkitest makes the software PKI that tests of estca need: P-256
+// keys, self-signed and subordinate CAs, leaf certificates for given roles,
+// DTLS identities, certificate pools, CSRs, PEM files, and a way to run the
+// real openssl binary. It is imported by tests only.
+//
+// Why here: the certificates of the tests of policy, ca, est, est/client and
+// est/bench used to be made by copies of the same helpers in each package.
+// This package imports only the standard library, so the in-package tests of
+// every one of them can use it without an import cycle; it lives under
+// policy, the bottom of the dependency chain est → ca → policy, so no test
+// import points upwards.
+//
+// # What it does not do
+//
+// It is not a CA: keys are software ECDSA P-256 keys, not SoftHSM tokens
+// (softhsm/softhsmtest provides those), and certificates are made with
+// x509.CreateCertificate. It makes no deliberately malformed certificates;
+// tests that need those build them themselves.
+//
+// # Defaults
+//
+// A Spec's zero fields take defaults: a random 64-bit serial, notBefore an
+// hour ago, notAfter 24 hours from now, key usage digitalSignature (plus
+// keyCertSign and cRLSign for a CA). Go generates the subject key identifier
+// of CA certificates from the public key.
+//
+// # Failures
+//
+// Functions that take a testing.TB end the test with t.Fatal on error.
+// Cert.Sign does not, so that handlers running on other goroutines can issue
+// certificates and answer an error instead. OpenSSL skips the test when the
+// openssl binary is missing, except under CI=true (or CI=1), where that is a
+// failure.
+//
+// # Concurrency
+//
+// Everything is safe for concurrent use; a Cert is not modified after it is
+// made.
+package pkitest

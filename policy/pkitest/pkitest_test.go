@@ -1,0 +1,85 @@
+package pkitest
+
+import (
+	"crypto/ecdsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestChainVerifies(t *testing.T) {
+	t.Parallel()
+	root := NewCA(t, "root")
+	sub := root.Issue(t, SubCA("sub"))
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		eku  x509.ExtKeyUsage
+		dns  string
+	}{
+		{"client", ClientAuth("device"), x509.ExtKeyUsageClientAuth, ""},
+		{"server", ServerAuth("server"), x509.ExtKeyUsageServerAuth, "localhost"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			leaf := sub.Issue(t, tc.spec)
+			_, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: root.Pool(), Intermediates: Pool(sub.Cert),
+				DNSName: tc.dns, KeyUsages: []x509.ExtKeyUsage{tc.eku}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !leaf.Cert.PublicKey.(*ecdsa.PublicKey).Equal(leaf.Key.Public()) {
+				t.Fatal("key does not match the certificate")
+			}
+			id := leaf.TLS(sub.Cert)
+			if len(id.Certificate) != 2 || id.Leaf != leaf.Cert {
+				t.Fatalf("TLS chain of %d", len(id.Certificate))
+			}
+		})
+	}
+	if root.Cert.SerialNumber.Sign() <= 0 || len(root.Cert.SubjectKeyId) == 0 || !sub.Cert.IsCA {
+		t.Fatalf("root serial %v, SKID %x, sub CA %v", root.Cert.SerialNumber, root.Cert.SubjectKeyId, sub.Cert.IsCA)
+	}
+}
+
+func TestSpecFields(t *testing.T) {
+	t.Parallel()
+	nb := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	c := SelfSigned(t, Spec{CN: "x", Serial: 0x100, NotBefore: nb, NotAfter: nb.Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(192, 0, 2, 1)}})
+	if c.Cert.SerialNumber.Int64() != 0x100 || !c.Cert.NotBefore.Equal(nb) || c.Cert.IsCA ||
+		c.Cert.Subject.CommonName != "x" || len(c.Cert.IPAddresses) != 1 || c.Cert.KeyUsage != x509.KeyUsageDigitalSignature {
+		t.Fatalf("certificate %+v", c.Cert)
+	}
+}
+
+func TestCSRs(t *testing.T) {
+	t.Parallel()
+	key := Key(t)
+	bare := CSR(t, key, pkix.Name{CommonName: "dev"})
+	for _, pad := range []int{0, 100, 3000} {
+		der := PaddedCSR(t, key, "dev", pad)
+		csr := ParseCSR(t, der)
+		if csr.CheckSignature() != nil || csr.Subject.CommonName != "dev" || len(der) < len(bare)+pad {
+			t.Fatalf("pad %d: CSR of %d bytes, bare %d", pad, len(der), len(bare))
+		}
+	}
+}
+
+func TestPEMAndOpenSSL(t *testing.T) {
+	t.Parallel()
+	root := NewCA(t, "pem root")
+	leaf := root.Issue(t, ClientAuth("pem leaf"))
+	dir := t.TempDir()
+	ca := WritePEM(t, dir, "root.pem", root.Cert)
+	lp := WritePEM(t, dir, "leaf.pem", leaf.Cert)
+	if got := PEMCert(t, PEM(leaf.Cert, root.Cert)); !got.Equal(leaf.Cert) {
+		t.Fatal("PEMCert did not return the first certificate")
+	}
+	if out := OpenSSL(t, "verify", "-CAfile", ca, "-purpose", "sslclient", lp); !strings.Contains(out, "leaf.pem: OK") {
+		t.Fatalf("openssl verify: %s", out)
+	}
+}
