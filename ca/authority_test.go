@@ -7,9 +7,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -146,48 +143,6 @@ func TestCACertificatesAndCSRAttributes(t *testing.T) {
 	}
 	_, err = f.a.CSRAttributes("nope")
 	wantKind(t, err, KindNotFound, "")
-}
-
-func TestCertsOnlyOpenSSL(t *testing.T) {
-	f := newFixture(t)
-	res := f.enroll(t, Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "p7-leaf"}), Requester: f.requester(t, f.demo.Valid)})
-	der, err := CertsOnly(res.Certificate, f.h.Issuing, f.h.Root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "certs.p7")
-	if err := os.WriteFile(p, der, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out := pkitest.OpenSSL(t, "pkcs7", "-inform", "DER", "-in", p, "-print_certs")
-	if n := strings.Count(out, "-----BEGIN CERTIFICATE-----"); n != 3 {
-		t.Fatalf("openssl printed %d certificates:\n%s", n, out)
-	}
-	for _, cn := range []string{"CN = p7-leaf", "CN = estca issuing CA", "CN = estca root CA"} {
-		if !strings.Contains(out, cn) {
-			t.Errorf("openssl output lacks %s", cn)
-		}
-	}
-	// openssl's own re-encoding parses back with ours.
-	re := filepath.Join(t.TempDir(), "re.p7")
-	pkitest.OpenSSL(t, "pkcs7", "-inform", "DER", "-in", p, "-outform", "DER", "-out", re)
-	reDER, _ := os.ReadFile(re)
-	if !bytes.Equal(reDER, der) {
-		t.Errorf("openssl re-encoding differs from ours")
-	}
-	back, err := ParseCertsOnly(der)
-	if err != nil || len(back) != 3 || !back[0].Equal(res.Certificate) || !back[2].Equal(f.h.Root) {
-		t.Fatalf("ParseCertsOnly: %d, %v", len(back), err)
-	}
-	if _, err := CertsOnly(); !errors.Is(err, ErrNoCertificates) {
-		t.Fatalf("CertsOnly() = %v", err)
-	}
-	if _, err := CertsOnly(nil); err == nil {
-		t.Fatal("CertsOnly(nil) accepted")
-	}
-	if _, err := ParseCertsOnly(der[:len(der)-1]); err == nil {
-		t.Fatal("truncated SignedData parsed")
-	}
 }
 
 func TestDemo(t *testing.T) {

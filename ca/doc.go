@@ -1,14 +1,15 @@
 // Package ca is estca's certificate authority: the CA hierarchy kept in a
 // PKCS#11 token, certificate profiles, client authentication, issuance and
-// serial numbers, and the certs-only PKCS#7 form of RFC 9148 Content-Format 281.
+// serial numbers.
 //
 // An Authority (New) serves the EST front end: Authenticate turns a DTLS client
 // chain into a Requester (operational certificate of this CA, or manufacturer
 // IDevID under a trust anchor's expiry rule, RFC 9148 §3); Enroll decides a
 // PKCS#10 request with package policy and, if accepted, issues and stores the
 // certificate (RFC 7030 §4.2.1, §4.2.2 for re-enrollment); CACertificates and
-// CSRAttributes answer /crts and /att (RFC 7030 §4.1, §4.5). CertsOnly encodes
-// the certs-only SignedData (RFC 5652 §5, RFC 8551 §3.2.2).
+// CSRAttributes answer /crts and /att (RFC 7030 §4.1, §4.5); the EST front
+// end encodes their answers (the certs-only SignedData of Content-Format 281
+// is est/wire's, shared with the device client).
 //
 // Init, ImportIssuing and LoadSigners create and load the hierarchy in the
 // token (root, issuing CA, DTLS server key and certificate, audit key); Demo

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/estca/estca/est/wire"
 )
 
 // Bench modes.
@@ -159,7 +161,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("est: bench: %w", err)
 	}
-	caCerts, _, err := c.CACerts(ctx, FormatCertsOnly)
+	caCerts, _, err := c.CACerts(ctx, wire.FormatCertsOnly)
 	_ = c.Close()
 	if err != nil {
 		return nil, fmt.Errorf("est: bench: fetching CA certificates: %w", err)
@@ -257,10 +259,10 @@ func benchWorker(loopCtx, ctx context.Context, o BenchOptions, copts ClientOptio
 			}
 			switch o.Mode {
 			case BenchCACerts:
-				_, _, err := c.CACerts(opCtx, FormatCertsOnly)
+				_, _, err := c.CACerts(opCtx, wire.FormatCertsOnly)
 				return err
 			default:
-				cert, _, err := c.Enroll(opCtx, csrs[idx].der, FormatPKIXCert)
+				cert, _, err := c.Enroll(opCtx, csrs[idx].der, wire.FormatPKIXCert)
 				if err == nil {
 					r.certs = append(r.certs, cert)
 					r.csrs = append(r.csrs, idx)

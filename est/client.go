@@ -20,6 +20,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/options"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/estca/estca/est/wire"
 )
 
 // Client defaults.
@@ -60,7 +62,7 @@ var (
 // default; Server, Certificate and Roots are required.
 type ClientOptions struct {
 	// Server is "coaps://host:port", "coaps://host", "host:port" or "host";
-	// the default port is DefaultPort (5684).
+	// the default port is wire.DefaultPort (5684).
 	Server string
 	// Label selects a profile path label: resources live under /est/<Label>/.
 	// Empty means the mandatory root /.well-known/est (RFC 9148 §4.1).
@@ -186,7 +188,7 @@ func clSplitServer(server string) (host, hostport string, err error) {
 		return h, s, nil
 	}
 	h := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
-	return h, net.JoinHostPort(h, strconv.Itoa(DefaultPort)), nil
+	return h, net.JoinHostPort(h, strconv.Itoa(wire.DefaultPort)), nil
 }
 
 func (o ClientOptions) withDefaults() (ClientOptions, error) {
@@ -248,14 +250,14 @@ func Dial(ctx context.Context, o ClientOptions) (*Client, error) {
 	szx, _ := clBlockSZX(o.BlockSize)
 	c := &Client{
 		opts:   o,
-		root:   WellKnownRoot,
+		root:   wire.WellKnownRoot,
 		szx:    szx,
 		log:    o.Logger,
 		roots:  o.Roots,
 		policy: clRetryPolicy{maxRetries: o.MaxRetries, maxWait: o.MaxWait, sleep: clSleepCtx},
 	}
 	if o.Label != "" {
-		c.root = LabelRoot + "/" + o.Label
+		c.root = wire.LabelRoot + "/" + o.Label
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)

@@ -14,6 +14,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/estca/estca/ca"
+	"github.com/estca/estca/est/wire"
 	"github.com/estca/estca/policy/pkitest"
 )
 
@@ -112,7 +113,7 @@ func TestClientAgainstServer(t *testing.T) {
 	c := ctDial(t, s.options())
 
 	t.Run("crts", func(t *testing.T) {
-		certs, raw, err := c.CACerts(ctx, FormatCertsOnly)
+		certs, raw, err := c.CACerts(ctx, wire.FormatCertsOnly)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,7 +124,7 @@ func TestClientAgainstServer(t *testing.T) {
 		if err != nil || !certs[0].Equal(s.issuing) {
 			t.Fatalf("no Accept: %v", err)
 		}
-		certs, raw, err = c.CACerts(ctx, FormatPKIXCert)
+		certs, raw, err = c.CACerts(ctx, wire.FormatPKIXCert)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +164,7 @@ func TestClientAgainstServer(t *testing.T) {
 		if len(csr) <= 1024 {
 			t.Fatalf("CSR of %d bytes", len(csr))
 		}
-		for _, accept := range []message.MediaType{0, FormatPKIXCert, FormatCertsOnly} {
+		for _, accept := range []message.MediaType{0, wire.FormatPKIXCert, wire.FormatCertsOnly} {
 			cert, _, err := small.Enroll(ctx, csr, accept)
 			if err != nil {
 				t.Fatalf("accept %d: %v", accept, err)
@@ -182,14 +183,14 @@ func TestClientAgainstServer(t *testing.T) {
 		dc.policy.sleep = func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }
 		s.pending.hold.Store(2)
 		csr := pkitest.PaddedCSR(t, pkitest.Key(t), s.device.Leaf.Subject.CommonName, 0)
-		if _, _, err := dc.Enroll(ctx, csr, FormatPKIXCert); err != nil {
+		if _, _, err := dc.Enroll(ctx, csr, wire.FormatPKIXCert); err != nil {
 			t.Fatal(err)
 		}
 		if len(waits) != 2 || waits[0] != 3*time.Second {
 			t.Fatalf("waits %v, want two of 3s (the server's Max-Age)", waits)
 		}
 		s.pending.hold.Store(100)
-		_, _, err := dc.Enroll(ctx, csr, FormatPKIXCert)
+		_, _, err := dc.Enroll(ctx, csr, wire.FormatPKIXCert)
 		var re *ResponseError
 		if !errors.Is(err, ErrRetriesExhausted) || !errors.As(err, &re) || re.MaxAge != 3*time.Second {
 			t.Fatalf("err = %v, want ErrRetriesExhausted with Max-Age 3s", err)

@@ -11,6 +11,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
+
+	"github.com/estca/estca/est/wire"
 )
 
 // clRequest is one logical EST request, before block-wise splitting.
@@ -225,7 +227,7 @@ func (c *Client) send(ctx context.Context, req *clRequest, payload, tag []byte, 
 		msg.SetAccept(req.accept)
 	}
 	if tag != nil {
-		msg.SetOptionBytes(OptionRequestTag, tag)
+		msg.SetOptionBytes(wire.OptionRequestTag, tag)
 	}
 	if b1 != nil {
 		msg.SetOptionUint32(message.Block1, b1.value())

@@ -9,6 +9,8 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/estca/estca/est/wire"
 )
 
 // DiscoveryQuery is the query of EST-coaps discovery (RFC 9148 §4.1).
@@ -17,7 +19,7 @@ const DiscoveryQuery = "rt=ace.est*"
 // Discover asks the server which EST-coaps resources it offers
 // (GET /.well-known/core?rt=ace.est*, RFC 9148 §4.1) and returns the parsed
 // RFC 6690 links and the raw link-format payload.
-func (c *Client) Discover(ctx context.Context) ([]Link, []byte, error) {
+func (c *Client) Discover(ctx context.Context) ([]wire.Link, []byte, error) {
 	resp, err := c.do(ctx, "discovery", &clRequest{
 		method: codes.GET, path: "/.well-known/core", query: []string{DiscoveryQuery},
 	})
@@ -27,7 +29,7 @@ func (c *Client) Discover(ctx context.Context) ([]Link, []byte, error) {
 	if resp.hasFormat && resp.format != message.AppLinkFormat {
 		return nil, resp.payload, fmt.Errorf("%w: discovery answered Content-Format %d, want 40", ErrBadResponse, resp.format)
 	}
-	links, err := ParseLinks(resp.payload)
+	links, err := wire.ParseLinks(resp.payload)
 	if err != nil {
 		return nil, resp.payload, fmt.Errorf("est: discovery: %w", err)
 	}
@@ -38,7 +40,7 @@ func (c *Client) Discover(ctx context.Context) ([]Link, []byte, error) {
 // 0 (none: the server answers 281), 281 or 287.
 func clCheckCertAccept(accept message.MediaType) error {
 	switch accept {
-	case 0, FormatCertsOnly, FormatPKIXCert:
+	case 0, wire.FormatCertsOnly, wire.FormatPKIXCert:
 		return nil
 	}
 	return fmt.Errorf("est: Accept %d is not a certificate format (281 or 287)", accept)
@@ -55,7 +57,7 @@ func clCertRequest(r *clRequest, accept message.MediaType) *clRequest {
 // parseCertResponse decodes a 281 or 287 response (a missing Content-Format
 // is taken as the requested one, or 281).
 func clParseCertResponse(what string, resp *clResponse, accept message.MediaType) ([]*x509.Certificate, error) {
-	format := FormatCertsOnly
+	format := wire.FormatCertsOnly
 	if accept != 0 {
 		format = accept
 	}
@@ -65,14 +67,14 @@ func clParseCertResponse(what string, resp *clResponse, accept message.MediaType
 		}
 	}
 	switch format {
-	case FormatPKIXCert:
+	case wire.FormatPKIXCert:
 		cert, err := x509.ParseCertificate(resp.payload)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: pkix-cert: %w", ErrMalformedPayload, what, err)
+			return nil, fmt.Errorf("%w: %s: pkix-cert: %w", wire.ErrMalformedPayload, what, err)
 		}
 		return []*x509.Certificate{cert}, nil
 	default:
-		certs, err := ParseCertsOnly(resp.payload)
+		certs, err := wire.ParseCertsOnly(resp.payload)
 		if err != nil {
 			return nil, fmt.Errorf("est: %s: %w", what, err)
 		}
@@ -84,7 +86,7 @@ func clParseCertResponse(what string, resp *clResponse, accept message.MediaType
 }
 
 // CACerts fetches the CA certificates (GET /crts, RFC 9148 §4.1, RFC 7030
-// §4.1). accept is 0 (server default, 281), FormatCertsOnly or FormatPKIXCert
+// §4.1). accept is 0 (server default, 281), wire.FormatCertsOnly or wire.FormatPKIXCert
 // (the issuing CA certificate only). It returns the certificates in payload
 // order and the raw payload. The certificates are not trust anchors by
 // themselves: see UpdateTrust.
@@ -92,29 +94,29 @@ func (c *Client) CACerts(ctx context.Context, accept message.MediaType) ([]*x509
 	if err := clCheckCertAccept(accept); err != nil {
 		return nil, nil, err
 	}
-	resp, err := c.do(ctx, ResourceCrts, clCertRequest(&clRequest{method: codes.GET, path: c.path(ResourceCrts)}, accept))
+	resp, err := c.do(ctx, wire.ResourceCrts, clCertRequest(&clRequest{method: codes.GET, path: c.path(wire.ResourceCrts)}, accept))
 	if err != nil {
 		return nil, nil, err
 	}
-	certs, err := clParseCertResponse(ResourceCrts, resp, accept)
+	certs, err := clParseCertResponse(wire.ResourceCrts, resp, accept)
 	return certs, resp.payload, err
 }
 
 // Enroll requests a certificate for csrDER (POST /sen with Content-Format 286,
 // RFC 9148 §4.2, RFC 7030 §4.2.1). A 5.03 with Max-Age (manual approval) is
 // retried with the identical CSR per ClientOptions (RFC 9148 §4.7). accept is
-// 0, FormatCertsOnly or FormatPKIXCert. It returns the certificate that
+// 0, wire.FormatCertsOnly or wire.FormatPKIXCert. It returns the certificate that
 // carries the CSR's public key, and the raw payload (which may hold more
 // certificates).
 func (c *Client) Enroll(ctx context.Context, csrDER []byte, accept message.MediaType) (*x509.Certificate, []byte, error) {
-	return c.enroll(ctx, ResourceSen, csrDER, accept)
+	return c.enroll(ctx, wire.ResourceSen, csrDER, accept)
 }
 
 // Reenroll renews or rekeys the client's certificate (POST /sren, RFC 9148
 // §4.2, RFC 7030 §4.2.2): the CSR's Subject and SubjectAltName must equal the
 // certificate the client authenticated with. Results as for Enroll.
 func (c *Client) Reenroll(ctx context.Context, csrDER []byte, accept message.MediaType) (*x509.Certificate, []byte, error) {
-	return c.enroll(ctx, ResourceSren, csrDER, accept)
+	return c.enroll(ctx, wire.ResourceSren, csrDER, accept)
 }
 
 func (c *Client) enroll(ctx context.Context, resource string, csrDER []byte, accept message.MediaType) (*x509.Certificate, []byte, error) {
@@ -127,7 +129,7 @@ func (c *Client) enroll(ctx context.Context, resource string, csrDER []byte, acc
 	}
 	resp, err := c.do(ctx, resource, clCertRequest(&clRequest{
 		method: codes.POST, path: c.path(resource),
-		format: FormatPKCS10, hasFormat: true, body: csrDER,
+		format: wire.FormatPKCS10, hasFormat: true, body: csrDER,
 	}, accept))
 	if err != nil {
 		return nil, nil, err
@@ -157,11 +159,11 @@ func clCertForKey(certs []*x509.Certificate, spki []byte) *x509.Certificate {
 // Content-Format 285, RFC 9148 §4.1, RFC 7030 §4.5): the raw DER CsrAttrs,
 // which may be empty.
 func (c *Client) CSRAttrs(ctx context.Context) ([]byte, error) {
-	resp, err := c.do(ctx, ResourceAtt, &clRequest{method: codes.GET, path: c.path(ResourceAtt)})
+	resp, err := c.do(ctx, wire.ResourceAtt, &clRequest{method: codes.GET, path: c.path(wire.ResourceAtt)})
 	if err != nil {
 		return nil, err
 	}
-	if resp.hasFormat && resp.format != FormatCSRAttrs {
+	if resp.hasFormat && resp.format != wire.FormatCSRAttrs {
 		return nil, fmt.Errorf("%w: att answered Content-Format %d, want 285", ErrBadResponse, resp.format)
 	}
 	return resp.payload, nil
@@ -186,20 +188,20 @@ type KeygenResult struct {
 // CSR's public key and signature but uses its subject, SAN and attributes;
 // the key comes back encrypted (280) when the CSR asks for it.
 func (c *Client) ServerKeygen(ctx context.Context, csrDER []byte, skc bool) (*KeygenResult, error) {
-	resource := ResourceSkg
+	resource := wire.ResourceSkg
 	if skc {
-		resource = ResourceSkc
+		resource = wire.ResourceSkc
 	}
 	resp, err := c.do(ctx, resource, &clRequest{
 		method: codes.POST, path: c.path(resource),
-		format: FormatPKCS10, hasFormat: true,
-		accept: FormatMultipartCore, hasAccept: true,
+		format: wire.FormatPKCS10, hasFormat: true,
+		accept: wire.FormatMultipartCore, hasAccept: true,
 		body: csrDER,
 	})
 	if err != nil {
 		return nil, err
 	}
-	if resp.hasFormat && resp.format != FormatMultipartCore {
+	if resp.hasFormat && resp.format != wire.FormatMultipartCore {
 		return nil, fmt.Errorf("%w: %s answered Content-Format %d, want 62", ErrBadResponse, resource, resp.format)
 	}
 	res, err := clParseKeygen(resp.payload)
@@ -213,27 +215,27 @@ func (c *Client) ServerKeygen(ctx context.Context, csrDER []byte, skc bool) (*Ke
 // exactly one key part (280 or 284) and one certificate part (281 or 287),
 // in either order.
 func clParseKeygen(payload []byte) (*KeygenResult, error) {
-	parts, err := ParseMultipart(payload)
+	parts, err := wire.ParseMultipart(payload)
 	if err != nil {
 		return nil, err
 	}
 	if len(parts) != 2 {
-		return nil, fmt.Errorf("%w: multipart: %d parts, want a key and a certificate", ErrMalformedPayload, len(parts))
+		return nil, fmt.Errorf("%w: multipart: %d parts, want a key and a certificate", wire.ErrMalformedPayload, len(parts))
 	}
 	res := &KeygenResult{Raw: payload}
 	for _, p := range parts {
 		switch p.Format {
-		case FormatPKCS8, FormatServerGeneratedKey:
+		case wire.FormatPKCS8, wire.FormatServerGeneratedKey:
 			if res.Key != nil {
-				return nil, fmt.Errorf("%w: multipart: two key parts", ErrMalformedPayload)
+				return nil, fmt.Errorf("%w: multipart: two key parts", wire.ErrMalformedPayload)
 			}
 			if len(p.Data) == 0 {
-				return nil, fmt.Errorf("%w: multipart: empty key part", ErrMalformedPayload)
+				return nil, fmt.Errorf("%w: multipart: empty key part", wire.ErrMalformedPayload)
 			}
 			res.Key, res.KeyFormat = p.Data, p.Format
-		case FormatCertsOnly, FormatPKIXCert:
+		case wire.FormatCertsOnly, wire.FormatPKIXCert:
 			if res.Certificates != nil {
-				return nil, fmt.Errorf("%w: multipart: two certificate parts", ErrMalformedPayload)
+				return nil, fmt.Errorf("%w: multipart: two certificate parts", wire.ErrMalformedPayload)
 			}
 			certs, err := clParseCertResponse("multipart", &clResponse{payload: p.Data}, p.Format)
 			if err != nil {
@@ -241,11 +243,11 @@ func clParseKeygen(payload []byte) (*KeygenResult, error) {
 			}
 			res.Certificates, res.CertFormat = certs, p.Format
 		default:
-			return nil, fmt.Errorf("%w: multipart: unexpected part Content-Format %d", ErrMalformedPayload, p.Format)
+			return nil, fmt.Errorf("%w: multipart: unexpected part Content-Format %d", wire.ErrMalformedPayload, p.Format)
 		}
 	}
 	if res.Key == nil || res.Certificates == nil {
-		return nil, fmt.Errorf("%w: multipart: missing key or certificate part", ErrMalformedPayload)
+		return nil, fmt.Errorf("%w: multipart: missing key or certificate part", wire.ErrMalformedPayload)
 	}
 	return res, nil
 }
@@ -257,7 +259,7 @@ func clParseKeygen(payload []byte) (*KeygenResult, error) {
 // set and the anchors are returned for the caller to store; on failure the
 // error wraps ErrTrustUpdate and the old set stays in force.
 func (c *Client) UpdateTrust(ctx context.Context) ([]*x509.Certificate, error) {
-	certs, _, err := c.CACerts(ctx, FormatCertsOnly)
+	certs, _, err := c.CACerts(ctx, wire.FormatCertsOnly)
 	if err != nil {
 		return nil, err
 	}

@@ -25,7 +25,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/options"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
-	"github.com/estca/estca/ca"
+	"github.com/estca/estca/est/wire"
 	"github.com/estca/estca/policy/pkitest"
 )
 
@@ -36,7 +36,7 @@ import (
 
 // ctCertsOnly is the recording peer's /crts answer, built like estca's own.
 func ctCertsOnly(certs ...*x509.Certificate) []byte {
-	der, _ := ca.CertsOnly(certs...) // nil for no certificates: a malformed answer
+	der, _ := wire.CertsOnly(certs...) // nil for no certificates: a malformed answer
 	return der
 }
 
@@ -91,7 +91,7 @@ func (p *ctPeer) record(r *pool.Message) ctWireMsg {
 		b, _ := clDecodeBlockOpt(v)
 		m.block2 = &b
 	}
-	if tag, err := r.GetOptionBytes(OptionRequestTag); err == nil {
+	if tag, err := r.GetOptionBytes(wire.OptionRequestTag); err == nil {
 		m.tag, m.hasTag = string(tag), true
 	}
 	if v, err := r.GetOptionUint32(message.Size1); err == nil {
@@ -158,9 +158,9 @@ func (p *ctPeer) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 	case m.path == "/.well-known/core":
 		code, format = codes.Content, message.AppLinkFormat
 		resp = []byte(`</.well-known/est/crts>;rt="ace.est.crts";ct="281 287",</.well-known/est/sen>;rt="ace.est.sen";ct="281 287"`)
-	case m.path == WellKnownRoot+"/crts":
-		code, format, resp = codes.Content, FormatCertsOnly, ctCertsOnly(p.chain...)
-	case m.path == WellKnownRoot+"/sen":
+	case m.path == wire.WellKnownRoot+"/crts":
+		code, format, resp = codes.Content, wire.FormatCertsOnly, ctCertsOnly(p.chain...)
+	case m.path == wire.WellKnownRoot+"/sen":
 		if p.busy > 0 {
 			p.busy--
 			_ = w.SetResponse(codes.ServiceUnavailable, message.TextPlain, bytes.NewReader([]byte("pending approval")))
@@ -187,9 +187,9 @@ func (p *ctPeer) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 			_ = w.SetResponse(codes.InternalServerError, message.TextPlain, nil)
 			return
 		}
-		code, format, resp = codes.Changed, FormatCertsOnly, ctCertsOnly(cert, p.ca.Cert)
-		if a, err := r.Accept(); err == nil && a == FormatPKIXCert {
-			format, resp = FormatPKIXCert, cert.Raw
+		code, format, resp = codes.Changed, wire.FormatCertsOnly, ctCertsOnly(cert, p.ca.Cert)
+		if a, err := r.Accept(); err == nil && a == wire.FormatPKIXCert {
+			format, resp = wire.FormatPKIXCert, cert.Raw
 		}
 	default:
 		_ = w.SetResponse(codes.NotFound, message.TextPlain, bytes.NewReader([]byte("no such resource")))
@@ -342,7 +342,7 @@ func TestClientWireBlock2(t *testing.T) {
 			o := env.opts
 			o.BlockSize = size
 			c := ctDial(t, o)
-			certs, raw, err := c.CACerts(context.Background(), FormatCertsOnly)
+			certs, raw, err := c.CACerts(context.Background(), wire.FormatCertsOnly)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -354,7 +354,7 @@ func TestClientWireBlock2(t *testing.T) {
 	// The 16-byte client asked for Block2 SZX 0 from the first GET on.
 	var sawSmall bool
 	for _, m := range env.peer.wire() {
-		if m.path == WellKnownRoot+"/crts" && m.block2 != nil && m.block2.num == 0 && m.block2.szx == 0 {
+		if m.path == wire.WellKnownRoot+"/crts" && m.block2 != nil && m.block2.num == 0 && m.block2.szx == 0 {
 			sawSmall = true
 		}
 	}
@@ -373,7 +373,7 @@ func TestClientWirePOSTBlock2FollowUps(t *testing.T) {
 	c := ctDial(t, o)
 	key := pkitest.Key(t)
 	csr := pkitest.PaddedCSR(t, key, "device-1", 600)
-	if _, _, err := c.Enroll(context.Background(), csr, FormatCertsOnly); err != nil {
+	if _, _, err := c.Enroll(context.Background(), csr, wire.FormatCertsOnly); err != nil {
 		t.Fatal(err)
 	}
 	var tag string
@@ -384,7 +384,7 @@ func TestClientWirePOSTBlock2FollowUps(t *testing.T) {
 		}
 		if m.code == codes.POST && m.block2 != nil && m.block2.num > 0 {
 			follow++
-			if m.tag != tag || m.payload != 0 || m.block2.szx != 2 || m.block1 != nil || m.format != int(FormatPKCS10) {
+			if m.tag != tag || m.payload != 0 || m.block2.szx != 2 || m.block1 != nil || m.format != int(wire.FormatPKCS10) {
 				t.Errorf("follow-up %+v, want Request-Tag %x, Content-Format 286, no payload, no Block1, SZX 2", m, tag)
 			}
 		}
@@ -402,7 +402,7 @@ func TestClientWireRetry(t *testing.T) {
 	var sleeps []time.Duration
 	c.policy.sleep = func(_ context.Context, d time.Duration) error { sleeps = append(sleeps, d); return nil }
 	csr := pkitest.PaddedCSR(t, pkitest.Key(t), "device-1", 0)
-	if _, _, err := c.Enroll(context.Background(), csr, FormatPKIXCert); err != nil {
+	if _, _, err := c.Enroll(context.Background(), csr, wire.FormatPKIXCert); err != nil {
 		t.Fatal(err)
 	}
 	if len(sleeps) != 2 || sleeps[0] != 7*time.Second {
@@ -411,7 +411,7 @@ func TestClientWireRetry(t *testing.T) {
 	// The resends are identical requests.
 	var sens int
 	for _, m := range env.peer.wire() {
-		if m.path == WellKnownRoot+"/sen" {
+		if m.path == wire.WellKnownRoot+"/sen" {
 			sens++
 			if m.payload != len(csr) {
 				t.Errorf("resend with %d bytes, want %d", m.payload, len(csr))
@@ -444,7 +444,7 @@ func TestClientWireErrorsAndDiscovery(t *testing.T) {
 	if err != nil || len(links) != 2 || !links[1].HasResourceType("ace.est.sen") {
 		t.Fatalf("links %+v, %v", links, err)
 	}
-	if _, _, err := c.CACerts(context.Background(), FormatMultipartCore); err == nil {
+	if _, _, err := c.CACerts(context.Background(), wire.FormatMultipartCore); err == nil {
 		t.Error("Accept 62 on crts accepted by the client")
 	}
 }

@@ -5,6 +5,8 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/estca/estca/est/wire"
 )
 
 // discoveryLink is one line of /.well-known/core.
@@ -17,16 +19,16 @@ type discoveryLink struct {
 // DiscoveryRoot is the root under which /.well-known/core advertises the EST
 // resources. RFC 9148 §4.1 prefers short paths in discovery; /est/<res> is
 // served as an alias of /.well-known/est/<res> (default profile).
-const DiscoveryRoot = LabelRoot
+const DiscoveryRoot = wire.LabelRoot
 
 // discoveryLinks lists what exists (RFC 9148 §4.1): crts, sen, sren (MUST)
 // and att; skg and skc are left out until they are implemented.
 func discoveryLinks() []discoveryLink {
 	return []discoveryLink{
-		{ResourceCrts, "ace.est.crts", `"281 287"`},
-		{ResourceSen, "ace.est.sen", `"281 287"`},
-		{ResourceSren, "ace.est.sren", `"281 287"`},
-		{ResourceAtt, "ace.est.att", "285"},
+		{wire.ResourceCrts, "ace.est.crts", `"281 287"`},
+		{wire.ResourceSen, "ace.est.sen", `"281 287"`},
+		{wire.ResourceSren, "ace.est.sren", `"281 287"`},
+		{wire.ResourceAtt, "ace.est.att", "285"},
 	}
 }
 

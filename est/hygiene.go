@@ -6,6 +6,8 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/estca/estca/est/wire"
 )
 
 // optionRule describes an option the server recognises (RFC 7252 §5.10,
@@ -47,7 +49,7 @@ func optionRuleOf(id message.OptionID) (optionRule, bool) {
 		return optionRule{min: 1, max: 40, supported: true}, true
 	case message.NoResponse:
 		return optionRule{min: 0, max: 1, supported: true}, true
-	case OptionRequestTag:
+	case wire.OptionRequestTag:
 		return optionRule{min: 0, max: 8, repeat: true, supported: true}, true
 	}
 	return optionRule{}, false
@@ -141,7 +143,7 @@ func parseRequest(typ message.Type, code codes.Code, opts message.Options, paylo
 			}
 		case message.Size2:
 			r.hasSz2 = true
-		case OptionRequestTag:
+		case wire.OptionRequestTag:
 			tags = append(tags, hex.EncodeToString(o.Value))
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	"github.com/estca/estca/est/wire"
 )
 
 func TestParseRequest(t *testing.T) {
@@ -40,8 +42,8 @@ func TestParseRequest(t *testing.T) {
 		{"Content-Format repeated is ignored", message.Confirmable, codes.POST, message.Options{stUint(message.ContentFormat, 286), stUint(message.ContentFormat, 0)}, -1, false},
 		{"Content-Format too long is ignored", message.Confirmable, codes.POST, message.Options{stOpt(message.ContentFormat, 1, 2, 3)}, -1, false},
 		{"Size1 too long is ignored", message.Confirmable, codes.POST, message.Options{stOpt(message.Size1, 1, 2, 3, 4, 5)}, -1, false},
-		{"Request-Tag repeated", message.Confirmable, codes.POST, message.Options{stOpt(OptionRequestTag, 1), stOpt(OptionRequestTag, 2)}, -1, false},
-		{"Request-Tag too long is ignored", message.Confirmable, codes.POST, message.Options{stOpt(OptionRequestTag, 1, 2, 3, 4, 5, 6, 7, 8, 9)}, -1, false},
+		{"Request-Tag repeated", message.Confirmable, codes.POST, message.Options{stOpt(wire.OptionRequestTag, 1), stOpt(wire.OptionRequestTag, 2)}, -1, false},
+		{"Request-Tag too long is ignored", message.Confirmable, codes.POST, message.Options{stOpt(wire.OptionRequestTag, 1, 2, 3, 4, 5, 6, 7, 8, 9)}, -1, false},
 		{"NON bad option", message.NonConfirmable, codes.GET, message.Options{stOpt(message.IfMatch, 1)}, KindBadOption, true},
 		{"NON SZX 7", message.NonConfirmable, codes.GET, message.Options{stUint(message.Block2, 7)}, KindBadRequest, true},
 		{"NON plain", message.NonConfirmable, codes.GET, nil, -1, false},
@@ -75,7 +77,7 @@ func TestParseRequest(t *testing.T) {
 	r, err := parseRequest(message.Confirmable, codes.POST, message.Options{
 		path("est"), path("sen"), stUint(message.ContentFormat, 286), stUint(message.ContentFormat, 0),
 		stUint(message.Accept, 287), stUint(message.Block1, 0x1a), stUint(message.Size1, 3000),
-		stOpt(OptionRequestTag), stUint(message.Size2, 0),
+		stOpt(wire.OptionRequestTag), stUint(message.Size2, 0),
 	}, []byte("x"))
 	if err != nil {
 		t.Fatal(err)

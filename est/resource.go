@@ -9,6 +9,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/estca/estca/ca"
+	"github.com/estca/estca/est/wire"
 )
 
 // Authority is what the EST-coaps server needs from the certificate
@@ -82,7 +83,7 @@ func route(path []string, hasProfile func(string) bool) (target, error) {
 
 func isESTResource(s string) bool {
 	switch s {
-	case ResourceCrts, ResourceSen, ResourceSren, ResourceAtt, ResourceSkg, ResourceSkc:
+	case wire.ResourceCrts, wire.ResourceSen, wire.ResourceSren, wire.ResourceAtt, wire.ResourceSkg, wire.ResourceSkc:
 		return true
 	}
 	return false
@@ -91,7 +92,7 @@ func isESTResource(s string) bool {
 // methodFor is the one method each resource serves (RFC 9148 §4.1).
 func methodFor(resource string) codes.Code {
 	switch resource {
-	case ResourceSen, ResourceSren, ResourceSkg, ResourceSkc:
+	case wire.ResourceSen, wire.ResourceSren, wire.ResourceSkg, wire.ResourceSkc:
 		return codes.POST
 	default:
 		return codes.GET
@@ -109,10 +110,10 @@ type response struct {
 // certs-only, 287 a single DER certificate (RFC 9148 §4.1, §8.1).
 func certAccept(accept int) (message.MediaType, error) {
 	switch accept {
-	case -1, int(FormatCertsOnly):
-		return FormatCertsOnly, nil
-	case int(FormatPKIXCert):
-		return FormatPKIXCert, nil
+	case -1, int(wire.FormatCertsOnly):
+		return wire.FormatCertsOnly, nil
+	case int(wire.FormatPKIXCert):
+		return wire.FormatPKIXCert, nil
 	}
 	return 0, protoErr(KindNotAcceptable, "not acceptable")
 }
@@ -131,15 +132,15 @@ func (s *Server) check(r *request, t target) error {
 		if r.accept != -1 && r.accept != int(message.AppLinkFormat) {
 			return protoErr(KindNotAcceptable, "not acceptable")
 		}
-	case ResourceCrts:
+	case wire.ResourceCrts:
 		_, err := certAccept(r.accept)
 		return err
-	case ResourceAtt:
-		if r.accept != -1 && r.accept != int(FormatCSRAttrs) {
+	case wire.ResourceAtt:
+		if r.accept != -1 && r.accept != int(wire.FormatCSRAttrs) {
 			return protoErr(KindNotAcceptable, "not acceptable")
 		}
-	case ResourceSen, ResourceSren:
-		if r.format != int(FormatPKCS10) && !(r.format == -1 && r.continuation) {
+	case wire.ResourceSen, wire.ResourceSren:
+		if r.format != int(wire.FormatPKCS10) && !(r.format == -1 && r.continuation) {
 			return protoErr(KindUnsupportedFormat, "unsupported content-format")
 		}
 		_, err := certAccept(r.accept)
@@ -156,13 +157,13 @@ func (s *Server) serve(ctx context.Context, who *ca.Requester, r *request, t tar
 	switch t.resource {
 	case resourceCore:
 		return s.discovery(r)
-	case ResourceCrts:
+	case wire.ResourceCrts:
 		return s.crts(r, t)
-	case ResourceAtt:
+	case wire.ResourceAtt:
 		return s.att(r, t)
-	case ResourceSen, ResourceSren:
+	case wire.ResourceSen, wire.ResourceSren:
 		return s.enroll(ctx, who, r, t)
-	case ResourceSkg, ResourceSkc:
+	case wire.ResourceSkg, wire.ResourceSkc:
 		// Routed, not listed in discovery: server-side key generation
 		// (RFC 9148 §4.8) is not implemented yet.
 		return response{}, protoErr(KindNotFound, "not implemented")
@@ -183,29 +184,29 @@ func (s *Server) crts(r *request, t target) (response, error) {
 		return response{}, errors.New("est: authority returned no CA certificates")
 	}
 	var body []byte
-	if f == FormatPKIXCert {
+	if f == wire.FormatPKIXCert {
 		body = certs[0].Raw // the issuing CA (RFC 9148 §4.1: 287 is one cert)
-	} else if body, err = ca.CertsOnly(certs...); err != nil {
+	} else if body, err = wire.CertsOnly(certs...); err != nil {
 		return response{}, err
 	}
 	return response{code: codes.Content, format: int(f), body: body}, nil
 }
 
 func (s *Server) att(r *request, t target) (response, error) {
-	if r.accept != -1 && r.accept != int(FormatCSRAttrs) {
+	if r.accept != -1 && r.accept != int(wire.FormatCSRAttrs) {
 		return response{}, protoErr(KindNotAcceptable, "not acceptable")
 	}
 	der, err := s.auth.CSRAttributes(t.profile)
 	if err != nil {
 		return response{}, err
 	}
-	return response{code: codes.Content, format: int(FormatCSRAttrs), body: der}, nil
+	return response{code: codes.Content, format: int(wire.FormatCSRAttrs), body: der}, nil
 }
 
 func (s *Server) enroll(ctx context.Context, who *ca.Requester, r *request, t target) (response, error) {
 	// The final block of a Block1 body may omit Content-Format: check
 	// accepted the body's first block only with 286.
-	if r.format != int(FormatPKCS10) && !(r.format == -1 && r.continuation) {
+	if r.format != int(wire.FormatPKCS10) && !(r.format == -1 && r.continuation) {
 		return response{}, protoErr(KindUnsupportedFormat, "unsupported content-format")
 	}
 	f, err := certAccept(r.accept)
@@ -220,7 +221,7 @@ func (s *Server) enroll(ctx context.Context, who *ca.Requester, r *request, t ta
 		CSR:       r.payload,
 		Profile:   t.profile,
 		Requester: *who,
-		Renew:     t.resource == ResourceSren,
+		Renew:     t.resource == wire.ResourceSren,
 	})
 	s.metrics.observeIssuance(s.now().Sub(start), err)
 	if err != nil {
@@ -230,8 +231,8 @@ func (s *Server) enroll(ctx context.Context, who *ca.Requester, r *request, t ta
 		return response{}, errors.New("est: authority returned no certificate")
 	}
 	body := res.Certificate.Raw
-	if f == FormatCertsOnly {
-		if body, err = ca.CertsOnly(res.Certificate); err != nil {
+	if f == wire.FormatCertsOnly {
+		if body, err = wire.CertsOnly(res.Certificate); err != nil {
 			return response{}, err
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/estca/estca/est/block"
+	"github.com/estca/estca/est/wire"
 )
 
 func stBlock(id message.OptionID, num uint32, more bool, szx uint8) message.Option {
@@ -42,7 +43,7 @@ func stPostBlocks(t *testing.T, c *stConn, path string, body []byte, szx, b2szx 
 		more := end < len(body)
 		opts := message.Options{stUint(message.ContentFormat, 286), stBlock(message.Block1, uint32(num), more, szx)}
 		if tag != nil {
-			opts = append(opts, stOpt(OptionRequestTag, tag...))
+			opts = append(opts, stOpt(wire.OptionRequestTag, tag...))
 		}
 		if num == 0 {
 			opts = append(opts, stUint(message.Size1, uint32(len(body))))
@@ -70,7 +71,7 @@ func stFetchBlock2(t *testing.T, c *stConn, method codes.Code, path string, firs
 	for ok && b2.More {
 		opts := message.Options{stBlock(message.Block2, b2.Num+1, false, b2.SZX)}
 		if tag != nil {
-			opts = append(opts, stOpt(OptionRequestTag, tag...))
+			opts = append(opts, stOpt(wire.OptionRequestTag, tag...))
 		}
 		r := c.do(stMsg{code: method, path: path, opts: opts})
 		if r.Code != first.Code {
@@ -118,7 +119,7 @@ func TestServerBlockwise(t *testing.T) {
 		var last stReply
 		for num, off := 0, 0; off < len(csr); num, off = num+1, off+64 {
 			end := min(off+64, len(csr))
-			opts := message.Options{stBlock(message.Block1, uint32(num), end < len(csr), 2), stOpt(OptionRequestTag, 9)}
+			opts := message.Options{stBlock(message.Block1, uint32(num), end < len(csr), 2), stOpt(wire.OptionRequestTag, 9)}
 			if num == 0 {
 				opts = append(opts, stUint(message.ContentFormat, 286))
 			}
@@ -151,7 +152,7 @@ func TestServerBlockwise(t *testing.T) {
 				end := min(off+size, len(x.body))
 				r := c.do(stMsg{code: codes.POST, path: "/.well-known/est/sen", opts: message.Options{
 					stUint(message.ContentFormat, 286), stUint(message.Accept, 287),
-					stBlock(message.Block1, uint32(num), end < len(x.body), 2), stOpt(OptionRequestTag, x.tag),
+					stBlock(message.Block1, uint32(num), end < len(x.body), 2), stOpt(wire.OptionRequestTag, x.tag),
 				}, payload: x.body[off:end]})
 				*x.last = r
 			}
@@ -197,7 +198,7 @@ func TestServerBlockwise(t *testing.T) {
 
 	t.Run("out of order", func(t *testing.T) {
 		r := c.do(stMsg{code: codes.POST, path: "/est/sen", opts: message.Options{
-			stUint(message.ContentFormat, 286), stBlock(message.Block1, 3, true, 2), stOpt(OptionRequestTag, 3),
+			stUint(message.ContentFormat, 286), stBlock(message.Block1, 3, true, 2), stOpt(wire.OptionRequestTag, 3),
 		}, payload: make([]byte, 64)})
 		if r.Code != codes.RequestEntityIncomplete {
 			t.Fatalf("%v %q", r.Code, r.Payload)

@@ -15,13 +15,13 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
-	"github.com/estca/estca/ca"
+	"github.com/estca/estca/est/wire"
 	"github.com/estca/estca/policy/pkitest"
 )
 
 func stCertsOnly(t *testing.T, b []byte) []*x509.Certificate {
 	t.Helper()
-	certs, err := ca.ParseCertsOnly(b)
+	certs, err := wire.ParseCertsOnly(b)
 	if err != nil {
 		t.Fatalf("certs-only: %v", err)
 	}
@@ -36,7 +36,7 @@ func TestServerResources(t *testing.T) {
 	pending, _ := stCSR(t, stCNPending, 0)
 	boom, _ := stCSR(t, stCNBoom, 0)
 	denied, _ := stCSR(t, stCNDenied, 0)
-	ctCSR := stUint(message.ContentFormat, uint32(FormatPKCS10))
+	ctCSR := stUint(message.ContentFormat, uint32(wire.FormatPKCS10))
 
 	tests := []struct {
 		name   string
@@ -188,9 +188,9 @@ func TestServerDiscovery(t *testing.T) {
 		t.Errorf("discovery with Accept 50: %v", r.Code)
 	}
 	// The link format parser of the client package reads what the server writes.
-	links, err := ParseLinks([]byte(all))
+	links, err := wire.ParseLinks([]byte(all))
 	if err != nil || len(links) != 4 {
-		t.Fatalf("ParseLinks: %v %d", err, len(links))
+		t.Fatalf("wire.ParseLinks: %v %d", err, len(links))
 	}
 }
 
@@ -349,7 +349,7 @@ func BenchmarkParseRequest(b *testing.B) {
 	opts := message.Options{
 		{ID: message.URIPath, Value: []byte("est")}, {ID: message.URIPath, Value: []byte("sen")},
 		stUint(message.ContentFormat, 286), stUint(message.Accept, 287), stUint(message.Block1, 0x1a),
-		stOpt(OptionRequestTag, 1, 2),
+		stOpt(wire.OptionRequestTag, 1, 2),
 	}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {

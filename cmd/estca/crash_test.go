@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/estca/estca/est"
+	"github.com/estca/estca/est/wire"
 )
 
 // TestCrashKeepsDeliveredCertificates enrolls from several devices at once,
@@ -63,7 +64,7 @@ func TestCrashKeepsDeliveredCertificates(t *testing.T) {
 				key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 				csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 					Subject: pkix.Name{CommonName: fmt.Sprintf("crash-%d-%d", w, i)}}, key)
-				cert, _, err := c.Enroll(ctx, csr, est.FormatPKIXCert)
+				cert, _, err := c.Enroll(ctx, csr, wire.FormatPKIXCert)
 				if err != nil {
 					return // the server is gone
 				}
@@ -117,7 +118,7 @@ func TestCrashKeepsDeliveredCertificates(t *testing.T) {
 	defer c.Close()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "after-restart"}}, key)
-	if _, _, err := c.Enroll(ctx, csr, est.FormatPKIXCert); err != nil {
+	if _, _, err := c.Enroll(ctx, csr, wire.FormatPKIXCert); err != nil {
 		t.Fatalf("enroll after restart: %v\n%s", err, srv2.logs())
 	}
 	if _, err := os.Stat(filepath.Join(dir, "run", "estca.sock")); err != nil {

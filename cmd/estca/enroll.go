@@ -21,6 +21,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 
 	"github.com/estca/estca/est"
+	"github.com/estca/estca/est/wire"
 )
 
 // clientFlags are the connection flags shared by enroll and bench.
@@ -102,11 +103,11 @@ func enrollCommand() *command {
 			default:
 				return &exitError{2, fmt.Errorf("unknown OP %q", op)}
 			}
-			acc := est.FormatCertsOnly
+			acc := wire.FormatCertsOnly
 			switch accept {
 			case "281":
 			case "287":
-				acc = est.FormatPKIXCert
+				acc = wire.FormatPKIXCert
 			default:
 				return &exitError{2, fmt.Errorf("--accept %s: want 281 or 287", accept)}
 			}
@@ -229,7 +230,7 @@ func runEnroll(ctx context.Context, a *app, c *est.Client, opts est.ClientOption
 			return err
 		}
 		typ, name := "PRIVATE KEY", out+".key"
-		if res.KeyFormat == est.FormatServerGeneratedKey {
+		if res.KeyFormat == wire.FormatServerGeneratedKey {
 			typ, name = "CMS", out+".key.p7m"
 		}
 		if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: res.Key}), 0o600); err != nil {

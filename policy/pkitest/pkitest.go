@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -15,6 +16,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -280,4 +283,32 @@ func OpenSSL(t testing.TB, args ...string) string {
 		t.Fatalf("openssl %v: %v\n%s", args, err, out)
 	}
 	return string(out)
+}
+
+// Fixture returns the contents of testdata/name at the root of the module
+// (for example "rfc9148/a1-crts-response.hex"). A name ending in ".hex" is
+// hexadecimal text, decoded after dropping white space and '#' comments.
+func Fixture(t testing.TB, name string) []byte {
+	t.Helper()
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("pkitest: no source location for the testdata directory")
+	}
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(self), "..", "..", "testdata", filepath.FromSlash(name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(name, ".hex") {
+		return b
+	}
+	var digits strings.Builder
+	for line := range strings.Lines(string(b)) {
+		line, _, _ = strings.Cut(line, "#")
+		digits.WriteString(strings.Join(strings.Fields(line), ""))
+	}
+	out, err := hex.DecodeString(digits.String())
+	if err != nil {
+		t.Fatalf("pkitest: %s: %v", name, err)
+	}
+	return out
 }

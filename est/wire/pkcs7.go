@@ -1,13 +1,10 @@
-package ca
+package wire
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -19,7 +16,7 @@ var (
 )
 
 // ErrNoCertificates is returned by CertsOnly when given no certificates.
-var ErrNoCertificates = errors.New("ca: no certificates")
+var ErrNoCertificates = errors.New("wire: no certificates")
 
 // CertsOnly encodes certs as a degenerate certs-only CMS SignedData (RFC 5652
 // §5, RFC 8551 §3.2.2 "certs-only"; RFC 9148 Content-Format 281), DER:
@@ -32,7 +29,7 @@ func CertsOnly(certs ...*x509.Certificate) ([]byte, error) {
 	}
 	for i, c := range certs {
 		if c == nil || len(c.Raw) == 0 {
-			return nil, fmt.Errorf("ca: certificate %d is empty", i)
+			return nil, fmt.Errorf("wire: certificate %d is empty", i)
 		}
 	}
 	var b cryptobyte.Builder
@@ -61,11 +58,8 @@ func CertsOnly(certs ...*x509.Certificate) ([]byte, error) {
 // message; an EST chain is a handful of certificates.
 const MaxCertsOnly = 64
 
-// ErrMalformedCertsOnly is wrapped by every ParseCertsOnly error.
-var ErrMalformedCertsOnly = errors.New("ca: malformed certs-only message")
-
 func malformedCertsOnly(what string, args ...any) error {
-	return fmt.Errorf("%w: "+what, append([]any{ErrMalformedCertsOnly}, args...)...)
+	return malformed("pkcs7: "+what, args...)
 }
 
 // ParseCertsOnly decodes a DER PKCS#7/CMS "certs-only" message
@@ -75,6 +69,7 @@ func malformedCertsOnly(what string, args ...any) error {
 // and other EST servers produce it. Signer infos and CRLs are ignored, as are
 // CertificateChoices other than plain certificates. Only DER is accepted (RFC
 // 9148 sends binary DER). The certificates are returned in payload order.
+// Every error wraps ErrMalformedPayload.
 func ParseCertsOnly(der []byte) ([]*x509.Certificate, error) {
 	in := cryptobyte.String(der)
 	var contentInfo, explicit, signedData cryptobyte.String
@@ -124,40 +119,9 @@ func ParseCertsOnly(der []byte) ([]*x509.Certificate, error) {
 		}
 		cert, err := x509.ParseCertificate(raw)
 		if err != nil {
-			return nil, fmt.Errorf("%w: certificate %d: %w", ErrMalformedCertsOnly, len(certs), err)
+			return nil, fmt.Errorf("%w: pkcs7: certificate %d: %w", ErrMalformedPayload, len(certs), err)
 		}
 		certs = append(certs, cert)
 	}
 	return certs, nil
-}
-
-// subjectKeyID computes the key identifier of RFC 7093 §2 method 1: the
-// leftmost 160 bits of the SHA-256 of the subjectPublicKey BIT STRING value.
-func subjectKeyID(spki []byte) ([]byte, error) {
-	s := cryptobyte.String(spki)
-	var seq, alg cryptobyte.String
-	var bits asn1.BitString
-	if !s.ReadASN1(&seq, cbasn1.SEQUENCE) || !s.Empty() ||
-		!seq.ReadASN1(&alg, cbasn1.SEQUENCE) || !seq.ReadASN1BitString(&bits) || !seq.Empty() {
-		return nil, errors.New("ca: malformed subjectPublicKeyInfo")
-	}
-	sum := sha256.Sum256(bits.Bytes)
-	return sum[:20], nil
-}
-
-// parseOID parses a dotted-decimal object identifier.
-func parseOID(s string) (asn1.ObjectIdentifier, error) {
-	parts := strings.Split(s, ".")
-	if len(parts) < 2 {
-		return nil, fmt.Errorf("bad OID %q", s)
-	}
-	oid := make(asn1.ObjectIdentifier, len(parts))
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || p == "" || p[0] < '0' || p[0] > '9' || n < 0 || (i == 0 && n > 2) || (i == 1 && parts[0] != "2" && n > 39) {
-			return nil, fmt.Errorf("bad OID %q", s)
-		}
-		oid[i] = n
-	}
-	return oid, nil
 }

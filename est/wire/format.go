@@ -1,6 +1,20 @@
-package est
+package wire
 
-import "github.com/plgd-dev/go-coap/v3/message"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+)
+
+// ErrMalformedPayload is wrapped by every error of the decoders of this
+// package (PKCS#7 certs-only, link-format, multipart-core): the payload
+// came from the peer and is not what the Content-Format says.
+var ErrMalformedPayload = errors.New("wire: malformed payload")
+
+func malformed(what string, args ...any) error {
+	return fmt.Errorf("%w: "+what, append([]any{ErrMalformedPayload}, args...)...)
+}
 
 // Content-Formats of RFC 9148 §8.1 and RFC 8710.
 const (
