@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/estca/estca/ca"
+	"github.com/estca/estca/est/bench"
+	"github.com/estca/estca/est/client"
 	"github.com/estca/estca/est/wire"
 	"github.com/estca/estca/policy/pkitest"
 )
@@ -69,8 +72,21 @@ func ctStartRealServer(t *testing.T) *ctRealServer {
 	}
 }
 
-func (s *ctRealServer) options() ClientOptions {
-	return ClientOptions{Server: "coaps://" + s.addr, Certificate: s.device, Roots: s.roots, Timeout: 10 * time.Second}
+// dialT dials o for the test and closes the session at its end.
+func dialT(t *testing.T, o client.Options) *client.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func (s *ctRealServer) options() client.Options {
+	return client.Options{Server: "coaps://" + s.addr, Certificate: s.device, Roots: s.roots, Timeout: 10 * time.Second}
 }
 
 // TestClientAgainstServer runs the client against estca's own server. Not
@@ -90,14 +106,14 @@ func TestClientAgainstServer(t *testing.T) {
 			o := s.options()
 			o.Certificate = cert
 			o.Timeout = 5 * time.Second
-			c, err := Dial(ctx, o)
+			c, err := client.Dial(ctx, o)
 			if err == nil {
 				_ = c.Close()
 				t.Fatalf("%s: handshake succeeded", name)
 			}
-			var he *HandshakeError
+			var he *client.HandshakeError
 			if !errors.As(err, &he) || !strings.Contains(he.Reason, "rejected the client certificate") {
-				t.Errorf("%s: err = %v, want a HandshakeError saying the client certificate was rejected", name, err)
+				t.Errorf("%s: err = %v, want a client.HandshakeError saying the client certificate was rejected", name, err)
 			}
 		}
 	})
@@ -105,12 +121,12 @@ func TestClientAgainstServer(t *testing.T) {
 	t.Run("untrusted server", func(t *testing.T) {
 		o := s.options()
 		o.Roots = pkitest.NewCA(t, "other").Pool()
-		if _, err := Dial(ctx, o); !errors.Is(err, ErrHandshake) || !strings.Contains(err.Error(), "trust anchors") {
+		if _, err := client.Dial(ctx, o); !errors.Is(err, client.ErrHandshake) || !strings.Contains(err.Error(), "trust anchors") {
 			t.Fatalf("err = %v", err)
 		}
 	})
 
-	c := ctDial(t, s.options())
+	c := dialT(t, s.options())
 
 	t.Run("crts", func(t *testing.T) {
 		certs, raw, err := c.CACerts(ctx, wire.FormatCertsOnly)
@@ -158,7 +174,7 @@ func TestClientAgainstServer(t *testing.T) {
 	t.Run("sen block-wise", func(t *testing.T) {
 		o := s.options()
 		o.BlockSize = 64
-		small := ctDial(t, o)
+		small := dialT(t, o)
 		key := pkitest.Key(t)
 		csr := pkitest.PaddedCSR(t, key, s.device.Leaf.Subject.CommonName, 1200)
 		if len(csr) <= 1024 {
@@ -177,23 +193,26 @@ func TestClientAgainstServer(t *testing.T) {
 	})
 
 	t.Run("sen delayed 5.03", func(t *testing.T) {
+		// The client waits min(Max-Age, MaxWait) before each resend and
+		// logs the server's Max-Age at debug level.
 		o := s.options()
-		dc := ctDial(t, o)
-		var waits []time.Duration
-		dc.policy.sleep = func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }
+		o.MaxWait = time.Millisecond
+		var logs stLog
+		o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		dc := dialT(t, o)
 		s.pending.hold.Store(2)
 		csr := pkitest.PaddedCSR(t, pkitest.Key(t), s.device.Leaf.Subject.CommonName, 0)
 		if _, _, err := dc.Enroll(ctx, csr, wire.FormatPKIXCert); err != nil {
 			t.Fatal(err)
 		}
-		if len(waits) != 2 || waits[0] != 3*time.Second {
-			t.Fatalf("waits %v, want two of 3s (the server's Max-Age)", waits)
+		if n := strings.Count(logs.String(), "max_age=3s wait=1ms"); n != 2 {
+			t.Fatalf("%d resends after a Max-Age of 3s, want 2:\n%s", n, logs.String())
 		}
 		s.pending.hold.Store(100)
 		_, _, err := dc.Enroll(ctx, csr, wire.FormatPKIXCert)
-		var re *ResponseError
-		if !errors.Is(err, ErrRetriesExhausted) || !errors.As(err, &re) || re.MaxAge != 3*time.Second {
-			t.Fatalf("err = %v, want ErrRetriesExhausted with Max-Age 3s", err)
+		var re *client.ResponseError
+		if !errors.Is(err, client.ErrRetriesExhausted) || !errors.As(err, &re) || re.MaxAge != 3*time.Second {
+			t.Fatalf("err = %v, want client.ErrRetriesExhausted with Max-Age 3s", err)
 		}
 		s.pending.hold.Store(0)
 	})
@@ -202,7 +221,7 @@ func TestClientAgainstServer(t *testing.T) {
 		csr := pkitest.PaddedCSR(t, pkitest.Key(t), s.device.Leaf.Subject.CommonName, 0)
 		for _, skc := range []bool{false, true} {
 			res, err := c.ServerKeygen(ctx, csr, skc)
-			var re *ResponseError
+			var re *client.ResponseError
 			if errors.As(err, &re) && re.Code == codes.NotFound {
 				t.Skipf("server-side key generation not implemented by the server yet: %v", err)
 			}
@@ -218,9 +237,9 @@ func TestClientAgainstServer(t *testing.T) {
 	t.Run("unknown label", func(t *testing.T) {
 		o := s.options()
 		o.Label = "no-such-profile"
-		lc := ctDial(t, o)
+		lc := dialT(t, o)
 		_, _, err := lc.CACerts(ctx, 0)
-		var re *ResponseError
+		var re *client.ResponseError
 		if !errors.As(err, &re) || re.Code != codes.NotFound {
 			t.Fatalf("err = %v, want 4.04", err)
 		}
@@ -236,19 +255,16 @@ func TestClientAgainstServer(t *testing.T) {
 		}
 	})
 
-	for _, mode := range []string{BenchEnroll, BenchEnrollReuse, BenchCACerts} {
+	for _, mode := range []string{bench.ModeEnroll, bench.ModeEnrollReuse, bench.ModeCACerts} {
 		t.Run("bench "+mode, func(t *testing.T) {
-			rep, err := Bench(ctx, BenchOptions{
-				Server: s.options().Server, Certificate: s.device, Roots: s.roots,
-				Mode: mode, Workers: 2, Duration: time.Second,
-			})
+			rep, err := bench.Run(ctx, bench.Options{Client: s.options(), Mode: mode, Workers: 2, Duration: time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
 			var out strings.Builder
 			_ = rep.Format(&out)
 			t.Log("\n" + out.String())
-			if rep.ErrorCount() != 0 || rep.Ops == 0 || (mode != BenchCACerts && rep.Verified != rep.Ops) {
+			if rep.ErrorCount() != 0 || rep.Ops == 0 || (mode != bench.ModeCACerts && rep.Verified != rep.Ops) {
 				t.Fatalf("report %+v", rep)
 			}
 		})

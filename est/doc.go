@@ -1,6 +1,18 @@
-// Package est is estca's EST-coaps front end (RFC 9148): the DTLS 1.2 listener,
-// CoAP routing, the EST resources and discovery, the error-to-CoAP-code table,
-// and the EST-coaps client used by `estca enroll` and `estca bench`.
+// Package est is estca's EST-coaps server (RFC 9148): the DTLS 1.2 listener,
+// CoAP routing, the EST resources and discovery, and the error-to-CoAP-code
+// table. It is the server only; its sub-packages are
+//
+//   - est/block: server-side block-wise transfer (RFC 7959), keyed by
+//     session, method, path and Request-Tag;
+//   - est/wire: the wire formats both ends need (Content-Formats, certs-only
+//     PKCS#7, link-format, multipart-core), a cgo-free leaf;
+//   - est/client: the device client behind `estca enroll`, cgo-free;
+//   - est/bench: the load generator behind `estca bench`;
+//   - est/esttest: a recording EST-coaps peer for the client's tests.
+//
+// Nothing in est/client, est/bench or est/wire imports this package, ca,
+// store or hsm, so device builds need no cgo; est imports est/wire and
+// est/block only.
 //
 // # Server
 //

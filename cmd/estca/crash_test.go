@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/estca/estca/est"
+	"github.com/estca/estca/est/client"
 	"github.com/estca/estca/est/wire"
 )
 
@@ -38,7 +38,7 @@ func TestCrashKeepsDeliveredCertificates(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(root)
-	opts := est.ClientOptions{Server: srv.addr, Certificate: dev, Roots: roots, ServerName: "127.0.0.1",
+	opts := client.Options{Server: srv.addr, Certificate: dev, Roots: roots, ServerName: "127.0.0.1",
 		Timeout: 3 * time.Second, MaxRetries: -1}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -54,7 +54,7 @@ func TestCrashKeepsDeliveredCertificates(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := est.Dial(ctx, opts)
+			c, err := client.Dial(ctx, opts)
 			if err != nil {
 				t.Errorf("worker %d: %v", w, err)
 				return
@@ -111,7 +111,7 @@ func TestCrashKeepsDeliveredCertificates(t *testing.T) {
 	// Restart: the stale socket is replaced and enrollment works again.
 	srv2 := startServer(t, cfg)
 	opts.Server = srv2.addr
-	c, err := est.Dial(ctx, opts)
+	c, err := client.Dial(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

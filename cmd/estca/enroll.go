@@ -20,7 +20,8 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 
-	"github.com/estca/estca/est"
+	"github.com/estca/estca/est/bench"
+	"github.com/estca/estca/est/client"
 	"github.com/estca/estca/est/wire"
 )
 
@@ -42,7 +43,7 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "bound on the handshake and each operation")
 }
 
-func (f *clientFlags) options() (est.ClientOptions, error) {
+func (f *clientFlags) options() (client.Options, error) {
 	var errs []error
 	if f.certFile == "" || f.keyFile == "" {
 		errs = append(errs, errors.New("--cert and --key are required: every EST-coaps function needs a client certificate"))
@@ -54,21 +55,21 @@ func (f *clientFlags) options() (est.ClientOptions, error) {
 		errs = append(errs, fmt.Errorf("--block-size %d: want a power of two in 16..1024", f.blockSize))
 	}
 	if len(errs) > 0 {
-		return est.ClientOptions{}, &exitError{2, errors.Join(errs...)}
+		return client.Options{}, &exitError{2, errors.Join(errs...)}
 	}
 	cert, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
 	if err != nil {
-		return est.ClientOptions{}, fmt.Errorf("client certificate: %w", err)
+		return client.Options{}, fmt.Errorf("client certificate: %w", err)
 	}
 	roots, err := readCerts(f.trust)
 	if err != nil {
-		return est.ClientOptions{}, fmt.Errorf("trust anchors: %w", err)
+		return client.Options{}, fmt.Errorf("trust anchors: %w", err)
 	}
 	pool := x509.NewCertPool()
 	for _, c := range roots {
 		pool.AddCert(c)
 	}
-	return est.ClientOptions{
+	return client.Options{
 		Server: f.server, Label: f.label, Certificate: cert, Roots: pool,
 		ServerName: f.serverName, BlockSize: f.blockSize, Timeout: f.timeout,
 	}, nil
@@ -116,7 +117,7 @@ func enrollCommand() *command {
 				return err
 			}
 			opts.Logger = a.log
-			c, err := est.Dial(ctx, opts)
+			c, err := client.Dial(ctx, opts)
 			if err != nil {
 				return err
 			}
@@ -126,7 +127,7 @@ func enrollCommand() *command {
 	}
 }
 
-func runEnroll(ctx context.Context, a *app, c *est.Client, opts est.ClientOptions, op string,
+func runEnroll(ctx context.Context, a *app, c *client.Conn, opts client.Options, op string,
 	accept message.MediaType, csrFile, out, subject string) error {
 	switch op {
 	case "discover":
@@ -285,11 +286,7 @@ func benchCommand() *command {
 			if err != nil {
 				return err
 			}
-			rep, err := est.Bench(ctx, est.BenchOptions{
-				Server: opts.Server, Label: opts.Label, Certificate: opts.Certificate, Roots: opts.Roots,
-				ServerName: opts.ServerName, BlockSize: opts.BlockSize, Mode: mode, Workers: workers,
-				Duration: dur, CSRs: csrs, Timeout: opts.Timeout,
-			})
+			rep, err := bench.Run(ctx, bench.Options{Client: opts, Mode: mode, Workers: workers, Duration: dur, CSRs: csrs})
 			if err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package est
+package client
 
 import (
 	"errors"
@@ -15,7 +15,7 @@ import (
 // RFC 9148 Appendix A.3.
 func TestParseKeygenRFC9148(t *testing.T) {
 	t.Parallel()
-	res, err := clParseKeygen(pkitest.Fixture(t, "rfc9148/a3-skg-response.hex"))
+	res, err := parseKeygen(pkitest.Fixture(t, "rfc9148/a3-skg-response.hex"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestParseKeygenShapes(t *testing.T) {
 		{"empty", nil, false, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := clParseKeygen(tc.payload)
+			res, err := parseKeygen(tc.payload)
 			if !tc.ok {
 				if !errors.Is(err, wire.ErrMalformedPayload) {
 					t.Fatalf("err = %v, want ErrMalformedPayload", err)
@@ -91,7 +91,7 @@ func FuzzParseKeygen(f *testing.F) {
 	f.Add(pkitest.Fixture(f, "rfc9148/a3-skg-response.hex"))
 	f.Add([]byte{0x82, 0x19, 0x01, 0x1c, 0xf6})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		res, err := clParseKeygen(b)
+		res, err := parseKeygen(b)
 		if err == nil && (len(res.Key) == 0 || len(res.Certificates) == 0) {
 			t.Fatalf("accepted %+v", res)
 		}

@@ -1,4 +1,4 @@
-package est
+package client
 
 import (
 	"bytes"
@@ -19,8 +19,8 @@ const DiscoveryQuery = "rt=ace.est*"
 // Discover asks the server which EST-coaps resources it offers
 // (GET /.well-known/core?rt=ace.est*, RFC 9148 §4.1) and returns the parsed
 // RFC 6690 links and the raw link-format payload.
-func (c *Client) Discover(ctx context.Context) ([]wire.Link, []byte, error) {
-	resp, err := c.do(ctx, "discovery", &clRequest{
+func (c *Conn) Discover(ctx context.Context) ([]wire.Link, []byte, error) {
+	resp, err := c.do(ctx, "discovery", &request{
 		method: codes.GET, path: "/.well-known/core", query: []string{DiscoveryQuery},
 	})
 	if err != nil {
@@ -31,23 +31,23 @@ func (c *Client) Discover(ctx context.Context) ([]wire.Link, []byte, error) {
 	}
 	links, err := wire.ParseLinks(resp.payload)
 	if err != nil {
-		return nil, resp.payload, fmt.Errorf("est: discovery: %w", err)
+		return nil, resp.payload, fmt.Errorf("client: discovery: %w", err)
 	}
 	return links, resp.payload, nil
 }
 
 // checkCertAccept validates an Accept value for a certificate response:
 // 0 (none: the server answers 281), 281 or 287.
-func clCheckCertAccept(accept message.MediaType) error {
+func checkCertAccept(accept message.MediaType) error {
 	switch accept {
 	case 0, wire.FormatCertsOnly, wire.FormatPKIXCert:
 		return nil
 	}
-	return fmt.Errorf("est: Accept %d is not a certificate format (281 or 287)", accept)
+	return fmt.Errorf("client: Accept %d is not a certificate format (281 or 287)", accept)
 }
 
 // certRequest fills the Accept of a certificate request.
-func clCertRequest(r *clRequest, accept message.MediaType) *clRequest {
+func certRequest(r *request, accept message.MediaType) *request {
 	if accept != 0 {
 		r.accept, r.hasAccept = accept, true
 	}
@@ -56,7 +56,7 @@ func clCertRequest(r *clRequest, accept message.MediaType) *clRequest {
 
 // parseCertResponse decodes a 281 or 287 response (a missing Content-Format
 // is taken as the requested one, or 281).
-func clParseCertResponse(what string, resp *clResponse, accept message.MediaType) ([]*x509.Certificate, error) {
+func parseCertResponse(what string, resp *response, accept message.MediaType) ([]*x509.Certificate, error) {
 	format := wire.FormatCertsOnly
 	if accept != 0 {
 		format = accept
@@ -76,7 +76,7 @@ func clParseCertResponse(what string, resp *clResponse, accept message.MediaType
 	default:
 		certs, err := wire.ParseCertsOnly(resp.payload)
 		if err != nil {
-			return nil, fmt.Errorf("est: %s: %w", what, err)
+			return nil, fmt.Errorf("client: %s: %w", what, err)
 		}
 		if len(certs) == 0 {
 			return nil, fmt.Errorf("%w: %s: certs-only without certificates", ErrBadResponse, what)
@@ -90,55 +90,55 @@ func clParseCertResponse(what string, resp *clResponse, accept message.MediaType
 // (the issuing CA certificate only). It returns the certificates in payload
 // order and the raw payload. The certificates are not trust anchors by
 // themselves: see UpdateTrust.
-func (c *Client) CACerts(ctx context.Context, accept message.MediaType) ([]*x509.Certificate, []byte, error) {
-	if err := clCheckCertAccept(accept); err != nil {
+func (c *Conn) CACerts(ctx context.Context, accept message.MediaType) ([]*x509.Certificate, []byte, error) {
+	if err := checkCertAccept(accept); err != nil {
 		return nil, nil, err
 	}
-	resp, err := c.do(ctx, wire.ResourceCrts, clCertRequest(&clRequest{method: codes.GET, path: c.path(wire.ResourceCrts)}, accept))
+	resp, err := c.do(ctx, wire.ResourceCrts, certRequest(&request{method: codes.GET, path: c.path(wire.ResourceCrts)}, accept))
 	if err != nil {
 		return nil, nil, err
 	}
-	certs, err := clParseCertResponse(wire.ResourceCrts, resp, accept)
+	certs, err := parseCertResponse(wire.ResourceCrts, resp, accept)
 	return certs, resp.payload, err
 }
 
 // Enroll requests a certificate for csrDER (POST /sen with Content-Format 286,
 // RFC 9148 §4.2, RFC 7030 §4.2.1). A 5.03 with Max-Age (manual approval) is
-// retried with the identical CSR per ClientOptions (RFC 9148 §4.7). accept is
+// retried with the identical CSR per Options (RFC 9148 §4.7). accept is
 // 0, wire.FormatCertsOnly or wire.FormatPKIXCert. It returns the certificate that
 // carries the CSR's public key, and the raw payload (which may hold more
 // certificates).
-func (c *Client) Enroll(ctx context.Context, csrDER []byte, accept message.MediaType) (*x509.Certificate, []byte, error) {
+func (c *Conn) Enroll(ctx context.Context, csrDER []byte, accept message.MediaType) (*x509.Certificate, []byte, error) {
 	return c.enroll(ctx, wire.ResourceSen, csrDER, accept)
 }
 
 // Reenroll renews or rekeys the client's certificate (POST /sren, RFC 9148
 // §4.2, RFC 7030 §4.2.2): the CSR's Subject and SubjectAltName must equal the
 // certificate the client authenticated with. Results as for Enroll.
-func (c *Client) Reenroll(ctx context.Context, csrDER []byte, accept message.MediaType) (*x509.Certificate, []byte, error) {
+func (c *Conn) Reenroll(ctx context.Context, csrDER []byte, accept message.MediaType) (*x509.Certificate, []byte, error) {
 	return c.enroll(ctx, wire.ResourceSren, csrDER, accept)
 }
 
-func (c *Client) enroll(ctx context.Context, resource string, csrDER []byte, accept message.MediaType) (*x509.Certificate, []byte, error) {
-	if err := clCheckCertAccept(accept); err != nil {
+func (c *Conn) enroll(ctx context.Context, resource string, csrDER []byte, accept message.MediaType) (*x509.Certificate, []byte, error) {
+	if err := checkCertAccept(accept); err != nil {
 		return nil, nil, err
 	}
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
-		return nil, nil, fmt.Errorf("est: %s: the CSR does not parse: %w", resource, err)
+		return nil, nil, fmt.Errorf("client: %s: the CSR does not parse: %w", resource, err)
 	}
-	resp, err := c.do(ctx, resource, clCertRequest(&clRequest{
+	resp, err := c.do(ctx, resource, certRequest(&request{
 		method: codes.POST, path: c.path(resource),
 		format: wire.FormatPKCS10, hasFormat: true, body: csrDER,
 	}, accept))
 	if err != nil {
 		return nil, nil, err
 	}
-	certs, err := clParseCertResponse(resource, resp, accept)
+	certs, err := parseCertResponse(resource, resp, accept)
 	if err != nil {
 		return nil, resp.payload, err
 	}
-	cert := clCertForKey(certs, csr.RawSubjectPublicKeyInfo)
+	cert := certForKey(certs, csr.RawSubjectPublicKeyInfo)
 	if cert == nil {
 		return nil, resp.payload, fmt.Errorf("%w (%s)", ErrCertMismatch, resource)
 	}
@@ -146,7 +146,7 @@ func (c *Client) enroll(ctx context.Context, resource string, csrDER []byte, acc
 }
 
 // certForKey returns the first certificate whose SubjectPublicKeyInfo is spki.
-func clCertForKey(certs []*x509.Certificate, spki []byte) *x509.Certificate {
+func certForKey(certs []*x509.Certificate, spki []byte) *x509.Certificate {
 	for _, c := range certs {
 		if bytes.Equal(c.RawSubjectPublicKeyInfo, spki) {
 			return c
@@ -158,8 +158,8 @@ func clCertForKey(certs []*x509.Certificate, spki []byte) *x509.Certificate {
 // CSRAttrs fetches the CSR attributes of the selected profile (GET /att,
 // Content-Format 285, RFC 9148 §4.1, RFC 7030 §4.5): the raw DER CsrAttrs,
 // which may be empty.
-func (c *Client) CSRAttrs(ctx context.Context) ([]byte, error) {
-	resp, err := c.do(ctx, wire.ResourceAtt, &clRequest{method: codes.GET, path: c.path(wire.ResourceAtt)})
+func (c *Conn) CSRAttrs(ctx context.Context) ([]byte, error) {
+	resp, err := c.do(ctx, wire.ResourceAtt, &request{method: codes.GET, path: c.path(wire.ResourceAtt)})
 	if err != nil {
 		return nil, err
 	}
@@ -187,12 +187,12 @@ type KeygenResult struct {
 // when skc is true, with Accept 62, RFC 9148 §4.8). The server ignores the
 // CSR's public key and signature but uses its subject, SAN and attributes;
 // the key comes back encrypted (280) when the CSR asks for it.
-func (c *Client) ServerKeygen(ctx context.Context, csrDER []byte, skc bool) (*KeygenResult, error) {
+func (c *Conn) ServerKeygen(ctx context.Context, csrDER []byte, skc bool) (*KeygenResult, error) {
 	resource := wire.ResourceSkg
 	if skc {
 		resource = wire.ResourceSkc
 	}
-	resp, err := c.do(ctx, resource, &clRequest{
+	resp, err := c.do(ctx, resource, &request{
 		method: codes.POST, path: c.path(resource),
 		format: wire.FormatPKCS10, hasFormat: true,
 		accept: wire.FormatMultipartCore, hasAccept: true,
@@ -204,9 +204,9 @@ func (c *Client) ServerKeygen(ctx context.Context, csrDER []byte, skc bool) (*Ke
 	if resp.hasFormat && resp.format != wire.FormatMultipartCore {
 		return nil, fmt.Errorf("%w: %s answered Content-Format %d, want 62", ErrBadResponse, resource, resp.format)
 	}
-	res, err := clParseKeygen(resp.payload)
+	res, err := parseKeygen(resp.payload)
 	if err != nil {
-		return nil, fmt.Errorf("est: %s: %w", resource, err)
+		return nil, fmt.Errorf("client: %s: %w", resource, err)
 	}
 	return res, nil
 }
@@ -214,7 +214,7 @@ func (c *Client) ServerKeygen(ctx context.Context, csrDER []byte, skc bool) (*Ke
 // parseKeygen splits a server-side key generation response (RFC 9148 §4.8):
 // exactly one key part (280 or 284) and one certificate part (281 or 287),
 // in either order.
-func clParseKeygen(payload []byte) (*KeygenResult, error) {
+func parseKeygen(payload []byte) (*KeygenResult, error) {
 	parts, err := wire.ParseMultipart(payload)
 	if err != nil {
 		return nil, err
@@ -237,7 +237,7 @@ func clParseKeygen(payload []byte) (*KeygenResult, error) {
 			if res.Certificates != nil {
 				return nil, fmt.Errorf("%w: multipart: two certificate parts", wire.ErrMalformedPayload)
 			}
-			certs, err := clParseCertResponse("multipart", &clResponse{payload: p.Data}, p.Format)
+			certs, err := parseCertResponse("multipart", &response{payload: p.Data}, p.Format)
 			if err != nil {
 				return nil, err
 			}
@@ -258,7 +258,7 @@ func clParseKeygen(payload []byte) (*KeygenResult, error) {
 // DTLS session against them. On success the client's Roots become the new
 // set and the anchors are returned for the caller to store; on failure the
 // error wraps ErrTrustUpdate and the old set stays in force.
-func (c *Client) UpdateTrust(ctx context.Context) ([]*x509.Certificate, error) {
+func (c *Conn) UpdateTrust(ctx context.Context) ([]*x509.Certificate, error) {
 	certs, _, err := c.CACerts(ctx, wire.FormatCertsOnly)
 	if err != nil {
 		return nil, err
@@ -267,11 +267,11 @@ func (c *Client) UpdateTrust(ctx context.Context) ([]*x509.Certificate, error) {
 	if !ok || len(state.PeerCertificates) == 0 {
 		return nil, fmt.Errorf("%w: no server certificate in the session", ErrTrustUpdate)
 	}
-	anchors, pool, err := clTrustFromCACerts(certs)
+	anchors, pool, err := trustFromCACerts(certs)
 	if err != nil {
 		return nil, err
 	}
-	if err := clVerifyServerChain(state.PeerCertificates, pool, certs, c.opts.ServerName); err != nil {
+	if err := verifyServerChain(state.PeerCertificates, pool, certs, c.opts.ServerName); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -283,7 +283,7 @@ func (c *Client) UpdateTrust(ctx context.Context) ([]*x509.Certificate, error) {
 // trustFromCACerts picks the self-signed certificates of a /crts answer (the
 // roots; RFC 7030 §4.1.3 also carries root key rollover certificates, which
 // are not self-signed and are used as intermediates only).
-func clTrustFromCACerts(certs []*x509.Certificate) ([]*x509.Certificate, *x509.CertPool, error) {
+func trustFromCACerts(certs []*x509.Certificate) ([]*x509.Certificate, *x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	var anchors []*x509.Certificate
 	for _, c := range certs {
@@ -302,7 +302,7 @@ func clTrustFromCACerts(certs []*x509.Certificate) ([]*x509.Certificate, *x509.C
 // verifyServerChain validates the session's server certificate (raw DER,
 // leaf first) against roots, with the peer's and the /crts certificates as
 // intermediates, for serverName.
-func clVerifyServerChain(raw [][]byte, roots *x509.CertPool, extra []*x509.Certificate, serverName string) error {
+func verifyServerChain(raw [][]byte, roots *x509.CertPool, extra []*x509.Certificate, serverName string) error {
 	certs := make([]*x509.Certificate, 0, len(raw))
 	for _, r := range raw {
 		c, err := x509.ParseCertificate(r)

@@ -1,4 +1,4 @@
-package est
+package client
 
 import (
 	"bytes"
@@ -15,8 +15,8 @@ import (
 	"github.com/estca/estca/est/wire"
 )
 
-// clRequest is one logical EST request, before block-wise splitting.
-type clRequest struct {
+// request is one logical EST request, before block-wise splitting.
+type request struct {
 	method    codes.Code
 	path      string
 	query     []string
@@ -27,8 +27,8 @@ type clRequest struct {
 	body      []byte
 }
 
-// clResponse is one logical response, after Block2 reassembly.
-type clResponse struct {
+// response is one logical response, after Block2 reassembly.
+type response struct {
 	code      codes.Code
 	format    message.MediaType
 	hasFormat bool
@@ -36,14 +36,14 @@ type clResponse struct {
 	payload   []byte
 }
 
-// clBlockOpt is a Block1/Block2 option value (RFC 7959 §2.2).
-type clBlockOpt struct {
+// blockOpt is a Block1/Block2 option value (RFC 7959 §2.2).
+type blockOpt struct {
 	num  uint32
 	more bool
 	szx  uint8
 }
 
-func (b clBlockOpt) value() uint32 {
+func (b blockOpt) value() uint32 {
 	v := b.num<<4 | uint32(b.szx)
 	if b.more {
 		v |= 8
@@ -51,27 +51,27 @@ func (b clBlockOpt) value() uint32 {
 	return v
 }
 
-func (b clBlockOpt) size() int { return 16 << b.szx }
+func (b blockOpt) size() int { return 16 << b.szx }
 
-func clDecodeBlockOpt(v uint32) (clBlockOpt, error) {
-	b := clBlockOpt{num: v >> 4, more: v&8 != 0, szx: uint8(v & 7)}
+func decodeBlockOpt(v uint32) (blockOpt, error) {
+	b := blockOpt{num: v >> 4, more: v&8 != 0, szx: uint8(v & 7)}
 	if b.szx == 7 {
 		return b, fmt.Errorf("%w: block option with reserved SZX 7", ErrBadResponse)
 	}
 	return b, nil
 }
 
-// clWireResponse is one CoAP response on the wire (one block).
-type clWireResponse struct {
-	clResponse
-	block1, block2 *clBlockOpt
+// wireResponse is one CoAP response on the wire (one block).
+type wireResponse struct {
+	response
+	block1, block2 *blockOpt
 	etag           []byte
 }
 
 // do performs one EST request with the 5.03 retry policy; error responses
 // become *ResponseError.
-func (c *Client) do(ctx context.Context, what string, req *clRequest) (*clResponse, error) {
-	resp, err := c.policy.run(ctx, c.log, what, func() (*clResponse, error) {
+func (c *Conn) do(ctx context.Context, what string, req *request) (*response, error) {
+	resp, err := c.policy.run(ctx, c.log, what, func() (*response, error) {
 		actx, cancel := c.opContext(ctx)
 		defer cancel()
 		return c.roundTrip(actx, req)
@@ -79,7 +79,7 @@ func (c *Client) do(ctx context.Context, what string, req *clRequest) (*clRespon
 	if err != nil {
 		return nil, err
 	}
-	if err := clResponseErr(what, resp); err != nil {
+	if err := responseErr(what, resp); err != nil {
 		return nil, err
 	}
 	return resp, nil
@@ -90,19 +90,19 @@ func (c *Client) do(ctx context.Context, what string, req *clRequest) (*clRespon
 // fresh token; the blocks of one body share a Request-Tag (RFC 9175 §3.2), which
 // the Block2 follow-ups repeat so that a server keying by endpoint, method,
 // path and Request-Tag finds the stored response.
-func (c *Client) roundTrip(ctx context.Context, req *clRequest) (*clResponse, error) {
+func (c *Conn) roundTrip(ctx context.Context, req *request) (*response, error) {
 	var tag []byte
-	var first *clWireResponse
+	var first *wireResponse
 	var err error
 	if len(req.body) > 16<<c.szx {
 		tag = make([]byte, 4)
 		_, _ = rand.Read(tag)
 		first, err = c.sendBlock1(ctx, req, tag)
 	} else {
-		var b2 *clBlockOpt
+		var b2 *blockOpt
 		if req.method == codes.GET && c.szx < 6 {
 			// Early negotiation of a smaller Block2 size (RFC 7959 §2.4).
-			b2 = &clBlockOpt{szx: c.szx}
+			b2 = &blockOpt{szx: c.szx}
 		}
 		first, err = c.send(ctx, req, req.body, tag, nil, b2, false)
 	}
@@ -114,13 +114,13 @@ func (c *Client) roundTrip(ctx context.Context, req *clRequest) (*clResponse, er
 
 // sendBlock1 sends req.body in Block1 blocks and returns the response to the
 // last block (or an earlier final error response).
-func (c *Client) sendBlock1(ctx context.Context, req *clRequest, tag []byte) (*clWireResponse, error) {
+func (c *Conn) sendBlock1(ctx context.Context, req *request, tag []byte) (*wireResponse, error) {
 	szx := c.szx
 	offset := 0
 	for {
 		size := 16 << szx
 		end := min(offset+size, len(req.body))
-		b1 := &clBlockOpt{num: uint32(offset / size), more: end < len(req.body), szx: szx}
+		b1 := &blockOpt{num: uint32(offset / size), more: end < len(req.body), szx: szx}
 		resp, err := c.send(ctx, req, req.body[offset:end], tag, b1, nil, offset == 0)
 		if err != nil {
 			return nil, err
@@ -151,22 +151,22 @@ func (c *Client) sendBlock1(ctx context.Context, req *clRequest, tag []byte) (*c
 }
 
 // readBlock2 completes a Block2 response whose first block is first.
-func (c *Client) readBlock2(ctx context.Context, req *clRequest, tag []byte, first *clWireResponse) (*clResponse, error) {
+func (c *Conn) readBlock2(ctx context.Context, req *request, tag []byte, first *wireResponse) (*response, error) {
 	if first.block2 == nil {
-		return &first.clResponse, nil
+		return &first.response, nil
 	}
 	b := *first.block2
 	if b.num != 0 {
 		return nil, fmt.Errorf("%w: first Block2 block is %d", ErrBadResponse, b.num)
 	}
-	out := first.clResponse
+	out := first.response
 	if b.more && len(first.payload) != b.size() {
 		return nil, fmt.Errorf("%w: Block2 block of %d bytes for size %d with More set", ErrBadResponse, len(first.payload), b.size())
 	}
 	body := bytes.Clone(first.payload)
 	for b.more {
 		szx := min(b.szx, c.szx)
-		next := &clBlockOpt{num: uint32(len(body) / (16 << szx)), szx: szx}
+		next := &blockOpt{num: uint32(len(body) / (16 << szx)), szx: szx}
 		// "further requests with the same options as the initial request
 		// and a Block2 Option" (RFC 7959 §2.4): Content-Format, Accept and
 		// Request-Tag stay, the body and Block1 go (RFC 7959 §3.3).
@@ -176,7 +176,7 @@ func (c *Client) readBlock2(ctx context.Context, req *clRequest, tag []byte, fir
 		}
 		if resp.code != first.code {
 			if resp.code>>5 != 2 {
-				return &resp.clResponse, nil
+				return &resp.response, nil
 			}
 			return nil, fmt.Errorf("%w: Block2 follow-up answered %s, first block %s", ErrBadResponse, resp.code, first.code)
 		}
@@ -193,8 +193,8 @@ func (c *Client) readBlock2(ctx context.Context, req *clRequest, tag []byte, fir
 		if len(resp.payload) > resp.block2.size() || resp.block2.more && len(resp.payload) != resp.block2.size() {
 			return nil, fmt.Errorf("%w: Block2 block of %d bytes for size %d", ErrBadResponse, len(resp.payload), resp.block2.size())
 		}
-		if len(body)+len(resp.payload) > clMaxResponseBody {
-			return nil, fmt.Errorf("%w: response larger than %d bytes", ErrBadResponse, clMaxResponseBody)
+		if len(body)+len(resp.payload) > maxResponseBody {
+			return nil, fmt.Errorf("%w: response larger than %d bytes", ErrBadResponse, maxResponseBody)
 		}
 		body = append(body, resp.payload...)
 		b = *resp.block2
@@ -204,18 +204,18 @@ func (c *Client) readBlock2(ctx context.Context, req *clRequest, tag []byte, fir
 }
 
 // send writes one CoAP message (one block) and waits for its response.
-func (c *Client) send(ctx context.Context, req *clRequest, payload, tag []byte, b1, b2 *clBlockOpt, size1 bool) (*clWireResponse, error) {
+func (c *Conn) send(ctx context.Context, req *request, payload, tag []byte, b1, b2 *blockOpt, size1 bool) (*wireResponse, error) {
 	msg := c.conn.AcquireMessage(ctx)
 	defer c.conn.ReleaseMessage(msg)
 	token, err := c.conn.GetToken()
 	if err != nil {
-		return nil, fmt.Errorf("est: token: %w", err)
+		return nil, fmt.Errorf("client: token: %w", err)
 	}
 	msg.SetToken(token)
 	msg.SetCode(req.method)
 	msg.SetType(message.Confirmable)
 	if err := msg.SetPath(req.path); err != nil {
-		return nil, fmt.Errorf("est: path %q: %w", req.path, err)
+		return nil, fmt.Errorf("client: path %q: %w", req.path, err)
 	}
 	for _, q := range req.query {
 		msg.AddQuery(q)
@@ -244,17 +244,17 @@ func (c *Client) send(ctx context.Context, req *clRequest, payload, tag []byte, 
 	resp, err := c.conn.Do(msg)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("est: %s %s: no response: %w", req.method, req.path, ctx.Err())
+			return nil, fmt.Errorf("client: %s %s: no response: %w", req.method, req.path, ctx.Err())
 		}
-		return nil, fmt.Errorf("est: %s %s: %w", req.method, req.path, err)
+		return nil, fmt.Errorf("client: %s %s: %w", req.method, req.path, err)
 	}
 	defer c.conn.ReleaseMessage(resp)
-	return clReadWire(resp)
+	return readWire(resp)
 }
 
 // readWire copies what the client needs out of a pooled response message.
-func clReadWire(m *pool.Message) (*clWireResponse, error) {
-	w := &clWireResponse{clResponse: clResponse{code: m.Code(), maxAge: DefaultMaxAge}}
+func readWire(m *pool.Message) (*wireResponse, error) {
+	w := &wireResponse{response: response{code: m.Code(), maxAge: DefaultMaxAge}}
 	if f, err := m.ContentFormat(); err == nil {
 		w.format, w.hasFormat = f, true
 	}
@@ -263,7 +263,7 @@ func clReadWire(m *pool.Message) (*clWireResponse, error) {
 	}
 	for _, o := range []struct {
 		id  message.OptionID
-		dst **clBlockOpt
+		dst **blockOpt
 	}{{message.Block1, &w.block1}, {message.Block2, &w.block2}} {
 		v, err := m.GetOptionUint32(o.id)
 		if errors.Is(err, message.ErrOptionNotFound) {
@@ -272,7 +272,7 @@ func clReadWire(m *pool.Message) (*clWireResponse, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: bad %s option: %w", ErrBadResponse, o.id, err)
 		}
-		b, err := clDecodeBlockOpt(v)
+		b, err := decodeBlockOpt(v)
 		if err != nil {
 			return nil, err
 		}
@@ -284,7 +284,7 @@ func clReadWire(m *pool.Message) (*clWireResponse, error) {
 	if m.Body() != nil {
 		p, err := m.ReadBody()
 		if err != nil {
-			return nil, fmt.Errorf("est: reading response body: %w", err)
+			return nil, fmt.Errorf("client: reading response body: %w", err)
 		}
 		w.payload = p
 	}

@@ -1,4 +1,4 @@
-package est
+package client
 
 import (
 	"context"
@@ -14,55 +14,55 @@ import (
 
 func TestRetryPolicy(t *testing.T) {
 	t.Parallel()
-	busy := func(maxAge time.Duration) *clResponse {
-		return &clResponse{code: codes.ServiceUnavailable, maxAge: maxAge, payload: []byte("pending approval")}
+	busy := func(maxAge time.Duration) *response {
+		return &response{code: codes.ServiceUnavailable, maxAge: maxAge, payload: []byte("pending approval")}
 	}
-	ok := &clResponse{code: codes.Changed, payload: []byte("cert")}
-	forbidden := &clResponse{code: codes.Forbidden, maxAge: DefaultMaxAge}
+	ok := &response{code: codes.Changed, payload: []byte("cert")}
+	forbidden := &response{code: codes.Forbidden, maxAge: DefaultMaxAge}
 	for _, tc := range []struct {
 		name       string
 		maxRetries int
 		maxWait    time.Duration
-		answers    []*clResponse
+		answers    []*response
 		wantSleeps []time.Duration
 		wantCode   codes.Code
 		wantErr    error
 	}{
 		{
 			name: "pending then issued", maxRetries: 3, maxWait: time.Minute,
-			answers:    []*clResponse{busy(5 * time.Second), busy(DefaultMaxAge), ok},
+			answers:    []*response{busy(5 * time.Second), busy(DefaultMaxAge), ok},
 			wantSleeps: []time.Duration{5 * time.Second, time.Minute}, wantCode: codes.Changed,
 		},
 		{
 			name: "max-age capped by MaxWait", maxRetries: 3, maxWait: 10 * time.Second,
-			answers:    []*clResponse{busy(time.Hour), ok},
+			answers:    []*response{busy(time.Hour), ok},
 			wantSleeps: []time.Duration{10 * time.Second}, wantCode: codes.Changed,
 		},
 		{
 			name: "max-age zero resends at once", maxRetries: 1, maxWait: time.Minute,
-			answers:    []*clResponse{busy(0), ok},
+			answers:    []*response{busy(0), ok},
 			wantSleeps: []time.Duration{0}, wantCode: codes.Changed,
 		},
 		{
 			name: "exhausted", maxRetries: 3, maxWait: time.Minute,
-			answers:    []*clResponse{busy(time.Second), busy(time.Second), busy(time.Second), busy(time.Second), ok},
+			answers:    []*response{busy(time.Second), busy(time.Second), busy(time.Second), busy(time.Second), ok},
 			wantSleeps: []time.Duration{time.Second, time.Second, time.Second}, wantErr: ErrRetriesExhausted,
 		},
 		{
 			name: "no retries", maxRetries: 0, maxWait: time.Minute,
-			answers: []*clResponse{busy(time.Second), ok}, wantErr: ErrRetriesExhausted,
+			answers: []*response{busy(time.Second), ok}, wantErr: ErrRetriesExhausted,
 		},
 		{
 			name: "other errors are not retried", maxRetries: 3, maxWait: time.Minute,
-			answers: []*clResponse{forbidden, ok}, wantCode: codes.Forbidden,
+			answers: []*response{forbidden, ok}, wantCode: codes.Forbidden,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var sleeps []time.Duration
-			p := clRetryPolicy{maxRetries: tc.maxRetries, maxWait: tc.maxWait,
+			p := retryPolicy{maxRetries: tc.maxRetries, maxWait: tc.maxWait,
 				sleep: func(_ context.Context, d time.Duration) error { sleeps = append(sleeps, d); return nil }}
 			n := 0
-			resp, err := p.run(context.Background(), slog.New(slog.DiscardHandler), "sen", func() (*clResponse, error) {
+			resp, err := p.run(context.Background(), slog.New(slog.DiscardHandler), "sen", func() (*response, error) {
 				n++
 				return tc.answers[n-1], nil
 			})
@@ -92,12 +92,12 @@ func TestRetryPolicy(t *testing.T) {
 func TestRetryPolicyContextDone(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
-	p := clRetryPolicy{maxRetries: 3, maxWait: time.Hour, sleep: clSleepCtx}
+	p := retryPolicy{maxRetries: 3, maxWait: time.Hour, sleep: sleepCtx}
 	n := 0
-	_, err := p.run(ctx, slog.New(slog.DiscardHandler), "sen", func() (*clResponse, error) {
+	_, err := p.run(ctx, slog.New(slog.DiscardHandler), "sen", func() (*response, error) {
 		n++
 		cancel()
-		return &clResponse{code: codes.ServiceUnavailable, maxAge: time.Hour}, nil
+		return &response{code: codes.ServiceUnavailable, maxAge: time.Hour}, nil
 	})
 	if !errors.Is(err, context.Canceled) || n != 1 {
 		t.Fatalf("err = %v after %d attempts, want context.Canceled after 1", err, n)
@@ -111,13 +111,13 @@ func TestRetryPolicyContextDone(t *testing.T) {
 func TestResponseErrorMessage(t *testing.T) {
 	t.Parallel()
 	e := &ResponseError{Resource: "sen", Code: codes.ServiceUnavailable, Diagnostic: "wait\x00", MaxAge: 30 * time.Second}
-	if got := e.Error(); got != `est: sen: server answered 5.03 ServiceUnavailable: "wait\x00" (retry after 30s)` {
+	if got := e.Error(); got != `client: sen: server answered 5.03 ServiceUnavailable: "wait\x00" (retry after 30s)` {
 		t.Errorf("Error() = %q", got)
 	}
-	if got := clDiagnostic([]byte("bad\x01csr\xff")); got != "bad?csr?" {
+	if got := diagnostic([]byte("bad\x01csr\xff")); got != "bad?csr?" {
 		t.Errorf("diagnostic = %q", got)
 	}
-	if got := clDiagnostic([]byte(strings.Repeat("x", 1000))); len(got) != 256 {
+	if got := diagnostic([]byte(strings.Repeat("x", 1000))); len(got) != 256 {
 		t.Errorf("diagnostic not bounded: %d", len(got))
 	}
 }
@@ -139,16 +139,16 @@ func TestSplitServer(t *testing.T) {
 		{"coaps://est.example:99999", "", "", false},
 		{"", "", "", false},
 	} {
-		host, hp, err := clSplitServer(tc.in)
+		host, hp, err := splitServer(tc.in)
 		if (err == nil) != tc.ok || host != tc.host || hp != tc.hostport {
-			t.Errorf("clSplitServer(%q) = %q, %q, %v", tc.in, host, hp, err)
+			t.Errorf("splitServer(%q) = %q, %q, %v", tc.in, host, hp, err)
 		}
 	}
 }
 
 func TestClientOptionsValidation(t *testing.T) {
 	t.Parallel()
-	_, err := ClientOptions{BlockSize: 100, Label: "a/b"}.withDefaults()
+	_, err := Options{BlockSize: 100, Label: "a/b"}.withDefaults()
 	if err == nil {
 		t.Fatal("no error")
 	}
@@ -158,24 +158,24 @@ func TestClientOptionsValidation(t *testing.T) {
 		}
 	}
 	for size, szx := range map[int]uint8{16: 0, 64: 2, 1024: 6} {
-		if got, err := clBlockSZX(size); err != nil || got != szx {
-			t.Errorf("clBlockSZX(%d) = %d, %v", size, got, err)
+		if got, err := blockSZX(size); err != nil || got != szx {
+			t.Errorf("blockSZX(%d) = %d, %v", size, got, err)
 		}
 	}
-	if _, err := clBlockSZX(2048); err == nil {
-		t.Error("clBlockSZX(2048) accepted")
+	if _, err := blockSZX(2048); err == nil {
+		t.Error("blockSZX(2048) accepted")
 	}
 }
 
 func TestBlockOption(t *testing.T) {
 	t.Parallel()
-	for _, b := range []clBlockOpt{{0, false, 0}, {1, true, 6}, {1<<20 - 1, true, 2}} {
-		got, err := clDecodeBlockOpt(b.value())
+	for _, b := range []blockOpt{{0, false, 0}, {1, true, 6}, {1<<20 - 1, true, 2}} {
+		got, err := decodeBlockOpt(b.value())
 		if err != nil || got != b {
 			t.Errorf("round trip %+v = %+v, %v", b, got, err)
 		}
 	}
-	if _, err := clDecodeBlockOpt(0x17); !errors.Is(err, ErrBadResponse) {
+	if _, err := decodeBlockOpt(0x17); !errors.Is(err, ErrBadResponse) {
 		t.Errorf("SZX 7 accepted: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package est
+package client
 
 import (
 	"context"
@@ -24,43 +24,43 @@ import (
 	"github.com/estca/estca/est/wire"
 )
 
-// Client defaults.
+// Defaults of Options.
 const (
-	// DefaultBlockSize is the block size used when ClientOptions.BlockSize is 0.
+	// DefaultBlockSize is the block size used when Options.BlockSize is 0.
 	DefaultBlockSize = 1024
-	// DefaultClientTimeout bounds one operation when ClientOptions.Timeout is 0.
-	DefaultClientTimeout = 30 * time.Second
-	// DefaultMaxRetries is the number of 5.03 retries when ClientOptions.MaxRetries is 0.
+	// DefaultTimeout bounds one operation when Options.Timeout is 0.
+	DefaultTimeout = 30 * time.Second
+	// DefaultMaxRetries is the number of 5.03 retries when Options.MaxRetries is 0.
 	DefaultMaxRetries = 3
-	// DefaultMaxWait caps one Max-Age wait when ClientOptions.MaxWait is 0.
+	// DefaultMaxWait caps one Max-Age wait when Options.MaxWait is 0.
 	DefaultMaxWait = 2 * time.Minute
 	// DefaultMaxAge is the Max-Age of a response without the option (RFC 7252 §5.10.5).
 	DefaultMaxAge = 60 * time.Second
-	// clMaxResponseBody bounds a reassembled Block2 response.
-	clMaxResponseBody = 1 << 20
+	// maxResponseBody bounds a reassembled Block2 response.
+	maxResponseBody = 1 << 20
 )
 
-// Client errors; the concrete errors wrap these sentinels.
+// Errors; the concrete errors wrap these sentinels.
 var (
 	// ErrHandshake is matched (errors.Is) by every *HandshakeError.
-	ErrHandshake = errors.New("est: dtls handshake failed")
+	ErrHandshake = errors.New("client: dtls handshake failed")
 	// ErrRetriesExhausted is returned when the server still answered 5.03
-	// after ClientOptions.MaxRetries resends (RFC 9148 §4.7).
-	ErrRetriesExhausted = errors.New("est: server still busy")
+	// after Options.MaxRetries resends (RFC 9148 §4.7).
+	ErrRetriesExhausted = errors.New("client: server still busy")
 	// ErrBadResponse is a response that violates RFC 9148 or RFC 7959: wrong
 	// Content-Format, inconsistent blocks, oversized body.
-	ErrBadResponse = errors.New("est: bad response")
+	ErrBadResponse = errors.New("client: bad response")
 	// ErrCertMismatch means the certificate returned for a CSR does not carry
 	// the CSR's public key.
-	ErrCertMismatch = errors.New("est: certificate does not match the CSR public key")
+	ErrCertMismatch = errors.New("client: certificate does not match the CSR public key")
 	// ErrTrustUpdate means the new trust anchors do not validate the current
 	// server certificate (RFC 9148 §9.1); the old anchors stay in force.
-	ErrTrustUpdate = errors.New("est: new trust anchors do not validate the server")
+	ErrTrustUpdate = errors.New("client: new trust anchors do not validate the server")
 )
 
-// ClientOptions configures Dial. The zero value of every field has a documented
+// Options configures Dial. The zero value of every field has a documented
 // default; Server, Certificate and Roots are required.
-type ClientOptions struct {
+type Options struct {
 	// Server is "coaps://host:port", "coaps://host", "host:port" or "host";
 	// the default port is wire.DefaultPort (5684).
 	Server string
@@ -83,7 +83,7 @@ type ClientOptions struct {
 	// (RFC 9148 §3; pion follows the client's order, so offer one by default).
 	CipherSuites []dtls.CipherSuiteID
 	// Timeout bounds the handshake and each attempt of an operation (all its
-	// blocks); 0 means DefaultClientTimeout. The waits after a 5.03 are
+	// blocks); 0 means DefaultTimeout. The waits after a 5.03 are
 	// bounded by MaxRetries and MaxWait, and everything by the caller's context.
 	Timeout time.Duration
 	// MaxRetries bounds the resends after a 5.03 (RFC 9148 §4.7); 0 means
@@ -95,19 +95,19 @@ type ClientOptions struct {
 	Logger *slog.Logger
 }
 
-// Client is an EST-coaps client (RFC 9148) over one DTLS 1.2 session. It is
+// Conn is an EST-coaps client (RFC 9148) over one DTLS 1.2 session. It is
 // safe for concurrent use; go-coap sends one request of a session at a time,
 // so concurrent operations interleave message by message (NSTART 1,
 // RFC 7252 §4.7). Each block-wise request body has its own Request-Tag.
-type Client struct {
-	opts   ClientOptions
+type Conn struct {
+	opts   Options
 	root   string
 	szx    uint8
 	dconn  *dtls.Conn
 	conn   *udpclient.Conn
 	stop   context.CancelFunc
 	log    *slog.Logger
-	policy clRetryPolicy
+	policy retryPolicy
 
 	mu    sync.Mutex
 	roots *x509.CertPool
@@ -125,7 +125,7 @@ type HandshakeError struct {
 
 // Error implements error.
 func (e *HandshakeError) Error() string {
-	return fmt.Sprintf("est: dtls handshake with %s failed: %s: %v", e.Server, e.Reason, e.Err)
+	return fmt.Sprintf("client: dtls handshake with %s failed: %s: %v", e.Server, e.Reason, e.Err)
 }
 
 // Unwrap returns the underlying error.
@@ -149,7 +149,7 @@ type ResponseError struct {
 
 // Error implements error.
 func (e *ResponseError) Error() string {
-	s := fmt.Sprintf("est: %s: server answered %d.%02d %s", e.Resource, e.Code>>5, e.Code&0x1f, e.Code)
+	s := fmt.Sprintf("client: %s: server answered %d.%02d %s", e.Resource, e.Code>>5, e.Code&0x1f, e.Code)
 	if e.Diagnostic != "" {
 		s += ": " + strconv.Quote(e.Diagnostic)
 	}
@@ -160,30 +160,30 @@ func (e *ResponseError) Error() string {
 }
 
 // blockSZX maps a block size to its SZX (RFC 7959 §2.2).
-func clBlockSZX(size int) (uint8, error) {
+func blockSZX(size int) (uint8, error) {
 	for szx := uint8(0); szx <= 6; szx++ {
 		if 16<<szx == size {
 			return szx, nil
 		}
 	}
-	return 0, fmt.Errorf("est: block size %d is not a power of two in 16..1024", size)
+	return 0, fmt.Errorf("client: block size %d is not a power of two in 16..1024", size)
 }
 
 // splitServer returns host and host:port of a coaps URI or address.
-func clSplitServer(server string) (host, hostport string, err error) {
+func splitServer(server string) (host, hostport string, err error) {
 	s := strings.TrimPrefix(server, "coaps://")
 	if i := strings.IndexByte(s, '/'); i >= 0 {
 		if s[i:] != "/" {
-			return "", "", fmt.Errorf("est: server %q: a path is not allowed (use Label)", server)
+			return "", "", fmt.Errorf("client: server %q: a path is not allowed (use Label)", server)
 		}
 		s = s[:i]
 	}
 	if s == "" {
-		return "", "", fmt.Errorf("est: server address is empty")
+		return "", "", fmt.Errorf("client: server address is empty")
 	}
 	if h, p, err := net.SplitHostPort(s); err == nil {
 		if _, err := strconv.ParseUint(p, 10, 16); err != nil {
-			return "", "", fmt.Errorf("est: server %q: bad port", server)
+			return "", "", fmt.Errorf("client: server %q: bad port", server)
 		}
 		return h, s, nil
 	}
@@ -191,31 +191,31 @@ func clSplitServer(server string) (host, hostport string, err error) {
 	return h, net.JoinHostPort(h, strconv.Itoa(wire.DefaultPort)), nil
 }
 
-func (o ClientOptions) withDefaults() (ClientOptions, error) {
+func (o Options) withDefaults() (Options, error) {
 	var problems []error
 	if o.Server == "" {
-		problems = append(problems, errors.New("est: client: Server is required"))
+		problems = append(problems, errors.New("client: Server is required"))
 	}
 	if len(o.Certificate.Certificate) == 0 || o.Certificate.PrivateKey == nil {
-		problems = append(problems, errors.New("est: client: Certificate with a private key is required (RFC 9148 §3)"))
+		problems = append(problems, errors.New("client: Certificate with a private key is required (RFC 9148 §3)"))
 	}
 	if o.Roots == nil {
-		problems = append(problems, errors.New("est: client: Roots (explicit trust anchors) are required"))
+		problems = append(problems, errors.New("client: Roots (explicit trust anchors) are required"))
 	}
 	if strings.ContainsAny(o.Label, "/?#") {
-		problems = append(problems, fmt.Errorf("est: client: label %q must be one path segment", o.Label))
+		problems = append(problems, fmt.Errorf("client: label %q must be one path segment", o.Label))
 	}
 	if o.BlockSize == 0 {
 		o.BlockSize = DefaultBlockSize
 	}
-	if _, err := clBlockSZX(o.BlockSize); err != nil {
+	if _, err := blockSZX(o.BlockSize); err != nil {
 		problems = append(problems, err)
 	}
 	if len(o.CipherSuites) == 0 {
 		o.CipherSuites = []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8}
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = DefaultClientTimeout
+		o.Timeout = DefaultTimeout
 	}
 	if o.MaxRetries == 0 {
 		o.MaxRetries = DefaultMaxRetries
@@ -235,26 +235,26 @@ func (o ClientOptions) withDefaults() (ClientOptions, error) {
 // handshake before returning, so that a rejected client certificate or an
 // untrusted server shows as a *HandshakeError here rather than on the first
 // request. The context bounds the handshake.
-func Dial(ctx context.Context, o ClientOptions) (*Client, error) {
+func Dial(ctx context.Context, o Options) (*Conn, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	host, hostport, err := clSplitServer(o.Server)
+	host, hostport, err := splitServer(o.Server)
 	if err != nil {
 		return nil, err
 	}
 	if o.ServerName == "" {
 		o.ServerName = host
 	}
-	szx, _ := clBlockSZX(o.BlockSize)
-	c := &Client{
+	szx, _ := blockSZX(o.BlockSize)
+	c := &Conn{
 		opts:   o,
 		root:   wire.WellKnownRoot,
 		szx:    szx,
 		log:    o.Logger,
 		roots:  o.Roots,
-		policy: clRetryPolicy{maxRetries: o.MaxRetries, maxWait: o.MaxWait, sleep: clSleepCtx},
+		policy: retryPolicy{maxRetries: o.MaxRetries, maxWait: o.MaxWait, sleep: sleepCtx},
 	}
 	if o.Label != "" {
 		c.root = wire.LabelRoot + "/" + o.Label
@@ -265,7 +265,7 @@ func Dial(ctx context.Context, o ClientOptions) (*Client, error) {
 	var d net.Dialer
 	udp, err := d.DialContext(ctx, "udp", hostport)
 	if err != nil {
-		return nil, fmt.Errorf("est: dial %s: %w", hostport, err)
+		return nil, fmt.Errorf("client: dial %s: %w", hostport, err)
 	}
 	dconn, err := dtls.ClientWithOptions(dtlsnet.PacketConnFromConn(udp), udp.RemoteAddr(),
 		dtls.WithCertificates(o.Certificate),
@@ -277,11 +277,11 @@ func Dial(ctx context.Context, o ClientOptions) (*Client, error) {
 	)
 	if err != nil {
 		_ = udp.Close()
-		return nil, fmt.Errorf("est: dtls client: %w", err)
+		return nil, fmt.Errorf("client: dtls client: %w", err)
 	}
 	if err := dconn.HandshakeContext(ctx); err != nil {
 		_ = dconn.Close()
-		return nil, &HandshakeError{Server: hostport, Reason: clHandshakeReason(ctx, err), Err: err}
+		return nil, &HandshakeError{Server: hostport, Reason: handshakeReason(ctx, err), Err: err}
 	}
 	c.dconn = dconn
 	// go-coap's default periodic runner (retransmissions, expiries) sleeps
@@ -312,7 +312,7 @@ func Dial(ctx context.Context, o ClientOptions) (*Client, error) {
 }
 
 // handshakeReason turns pion and x509 errors into an actionable reason.
-func clHandshakeReason(ctx context.Context, err error) string {
+func handshakeReason(ctx context.Context, err error) string {
 	var unknownAuthority x509.UnknownAuthorityError
 	var invalid x509.CertificateInvalidError
 	var hostname x509.HostnameError
@@ -343,7 +343,7 @@ func clHandshakeReason(ctx context.Context, err error) string {
 }
 
 // Close ends the DTLS session (sending close_notify) and releases the socket.
-func (c *Client) Close() error {
+func (c *Conn) Close() error {
 	err := c.conn.Close()
 	c.stop()
 	return err
@@ -351,23 +351,23 @@ func (c *Client) Close() error {
 
 // ConnectionState returns the DTLS state of the session (peer certificates,
 // cipher suite).
-func (c *Client) ConnectionState() (dtls.State, bool) {
+func (c *Conn) ConnectionState() (dtls.State, bool) {
 	return c.dconn.ConnectionState()
 }
 
 // Roots returns the trust anchors currently in force (updated by UpdateTrust).
-func (c *Client) Roots() *x509.CertPool {
+func (c *Conn) Roots() *x509.CertPool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.roots
 }
 
 // path returns the request path of an EST resource.
-func (c *Client) path(resource string) string {
+func (c *Conn) path(resource string) string {
 	return c.root + "/" + resource
 }
 
 // opContext applies the client's Timeout to ctx.
-func (c *Client) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+func (c *Conn) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, c.opts.Timeout)
 }

@@ -1,11 +1,10 @@
-package est
+package bench
 
 import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -19,30 +18,34 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/estca/estca/est/client"
 	"github.com/estca/estca/est/wire"
 )
 
-// Bench modes.
+// Modes.
 const (
-	// BenchEnroll: every enrollment on a new DTLS session (handshake included).
-	BenchEnroll = "sen"
-	// BenchEnrollReuse: many enrollments over one DTLS session per worker.
-	BenchEnrollReuse = "sen-reuse"
-	// BenchCACerts: GET /crts over one DTLS session per worker.
-	BenchCACerts = "crts"
+	// ModeEnroll: every enrollment on a new DTLS session (handshake included).
+	ModeEnroll = "sen"
+	// ModeEnrollReuse: many enrollments over one DTLS session per worker.
+	ModeEnrollReuse = "sen-reuse"
+	// ModeCACerts: GET /crts over one DTLS session per worker.
+	ModeCACerts = "crts"
 )
 
-// BenchOptions configures Bench.
-type BenchOptions struct {
-	// Server, Label, Certificate, Roots, ServerName and BlockSize are as in
-	// ClientOptions.
-	Server      string
-	Label       string
-	Certificate tls.Certificate
-	Roots       *x509.CertPool
-	ServerName  string
-	BlockSize   int
-	// Mode is BenchEnroll, BenchEnrollReuse or BenchCACerts.
+// DefaultTimeout bounds one operation, handshake included, when
+// Options.Client.Timeout is 0.
+const DefaultTimeout = 10 * time.Second
+
+// Options configures Run.
+type Options struct {
+	// Client is how every worker connects (server, label, identity, trust
+	// anchors, server name, block size, cipher suites, logger), as for
+	// client.Dial, with two differences: Timeout bounds one operation,
+	// handshake included, and 0 means DefaultTimeout; and a 5.03 is counted
+	// as an error, never retried (MaxRetries and MaxWait are ignored), so
+	// that the report measures the server rather than Max-Age waits.
+	Client client.Options
+	// Mode is ModeEnroll, ModeEnrollReuse or ModeCACerts.
 	Mode string
 	// Workers is the number of concurrent clients; 0 means 1.
 	Workers int
@@ -50,16 +53,14 @@ type BenchOptions struct {
 	Duration time.Duration
 	// CSRs is the number of distinct CSRs (each with its own P-256 key)
 	// prepared before the timed loop; 0 means 400 per worker-second, at most
-	// 100000. A run that uses them all stops early (BenchReport.Exhausted).
+	// 100000. A run that uses them all stops early (Report.Exhausted).
 	// Preparing costs CPU the server also needs on a small machine, which is
 	// why it happens before the clock starts.
 	CSRs int
-	// Timeout bounds one operation (handshake included); 0 means 10 s.
-	Timeout time.Duration
 }
 
-// BenchReport is the outcome of Bench.
-type BenchReport struct {
+// Report is the outcome of Run.
+type Report struct {
 	Mode     string
 	Workers  int
 	Prepared int           // CSRs prepared before the timed loop
@@ -80,7 +81,7 @@ type BenchReport struct {
 }
 
 // ErrorCount is the total number of failed operations.
-func (r *BenchReport) ErrorCount() int {
+func (r *Report) ErrorCount() int {
 	n := 0
 	for _, v := range r.Errors {
 		n += v
@@ -89,15 +90,15 @@ func (r *BenchReport) ErrorCount() int {
 }
 
 // Format writes a human-readable report, for `estca bench`.
-func (r *BenchReport) Format(w io.Writer) error {
+func (r *Report) Format(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "mode %s, %d workers, %s\n", r.Mode, r.Workers, r.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(&b, "ops %d (%.1f/s), errors %d", r.Ops, r.OpsPerSec, r.ErrorCount())
-	if r.Mode != BenchCACerts {
+	if r.Mode != ModeCACerts {
 		fmt.Fprintf(&b, ", certificates verified %d of %d prepared CSRs", r.Verified, r.Prepared)
 	}
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "latency p50 %s p90 %s p99 %s max %s\n", benchDur(r.P50), benchDur(r.P90), benchDur(r.P99), benchDur(r.Max))
+	fmt.Fprintf(&b, "latency p50 %s p90 %s p99 %s max %s\n", roundDur(r.P50), roundDur(r.P90), roundDur(r.P99), roundDur(r.Max))
 	keys := make([]string, 0, len(r.Errors))
 	for k := range r.Errors {
 		keys = append(keys, k)
@@ -113,34 +114,34 @@ func (r *BenchReport) Format(w io.Writer) error {
 	return err
 }
 
-func benchDur(d time.Duration) string {
+func roundDur(d time.Duration) string {
 	return d.Round(10 * time.Microsecond).String()
 }
 
-// benchCSR is one prepared enrollment request.
-type benchCSR struct {
+// preparedCSR is one prepared enrollment request.
+type preparedCSR struct {
 	der []byte
 	pub []byte // SubjectPublicKeyInfo
 }
 
-// benchResult is what a worker collected.
-type benchResult struct {
+// result is what a worker collected.
+type result struct {
 	latencies []time.Duration
 	errors    map[string]int
 	certs     []*x509.Certificate
 	csrs      []int
 }
 
-// Bench runs a load test against an EST-coaps server: Workers clients for
+// Run runs a load test against an EST-coaps server: Workers clients for
 // Duration, in Mode. It first fetches the CA certificates (to verify the issued
 // certificates against the chain) and prepares the CSRs; then it runs the timed
 // loop; then it verifies every issued certificate against its CSR's public key
 // and the CA chain, counting mismatches as "verify" errors.
-func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
+func Run(ctx context.Context, o Options) (*Report, error) {
 	switch o.Mode {
-	case BenchEnroll, BenchEnrollReuse, BenchCACerts:
+	case ModeEnroll, ModeEnrollReuse, ModeCACerts:
 	default:
-		return nil, fmt.Errorf("est: bench: unknown mode %q (sen, sen-reuse, crts)", o.Mode)
+		return nil, fmt.Errorf("bench: unknown mode %q (sen, sen-reuse, crts)", o.Mode)
 	}
 	if o.Workers <= 0 {
 		o.Workers = 1
@@ -148,27 +149,25 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	if o.Duration <= 0 {
 		o.Duration = 10 * time.Second
 	}
-	if o.Timeout <= 0 {
-		o.Timeout = 10 * time.Second
+	copts := o.Client
+	if copts.Timeout <= 0 {
+		copts.Timeout = DefaultTimeout
 	}
-	copts := ClientOptions{
-		Server: o.Server, Label: o.Label, Certificate: o.Certificate, Roots: o.Roots,
-		ServerName: o.ServerName, BlockSize: o.BlockSize, Timeout: o.Timeout, MaxRetries: -1,
-	}
+	copts.MaxRetries, copts.MaxWait = -1, 0
 
 	// The CA chain, for verification after the timed loop.
-	c, err := Dial(ctx, copts)
+	c, err := client.Dial(ctx, copts)
 	if err != nil {
-		return nil, fmt.Errorf("est: bench: %w", err)
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	caCerts, _, err := c.CACerts(ctx, wire.FormatCertsOnly)
 	_ = c.Close()
 	if err != nil {
-		return nil, fmt.Errorf("est: bench: fetching CA certificates: %w", err)
+		return nil, fmt.Errorf("bench: fetching CA certificates: %w", err)
 	}
 
-	var csrs []benchCSR
-	if o.Mode != BenchCACerts {
+	var csrs []preparedCSR
+	if o.Mode != ModeCACerts {
 		n := o.CSRs
 		if n <= 0 {
 			n = min(100000, max(100, int(o.Duration.Seconds()*400)*o.Workers))
@@ -182,22 +181,22 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	var exhausted atomic.Bool
 	loopCtx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
-	results := make([]benchResult, o.Workers)
+	results := make([]result, o.Workers)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for w := range o.Workers {
 		wg.Go(func() {
-			results[w] = benchWorker(loopCtx, ctx, o, copts, csrs, &next, &exhausted)
+			results[w] = worker(loopCtx, ctx, o, copts, csrs, &next, &exhausted)
 		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 
-	rep := &BenchReport{Mode: o.Mode, Workers: o.Workers, Prepared: len(csrs), Elapsed: elapsed,
+	rep := &Report{Mode: o.Mode, Workers: o.Workers, Prepared: len(csrs), Elapsed: elapsed,
 		Errors: map[string]int{}, Exhausted: exhausted.Load()}
 	var lat []time.Duration
 	bad := 0
-	verifier := newBenchVerifier(caCerts)
+	verifier := newVerifier(caCerts)
 	for _, r := range results {
 		lat = append(lat, r.latencies...)
 		for k, v := range r.errors {
@@ -227,13 +226,13 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	return rep, nil
 }
 
-// benchWorker runs operations until loopCtx ends. Operations run under ctx
+// worker runs operations until loopCtx ends. Operations run under ctx
 // (not loopCtx) with their own timeout so that the end of the run does not
 // turn in-flight operations into errors.
-func benchWorker(loopCtx, ctx context.Context, o BenchOptions, copts ClientOptions, csrs []benchCSR,
-	next *atomic.Int64, exhausted *atomic.Bool) benchResult {
-	r := benchResult{errors: map[string]int{}}
-	var c *Client
+func worker(loopCtx, ctx context.Context, o Options, copts client.Options, csrs []preparedCSR,
+	next *atomic.Int64, exhausted *atomic.Bool) result {
+	r := result{errors: map[string]int{}}
+	var c *client.Conn
 	defer func() {
 		if c != nil {
 			_ = c.Close()
@@ -241,24 +240,24 @@ func benchWorker(loopCtx, ctx context.Context, o BenchOptions, copts ClientOptio
 	}()
 	for loopCtx.Err() == nil {
 		idx := -1
-		if o.Mode != BenchCACerts {
+		if o.Mode != ModeCACerts {
 			idx = int(next.Add(1) - 1)
 			if idx >= len(csrs) {
 				exhausted.Store(true)
 				return r
 			}
 		}
-		opCtx, cancel := context.WithTimeout(ctx, o.Timeout)
+		opCtx, cancel := context.WithTimeout(ctx, copts.Timeout)
 		t0 := time.Now()
 		err := func() error {
 			if c == nil {
 				var err error
-				if c, err = Dial(opCtx, copts); err != nil {
+				if c, err = client.Dial(opCtx, copts); err != nil {
 					return err
 				}
 			}
 			switch o.Mode {
-			case BenchCACerts:
+			case ModeCACerts:
 				_, _, err := c.CACerts(opCtx, wire.FormatCertsOnly)
 				return err
 			default:
@@ -272,13 +271,13 @@ func benchWorker(loopCtx, ctx context.Context, o BenchOptions, copts ClientOptio
 		}()
 		d := time.Since(t0)
 		cancel()
-		if o.Mode == BenchEnroll || (err != nil && c != nil && !benchIsResponseError(err)) {
+		if o.Mode == ModeEnroll || (err != nil && c != nil && !isResponseError(err)) {
 			// A fresh session per enrollment; or a broken session.
 			_ = c.Close()
 			c = nil
 		}
 		if err != nil {
-			r.errors[benchErrorKind(err)]++
+			r.errors[errorKind(err)]++
 			continue
 		}
 		r.latencies = append(r.latencies, d)
@@ -286,20 +285,20 @@ func benchWorker(loopCtx, ctx context.Context, o BenchOptions, copts ClientOptio
 	return r
 }
 
-func benchIsResponseError(err error) bool {
-	var re *ResponseError
+func isResponseError(err error) bool {
+	var re *client.ResponseError
 	return errors.As(err, &re)
 }
 
-// benchErrorKind classifies an operation error for the report.
-func benchErrorKind(err error) string {
-	var re *ResponseError
+// errorKind classifies an operation error for the report.
+func errorKind(err error) string {
+	var re *client.ResponseError
 	switch {
 	case errors.As(err, &re):
 		return fmt.Sprintf("coap %d.%02d", re.Code>>5, re.Code&0x1f)
-	case errors.Is(err, ErrHandshake):
+	case errors.Is(err, client.ErrHandshake):
 		return "handshake"
-	case errors.Is(err, ErrCertMismatch):
+	case errors.Is(err, client.ErrCertMismatch):
 		return "verify"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
@@ -310,8 +309,8 @@ func benchErrorKind(err error) string {
 
 // prepareCSRs makes n CSRs, each with its own P-256 key and subject, using
 // the available CPUs.
-func prepareCSRs(ctx context.Context, n int) ([]benchCSR, error) {
-	out := make([]benchCSR, n)
+func prepareCSRs(ctx context.Context, n int) ([]preparedCSR, error) {
+	out := make([]preparedCSR, n)
 	run := time.Now().UnixNano()
 	var next atomic.Int64
 	var firstErr error
@@ -334,13 +333,13 @@ func prepareCSRs(ctx context.Context, n int) ([]benchCSR, error) {
 					if der, err = x509.CreateCertificateRequest(rand.Reader, tmpl, key); err == nil {
 						var csr *x509.CertificateRequest
 						if csr, err = x509.ParseCertificateRequest(der); err == nil {
-							out[i] = benchCSR{der: der, pub: csr.RawSubjectPublicKeyInfo}
+							out[i] = preparedCSR{der: der, pub: csr.RawSubjectPublicKeyInfo}
 							continue
 						}
 					}
 				}
 				mu.Lock()
-				firstErr = clCmpErr(firstErr, err)
+				firstErr = keepFirst(firstErr, err)
 				mu.Unlock()
 				return
 			}
@@ -348,27 +347,27 @@ func prepareCSRs(ctx context.Context, n int) ([]benchCSR, error) {
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return nil, fmt.Errorf("est: bench: preparing CSRs: %w", firstErr)
+		return nil, fmt.Errorf("bench: preparing CSRs: %w", firstErr)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("est: bench: preparing CSRs: %w", err)
+		return nil, fmt.Errorf("bench: preparing CSRs: %w", err)
 	}
 	return out, nil
 }
 
-func clCmpErr(have, err error) error {
+func keepFirst(have, err error) error {
 	if have != nil {
 		return have
 	}
 	return err
 }
 
-// benchVerifier checks issued certificates against the /crts chain.
-type benchVerifier struct {
+// verifier checks issued certificates against the /crts chain.
+type verifier struct {
 	opts x509.VerifyOptions
 }
 
-func newBenchVerifier(caCerts []*x509.Certificate) *benchVerifier {
+func newVerifier(caCerts []*x509.Certificate) *verifier {
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
 	for _, c := range caCerts {
 		if string(c.RawSubject) == string(c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
@@ -377,19 +376,19 @@ func newBenchVerifier(caCerts []*x509.Certificate) *benchVerifier {
 			inter.AddCert(c)
 		}
 	}
-	return &benchVerifier{opts: x509.VerifyOptions{
+	return &verifier{opts: x509.VerifyOptions{
 		Roots: roots, Intermediates: inter,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}}
 }
 
 // verify checks that cert carries spki and chains to the CA.
-func (v *benchVerifier) verify(cert *x509.Certificate, spki []byte) error {
+func (v *verifier) verify(cert *x509.Certificate, spki []byte) error {
 	if string(cert.RawSubjectPublicKeyInfo) != string(spki) {
-		return ErrCertMismatch
+		return client.ErrCertMismatch
 	}
 	if _, err := cert.Verify(v.opts); err != nil {
-		return fmt.Errorf("est: bench: issued certificate does not verify: %w", err)
+		return fmt.Errorf("bench: issued certificate does not verify: %w", err)
 	}
 	return nil
 }

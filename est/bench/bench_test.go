@@ -1,0 +1,115 @@
+package bench
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/estca/estca/est/client"
+	"github.com/estca/estca/est/esttest"
+	"github.com/estca/estca/policy/pkitest"
+)
+
+func TestRunAgainstPeer(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{ModeEnroll, ModeEnrollReuse, ModeCACerts} {
+		t.Run(mode, func(t *testing.T) {
+			env := esttest.NewEnv(t, 1024)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			rep, err := Run(ctx, Options{
+				Client: peerClient(env), Mode: mode, Workers: 2, Duration: 300 * time.Millisecond, CSRs: 2000,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			if err := rep.Format(&out); err != nil {
+				t.Fatal(err)
+			}
+			t.Log("\n" + out.String())
+			if rep.ErrorCount() != 0 || rep.Ops == 0 || rep.P50 <= 0 || rep.P99 < rep.P50 || rep.Max < rep.P99 {
+				t.Fatalf("report %+v", rep)
+			}
+			if mode != ModeCACerts && rep.Verified != rep.Ops {
+				t.Fatalf("verified %d of %d", rep.Verified, rep.Ops)
+			}
+			if !strings.Contains(out.String(), "mode "+mode) || !strings.Contains(out.String(), "p99") {
+				t.Errorf("format output %q", out.String())
+			}
+		})
+	}
+}
+
+func TestRunCountsBadCertificates(t *testing.T) {
+	t.Parallel()
+	t.Run("key mismatch", func(t *testing.T) {
+		t.Parallel()
+		env := esttest.NewEnv(t, 1024)
+		env.Peer.SetWrongKey(true)
+		rep := runPeer(t, env, ModeEnrollReuse, 50)
+		if rep.Errors["verify"] == 0 || rep.Verified != 0 || rep.Ops != 0 {
+			t.Fatalf("report %+v, want only verify errors", rep)
+		}
+	})
+	t.Run("wrong chain", func(t *testing.T) {
+		t.Parallel()
+		env := esttest.NewEnv(t, 1024)
+		// /crts names another CA than the one that signs.
+		env.Peer.SetChain(pkitest.NewCA(t, "other").Cert)
+		rep := runPeer(t, env, ModeEnroll, 50)
+		if rep.Errors["verify"] == 0 || rep.Verified != 0 || rep.Ops != 0 {
+			t.Fatalf("report %+v, want only verify errors", rep)
+		}
+	})
+	t.Run("5.03 counted, not retried", func(t *testing.T) {
+		t.Parallel()
+		env := esttest.NewEnv(t, 1024)
+		env.Peer.SetBusy(3)
+		o := peerClient(env)
+		o.MaxRetries, o.MaxWait = 5, time.Hour // ignored by Run
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		rep, err := Run(ctx, Options{Client: o, Mode: ModeEnrollReuse, Workers: 1, Duration: 5 * time.Second, CSRs: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Errors["coap 5.03"] != 3 || rep.ErrorCount() != 3 || rep.Ops != 7 || rep.Verified != 7 || !rep.Exhausted {
+			t.Fatalf("report %+v, want three 5.03 errors and 7 verified", rep)
+		}
+	})
+	t.Run("exhausted", func(t *testing.T) {
+		t.Parallel()
+		env := esttest.NewEnv(t, 1024)
+		rep := runPeer(t, env, ModeEnrollReuse, 5)
+		if !rep.Exhausted || rep.Ops != 5 || rep.Verified != 5 || rep.ErrorCount() != 0 {
+			t.Fatalf("report %+v, want 5 verified and exhausted", rep)
+		}
+	})
+}
+
+func runPeer(t *testing.T, env *esttest.Env, mode string, csrs int) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, Options{
+		Client: peerClient(env), Mode: mode, Workers: 2, Duration: 2 * time.Second, CSRs: csrs,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+func TestRunOptions(t *testing.T) {
+	t.Parallel()
+	if _, err := Run(context.Background(), Options{Mode: "nope"}); err == nil {
+		t.Fatal("unknown mode accepted")
+	}
+}
+
+// peerClient are client options for env's peer and device.
+func peerClient(env *esttest.Env) client.Options {
+	return client.Options{Server: env.Peer.URL(), Certificate: env.Device, Roots: env.Roots}
+}
