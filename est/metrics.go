@@ -10,17 +10,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Metrics are the server's Prometheus metrics, in their own registry (no
-// global registration). The methods are safe for concurrent use and are
-// no-ops on a nil *Metrics.
+// Metrics are the EST front end's Prometheus metrics, in their own registry
+// (no global registration): requests by resource and code, refused
+// handshakes by reason, the latency of the authority's Enroll as the front
+// end sees it, and open sessions. Metrics of other components (HSM latency,
+// pending approvals) are not here: the program that wires them registers its
+// own collectors in Registry. The methods are safe for concurrent use and
+// are no-ops on a nil *Metrics.
+//
+//	estca_est_requests_total{resource,code}      counter
+//	estca_est_handshake_failures_total{reason}   counter
+//	estca_est_issuance_seconds{outcome}          histogram
+//	estca_est_sessions_active                    gauge
 type Metrics struct {
 	reg               *prometheus.Registry
 	requests          *prometheus.CounterVec
 	handshakeFailures *prometheus.CounterVec
 	issuance          *prometheus.HistogramVec
 	sessions          prometheus.Gauge
-	hsm               *prometheus.HistogramVec
-	pending           prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them in a new registry.
@@ -44,40 +51,18 @@ func NewMetrics() *Metrics {
 			Namespace: "estca", Subsystem: "est", Name: "sessions_active",
 			Help: "DTLS sessions currently open (handshaking or established).",
 		}),
-		hsm: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "estca", Subsystem: "hsm", Name: "operation_seconds",
-			Help:    "Latency of HSM operations, fed by the caller.",
-			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 14),
-		}, []string{"op"}),
-		pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "estca", Subsystem: "ca", Name: "pending_requests",
-			Help: "Enrollment requests waiting for approval, fed by the caller.",
-		}),
 	}
-	m.reg.MustRegister(m.requests, m.handshakeFailures, m.issuance, m.sessions, m.hsm, m.pending)
+	m.reg.MustRegister(m.requests, m.handshakeFailures, m.issuance, m.sessions)
 	return m
 }
 
-// Registry returns the registry holding the metrics, e.g. to add collectors.
+// Registry returns the registry holding the metrics, for the program to add
+// the collectors of the other components it serves on the same endpoint.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // Handler serves the metrics in the Prometheus exposition format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
-}
-
-// ObserveHSM records the latency of one HSM operation (e.g. "sign").
-func (m *Metrics) ObserveHSM(op string, d time.Duration) {
-	if m != nil {
-		m.hsm.WithLabelValues(op).Observe(d.Seconds())
-	}
-}
-
-// SetPending sets the number of requests waiting for approval.
-func (m *Metrics) SetPending(n int) {
-	if m != nil {
-		m.pending.Set(float64(n))
-	}
 }
 
 // codeString renders a CoAP code as "c.dd" (RFC 7252 §3).

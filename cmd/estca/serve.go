@@ -46,19 +46,23 @@ func serveCommand() *command {
 // timedSigner reports the latency of every HSM signature to the metrics.
 type timedSigner struct {
 	crypto.Signer
-	m *est.Metrics
+	m *applianceMetrics
 }
 
 func (s timedSigner) Sign(r io.Reader, digest []byte, o crypto.SignerOpts) ([]byte, error) {
 	start := time.Now()
 	sig, err := s.Signer.Sign(r, digest, o)
-	s.m.ObserveHSM("sign", time.Since(start))
+	s.m.observeHSM("sign", time.Since(start))
 	return sig, err
 }
 
 func serve(ctx context.Context, a *app, cfg *Config) error {
 	metrics := est.NewMetrics()
-	x, err := openAuthority(cfg, func(s crypto.Signer) crypto.Signer { return timedSigner{s, metrics} })
+	appMetrics, err := newApplianceMetrics(metrics.Registry())
+	if err != nil {
+		return err
+	}
+	x, err := openAuthority(cfg, func(s crypto.Signer) crypto.Signer { return timedSigner{s, appMetrics} })
 	if err != nil {
 		return err
 	}
@@ -174,7 +178,7 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 				a.log.Error("signing the audit head", "err", err)
 			}
 			if reqs, err := x.db.Requests(store.StatePending); err == nil {
-				metrics.SetPending(len(reqs))
+				appMetrics.setPending(len(reqs))
 			}
 		}
 	}

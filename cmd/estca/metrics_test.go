@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/estca/estca/est"
+	"github.com/estca/estca/est/client"
+	"github.com/estca/estca/est/wire"
+	"github.com/estca/estca/policy/pkitest"
+)
+
+// TestApplianceMetrics: the appliance's metrics register next to the EST
+// front end's under their names, a second registration fails rather than
+// double counting, and a nil set is a no-op.
+func TestApplianceMetrics(t *testing.T) {
+	t.Parallel()
+	front := est.NewMetrics()
+	m, err := newApplianceMetrics(front.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.observeHSM("sign", 3*time.Millisecond)
+	m.setPending(4)
+	rec := httptest.NewRecorder()
+	front.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`estca_hsm_operation_seconds_count{op="sign"} 1`, "estca_ca_pending_requests 4", "estca_est_sessions_active 0"} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, rec.Body.String())
+		}
+	}
+	if _, err := newApplianceMetrics(front.Registry()); err == nil {
+		t.Error("registered twice in one registry")
+	}
+	var none *applianceMetrics
+	none.observeHSM("sign", time.Second)
+	none.setPending(1)
+}
+
+var metricsLine = regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+
+// TestServeMetrics: the metrics endpoint of a real `estca serve` carries the
+// front end's request counts and the HSM signing latency of a real
+// enrollment, and the pending-approval gauge.
+func TestServeMetrics(t *testing.T) {
+	dir, cfg := demoAppliance(t, false)
+	srv := startServer(t, cfg)
+	var addr string
+	for deadline := time.Now().Add(10 * time.Second); addr == "" && time.Now().Before(deadline); {
+		if m := metricsLine.FindStringSubmatch(srv.logs()); m != nil {
+			addr = m[1]
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no metrics listener in the log:\n%s", srv.logs())
+	}
+
+	dev, err := tls.LoadX509KeyPair(filepath.Join(dir, "demo", "device-valid.pem"), filepath.Join(dir, "demo", "device-valid.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := readCert(filepath.Join(dir, "ca", "root.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Options{Server: srv.addr, Certificate: dev, Roots: pkitest.Pool(root),
+		ServerName: "127.0.0.1", Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "metrics device"})
+	var cert *x509.Certificate
+	if cert, _, err = c.Enroll(ctx, csr, wire.FormatPKIXCert); err != nil || cert == nil {
+		t.Fatalf("enroll: %v\n%s", err, srv.logs())
+	}
+
+	// The request counter is incremented after the answer is sent: poll.
+	wants := []string{`estca_est_requests_total{code="2.04",resource="sen"} 1`, `estca_hsm_operation_seconds_count{op="sign"}`,
+		"estca_ca_pending_requests 0"}
+	var body string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		if missing(body, wants) == "" {
+			break
+		}
+	}
+	if m := missing(body, wants); m != "" {
+		t.Fatalf("metrics lack %q:\n%s", m, body)
+	}
+	if strings.Contains(body, `estca_hsm_operation_seconds_count{op="sign"} 0`) {
+		t.Fatalf("no HSM signature counted for an issued certificate:\n%s", body)
+	}
+}
+
+// missing returns the first of wants that body lacks, or "".
+func missing(body string, wants []string) string {
+	for _, w := range wants {
+		if !strings.Contains(body, w) {
+			return w
+		}
+	}
+	return ""
+}
