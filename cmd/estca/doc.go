@@ -8,8 +8,8 @@
 //
 //	init          create an appliance (embedded SoftHSM token, CA hierarchy, store)
 //	serve         run the EST-coaps server, the metrics listener and the admin socket
-//	enroll        EST-coaps device client (discover, crts, sen, sren, att, skg, skc)
-//	bench         EST-coaps load generator
+//	enroll        EST-coaps device client, est/client (discover, crts, sen, sren, att, skg, skc)
+//	bench         EST-coaps load generator, est/bench
 //	issue         issue from a CSR file as the local operator
 //	ca show       show the hierarchy; ca import completes an external-root setup
 //	certs list    issued certificates; certs show one of them
@@ -20,6 +20,10 @@
 // While `estca serve` runs it holds the store; the query commands then reach
 // it through the server's admin socket (a unix socket, mode 0600, HTTP with
 // JSON), and open the store file read-only otherwise.
+//
+// Metrics: one Prometheus endpoint serves the EST front end's metrics
+// (est.Metrics) and those serve measures for the components that do not
+// import Prometheus (HSM signing latency, pending approvals; metrics.go).
 //
 // Secrets: the HSM PIN comes from hsm.pin_file or $ESTCA_HSM_PIN, never from
 // the command line or the configuration body, and is never logged.
