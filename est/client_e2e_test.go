@@ -44,26 +44,10 @@ func ctStartRealServer(t *testing.T) *ctRealServer {
 	pending := &ctPendingAuthority{Authority: rc.a}
 	cert := rc.serverCert()
 	chain := cert.Certificate
-	srv, err := NewServer(Options{
+	srv := stServe(t, Options{
 		Addr:        "127.0.0.1:0",
 		Certificate: cert,
 		Authority:   pending,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = srv.Shutdown(sctx)
-		cancel()
-		<-done
 	})
 	return &ctRealServer{
 		addr: srv.Addr().String(), root: h.Root, issuing: h.Issuing, roots: pkitest.Pool(h.Root),

@@ -172,6 +172,15 @@ func stStart(t testing.TB, mod func(*Options)) *stEnv {
 	if mod != nil {
 		mod(&o)
 	}
+	srv := stServe(t, o)
+	return &stEnv{srv: srv, addr: srv.Addr().String(), ca: c, auth: a,
+		client: c.Issue(t, pkitest.ClientAuth("device 0001")).TLS(), roots: c.Pool(), logs: logs}
+}
+
+// stServe runs a server with o on its listener until the test ends, then
+// shuts it down and checks that Serve returned ErrServerClosed.
+func stServe(t testing.TB, o Options) *Server {
+	t.Helper()
 	srv, err := NewServer(o)
 	if err != nil {
 		t.Fatal(err)
@@ -193,8 +202,7 @@ func stStart(t testing.TB, mod func(*Options)) *stEnv {
 			t.Errorf("serve returned %v", err)
 		}
 	})
-	return &stEnv{srv: srv, addr: srv.Addr().String(), ca: c, auth: a,
-		client: c.Issue(t, pkitest.ClientAuth("device 0001")).TLS(), roots: c.Pool(), logs: logs}
+	return srv
 }
 
 // stConn is a raw CoAP-over-DTLS client: it sends exactly the bytes a test

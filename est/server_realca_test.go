@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -100,26 +99,11 @@ func rcStart(t *testing.T) *rcEnv {
 	rc := rcAuthority(t)
 	h, db, demo, a := rc.h, rc.db, rc.demo, rc.a
 	logs := &stLog{}
-	srv, err := NewServer(Options{
+	srv := stServe(t, Options{
 		Addr:        "127.0.0.1:0",
 		Certificate: rc.serverCert(),
 		Authority:   a,
 		Logger:      slog.New(slog.NewTextHandler(logs, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, ErrServerClosed) {
-			t.Errorf("serve: %v", err)
-		}
 	})
 	return &rcEnv{srv: srv, db: db, h: h, demo: demo, roots: pkitest.Pool(h.Root), addr: srv.Addr().String(), logs: logs}
 }
