@@ -386,6 +386,11 @@ func codeError(c Code, sentinel error) *Error {
 
 func (v *Verifier) idevid(chain []*x509.Certificate, now time.Time) (Verified, error) {
 	leaf := chain[0]
+	if leaf.IsCA {
+		// A manufacturer CA certificate verifies under its anchor, but
+		// identifies no device.
+		return Verified{}, &Error{Reason: "client certificate is a CA", Code: CodeNotClientCert, Err: ErrUntrusted}
+	}
 	if now.Before(leaf.NotBefore) {
 		return Verified{}, codeError(CodeCertNotYetValid, ErrNotYetValid)
 	}
