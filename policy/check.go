@@ -110,7 +110,7 @@ func (r *Report) String() string {
 		if q.Anchor != "" {
 			fmt.Fprintf(&b, " (anchor %q)", q.Anchor)
 		}
-		fmt.Fprintf(&b, ", serial %s, subject %s\n", leaf.SerialNumber.Text(16), quote(leaf.Subject.String()))
+		fmt.Fprintf(&b, ", serial %s, subject %s\n", leaf.SerialNumber.Text(16), quoteN(leaf.Subject.String(), 256))
 		fmt.Fprintf(&b, "identity:  %s\n", d.Identity)
 	}
 	if f := d.Flags(); len(f) > 0 {

@@ -298,13 +298,16 @@ const maxDetail = 48
 
 // quote renders untrusted text for a Detail: Go-quoted (control and
 // non-printable characters escaped) and truncated.
-func quote(s string) string {
+func quote(s string) string { return quoteN(s, maxDetail) }
+
+// quoteN is quote with a bound of max bytes.
+func quoteN(s string, max int) string {
 	n := len(s)
-	if n > maxDetail {
-		s = s[:maxDetail]
+	if n > max {
+		s = s[:max]
 	}
 	q := strconv.QuoteToASCII(s)
-	if n > maxDetail {
+	if n > max {
 		q += "…(" + strconv.Itoa(n) + " bytes)"
 	}
 	return q
