@@ -161,7 +161,8 @@ func (e *Engine) buildSAN(p *profile, csrSAN []byte, hasSAN bool, id *identity, 
 	ok := true
 	fail := func(c Code, d string) { f.add(c, d); ok = false }
 
-	var out [][]byte
+	var obuf [8][]byte
+	out := obuf[:0]
 	if rules.hmn == HardwareNameIdentity && id.present {
 		out = append(out, id.hmnRaw...)
 	}
@@ -224,13 +225,7 @@ func (e *Engine) buildSAN(p *profile, csrSAN []byte, hasSAN bool, id *identity, 
 	if len(out) == 0 {
 		return nil, true
 	}
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		for _, r := range out {
-			b.AddBytes(r)
-		}
-	})
-	return b.BytesOrPanic(), true
+	return encodeSequence(out), true
 }
 
 // checkHMN applies the hardwareModuleName mode to a CSR otherName; it
@@ -360,7 +355,5 @@ func (e *Engine) checkIP(r *sanRules, en *sanEntry, n int, fail func(Code, strin
 
 // encodeGeneralName encodes a dNSName, URI or rfc822Name.
 func encodeGeneralName(tag cbasn1.Tag, v string) []byte {
-	var b cryptobyte.Builder
-	b.AddASN1(tag, func(b *cryptobyte.Builder) { b.AddBytes([]byte(v)) })
-	return b.BytesOrPanic()
+	return append(appendHeader(make([]byte, 0, headerLen(len(v))+len(v)), byte(tag), len(v)), v...)
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Options configure an Engine. Every field may be zero except Profiles.
@@ -53,7 +54,10 @@ func (r *reserved) name(s string) bool {
 	if len(r.names) == 0 {
 		return false
 	}
-	return r.names[strings.ToLower(s)]
+	if strings.IndexFunc(s, unicode.IsUpper) >= 0 {
+		s = strings.ToLower(s)
+	}
+	return r.names[s]
 }
 
 func (r *reserved) add(s string) {

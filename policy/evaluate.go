@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"crypto"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
 	"strconv"
@@ -129,7 +130,7 @@ func (e *Engine) Evaluate(req Request) Decision {
 		}
 		d.Renewal = RenewalRekey
 	}
-	if !op.serverKeygen() && id.present && samePublicKey(id.leaf.PublicKey, csr.PublicKey) {
+	if !op.serverKeygen() && id.present && sameKey(id.leaf, csr) {
 		d.KeyReused = true
 		if renewal {
 			d.Renewal = RenewalRenew
@@ -335,7 +336,16 @@ func validOIDSequence(v []byte) bool {
 	return true
 }
 
-func samePublicKey(a, b crypto.PublicKey) bool {
-	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && b != nil && k.Equal(b)
+// sameKey reports whether the CSR's key is the certificate's. The DER of
+// the same EC and Ed25519 keys is identical; RSA keys may differ in the
+// encoding of absent parameters, so they are compared as keys.
+func sameKey(c *x509.Certificate, csr *x509.CertificateRequest) bool {
+	if bytes.Equal(c.RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo) {
+		return true
+	}
+	if _, ok := c.PublicKey.(*rsa.PublicKey); !ok {
+		return false
+	}
+	k, ok := c.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && csr.PublicKey != nil && k.Equal(csr.PublicKey)
 }

@@ -222,21 +222,61 @@ func valueTag(t *attrType) cbasn1.Tag {
 
 // encodeATV encodes an AttributeTypeAndValue holding v.
 func encodeATV(t *attrType, v string) []byte {
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1ObjectIdentifier(t.oid)
-		b.AddASN1(valueTag(t), func(b *cryptobyte.Builder) { b.AddBytes([]byte(v)) })
-	})
-	return b.BytesOrPanic()
+	body := 2 + len(t.der) + headerLen(len(v)) + len(v)
+	out := appendHeader(make([]byte, 0, headerLen(body)+body), 0x30, body)
+	out = append(appendHeader(out, 0x06, len(t.der)), t.der...)
+	return append(appendHeader(out, byte(valueTag(t)), len(v)), v...)
 }
 
 // encodeName encodes a Name of single-valued RDNs from AttributeTypeAndValues.
 func encodeName(atvs [][]byte) []byte {
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		for _, a := range atvs {
-			b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) { b.AddBytes(a) })
-		}
-	})
-	return b.BytesOrPanic()
+	body := 0
+	for _, a := range atvs {
+		body += headerLen(len(a)) + len(a)
+	}
+	out := appendHeader(make([]byte, 0, headerLen(body)+body), 0x30, body)
+	for _, a := range atvs {
+		out = append(appendHeader(out, 0x31, len(a)), a...)
+	}
+	return out
+}
+
+// encodeSequence encodes a SEQUENCE of DER elements.
+func encodeSequence(elems [][]byte) []byte {
+	body := 0
+	for _, e := range elems {
+		body += len(e)
+	}
+	out := appendHeader(make([]byte, 0, headerLen(body)+body), 0x30, body)
+	for _, e := range elems {
+		out = append(out, e...)
+	}
+	return out
+}
+
+// headerLen is the size of a DER tag and definite length for n octets of
+// content (n < 2^24: names here are bounded far below).
+func headerLen(n int) int {
+	switch {
+	case n < 0x80:
+		return 2
+	case n < 0x100:
+		return 3
+	case n < 0x10000:
+		return 4
+	}
+	return 5
+}
+
+// appendHeader appends a one-octet tag and the DER length n.
+func appendHeader(b []byte, tag byte, n int) []byte {
+	switch {
+	case n < 0x80:
+		return append(b, tag, byte(n))
+	case n < 0x100:
+		return append(b, tag, 0x81, byte(n))
+	case n < 0x10000:
+		return append(b, tag, 0x82, byte(n>>8), byte(n))
+	}
+	return append(b, tag, 0x83, byte(n>>16), byte(n>>8), byte(n))
 }
