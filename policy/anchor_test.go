@@ -208,6 +208,7 @@ func TestParseCSR(t *testing.T) {
 		{"SHA-1", sha1CSR, OpSren, CodeCSRSignatureWeak},
 		{"SHA-1, skc ignores it", sha1CSR, OpSkc, 0},
 		{"version 1", v1, OpSen, CodeCSRVersion},
+		{"version 1, also for skg", v1, OpSkg, CodeCSRVersion},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

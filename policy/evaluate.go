@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
+	"slices"
 	"strconv"
 	"time"
 
@@ -42,7 +43,7 @@ func (e *Engine) Evaluate(req Request) Decision {
 		return deny(d, Reason{Code: CodeInvalidRequest, Detail: "no CSR"})
 	case op < OpSen || op > OpSkc:
 		return deny(d, Reason{Code: CodeInvalidRequest, Detail: "unknown operation"})
-	case r.Kind != KindOperator && (len(r.Chain) == 0 || r.Chain[0] == nil):
+	case r.Kind != KindOperator && (len(r.Chain) == 0 || slices.Contains(r.Chain, nil)):
 		return deny(d, Reason{Code: CodeInvalidRequest, Detail: "requester without certificate"})
 	}
 	d.Identity = IdentityOf(*r)
@@ -82,6 +83,9 @@ func (e *Engine) Evaluate(req Request) Decision {
 
 	// The key: the CSR's, or the one the server will generate.
 	t := &Template{ExtKeyUsage: p.eku}
+	if csr.Version != 0 {
+		f.add(CodeCSRVersion, "version field "+strconv.Itoa(csr.Version)+" (v1 is 0)")
+	}
 	var kt *keyType
 	if op.serverKeygen() {
 		kt = p.serverKey
@@ -89,9 +93,6 @@ func (e *Engine) Evaluate(req Request) Decision {
 			t.ServerKeyType = kt.name
 		}
 	} else {
-		if csr.Version != 0 {
-			f.add(CodeCSRVersion, "version field "+strconv.Itoa(csr.Version)+" (v1 is 0)")
-		}
 		if code, detail := checkSignatureAlgorithm(csr.SignatureAlgorithm); code != 0 {
 			f.add(code, detail)
 		}

@@ -610,6 +610,13 @@ func evalCases() []evalCase {
 					t.Errorf("key %v server key %q", d.Template.PublicKey, d.Template.ServerKeyType)
 				}
 			}},
+		{name: "skg still wants CSR version 0", op: OpSkg, profile: "keygen",
+			req: keyed("p256", x509.ECDSAWithSHA256, 1, dev), want: ActionDeny, codes: []Code{CodeCSRVersion}},
+		{name: "requester chain with a nil certificate", req: func(t testing.TB, w *world) (Requester, *x509.CertificateRequest) {
+			r := w.idev(t, w.dev)
+			r.Chain = append([]*x509.Certificate{r.Chain[0], nil}, r.Chain[1:]...)
+			return r, csrFor(t, pkKey(t, "p256"), pkName())
+		}, want: ActionDeny, codes: []Code{CodeInvalidRequest}},
 		{name: "skc still binds the subject", op: OpSkc, profile: "keygen", req: demo(pkName(pkCN("admin"))),
 			want: ActionDeny, codes: []Code{CodeSubjectNotBound}},
 		{name: "skg renewal by an operational certificate is a rekey", op: OpSkg, profile: "keygen",
