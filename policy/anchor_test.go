@@ -227,3 +227,52 @@ func TestParseCSR(t *testing.T) {
 		})
 	}
 }
+
+// TestParseNames checks the names cmd/estca decodes configuration words with.
+func TestParseNames(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"identity", "fixed", "derived", "csr"} {
+		if v, ok := ParseSource(s); !ok || v.String() != s {
+			t.Errorf("ParseSource(%q) = %v, %v", s, v, ok)
+		}
+	}
+	for _, s := range []string{"identity", "forbid", "csr"} {
+		if v, ok := ParseHardwareNameMode(s); !ok || v.String() != s {
+			t.Errorf("ParseHardwareNameMode(%q) = %v, %v", s, v, ok)
+		}
+	}
+	for _, s := range []string{"auto", "manual"} {
+		if v, ok := ParseApprovalMode(s); !ok || v.String() != s {
+			t.Errorf("ParseApprovalMode(%q) = %v, %v", s, v, ok)
+		}
+	}
+	for _, s := range []string{"reject", "drop"} {
+		if v, ok := ParseExtensionMode(s); !ok || v.String() != s {
+			t.Errorf("ParseExtensionMode(%q) = %v, %v", s, v, ok)
+		}
+	}
+	for _, s := range []string{"sen", "sren", "skg", "skc"} {
+		if v, ok := ParseOperation(s); !ok || v.String() != s {
+			t.Errorf("ParseOperation(%q) = %v, %v", s, v, ok)
+		}
+	}
+	if ku, ok := ParseKeyUsage("keyAgreement"); !ok || ku != x509.KeyUsageKeyAgreement {
+		t.Errorf("ParseKeyUsage = %v, %v", ku, ok)
+	}
+	for _, bad := range []string{"", "Identity ", "x"} {
+		if _, ok := ParseSource(bad); ok {
+			t.Errorf("ParseSource(%q) accepted", bad)
+		}
+		if _, ok := ParseApprovalMode(bad); ok {
+			t.Errorf("ParseApprovalMode(%q) accepted", bad)
+		}
+	}
+	if oid, err := ParseOID("1.3.6.1.4.1.32473.7.1"); err != nil || !oid.Equal(oidVendorExt) {
+		t.Errorf("ParseOID = %v, %v", oid, err)
+	}
+	for _, bad := range []string{"1", "3.1", "1.40", "1.02", "1.-2", "a.b"} {
+		if _, err := ParseOID(bad); err == nil {
+			t.Errorf("ParseOID(%q) accepted", bad)
+		}
+	}
+}

@@ -175,6 +175,16 @@ const (
 	ExtensionsDrop
 )
 
+var extensionModes = []string{"reject", "drop"}
+
+// String returns "reject" or "drop".
+func (m ExtensionMode) String() string { return enumString(extensionModes, m) }
+
+// ParseExtensionMode returns the mode named s ("reject", "drop").
+func ParseExtensionMode(s string) (ExtensionMode, bool) {
+	return enumParse[ExtensionMode](extensionModes, s)
+}
+
 // ExtensionPolicy are the rules for extensions requested in the CSR
 // (PKCS #9 extensionRequest). subjectAltName, keyUsage, extKeyUsage,
 // basicConstraints and subjectKeyIdentifier are managed by the profile: the
@@ -198,6 +208,16 @@ const (
 	// it (Counters.Operator).
 	ApprovalManual
 )
+
+var approvalModes = []string{"auto", "manual"}
+
+// String returns "auto" or "manual".
+func (m ApprovalMode) String() string { return enumString(approvalModes, m) }
+
+// ParseApprovalMode returns the mode named s ("auto", "manual").
+func ParseApprovalMode(s string) (ApprovalMode, bool) {
+	return enumParse[ApprovalMode](approvalModes, s)
+}
 
 // RateLimit bounds the certificates issued to one identity.
 type RateLimit struct {

@@ -76,7 +76,8 @@ type Requester struct {
 	IssuedProfile string
 }
 
-// Operator approval of one exact request (requester + CSR digest).
+// OperatorDecision is an operator's decision on one exact request
+// (requester + CSR digest), as the caller's store of pending requests has it.
 type OperatorDecision uint8
 
 // Operator decisions.
