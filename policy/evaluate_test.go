@@ -340,6 +340,18 @@ func evalCases() []evalCase {
 		{name: "identity without serialNumber, CSR claims one",
 			req:  idevReq(func(w *world) *pkCert { return w.devNoSN }, func(*world) []byte { return sn("DEMO-0001") }),
 			want: ActionDeny, codes: []Code{CodeSubjectNotBound}},
+		{name: "identity value breaking RFC 5280 (UTF8String serialNumber)",
+			req:  idevReq(func(w *world) *pkCert { return w.devUTF8SN }, func(*world) []byte { return pkName() }),
+			want: ActionDeny, codes: []Code{CodeIdentityValueInvalid}},
+		{name: "the same identity, re-encoded by a derived value", profile: "sn-derived",
+			req:  idevReq(func(w *world) *pkCert { return w.devUTF8SN }, func(*world) []byte { return pkName() }),
+			want: ActionIssue, check: func(t *testing.T, _ *world, d *Decision, c *x509.Certificate) {
+				var buf [maxNameAttrs]nameAttr
+				attrs, _, _ := parseName(d.Template.Subject, buf[:0])
+				if len(attrs) != 1 || attrs[0].tag != cbasn1.PrintableString || string(attrs[0].val) != "DEMO-0008" {
+					t.Errorf("subject %s", describeName(d.Template.Subject))
+				}
+			}},
 		{name: "no name at all", req: func(t testing.TB, w *world) (Requester, *x509.CertificateRequest) {
 			return Requester{Verified: Verified{Kind: KindOperator}}, csrFor(t, pkKey(t, "p256"), pkName())
 		}, want: ActionDeny, codes: []Code{CodeNoName}},

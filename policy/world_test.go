@@ -25,6 +25,7 @@ type world struct {
 	dev                                   *pkCert // DEMO-0001, the demo device
 	dev2                                  *pkCert // DEMO-0002, another device
 	devNoSN                               *pkCert // an IDevID without serialNumber
+	devUTF8SN                             *pkCert // an IDevID with a UTF8String serialNumber (not RFC 5280)
 	devFuture, devExpiring                *pkCert
 	devRevoked, devDenied, devDeniedFP    *pkCert
 	boltExpired, boltExpiredRev, boltOK   *pkCert
@@ -81,6 +82,10 @@ func buildWorld(t testing.TB) *world {
 	w.dev2 = dev(w.acmeSub, "DEMO-0002", yearAgo, pkForever)
 	w.devNoSN = pkIssue(t, w.acmeSub, &x509.Certificate{
 		Subject: pkix.Name{CommonName: "no serial"}, NotBefore: yearAgo, NotAfter: pkForever,
+	}, pkFreshKey(t, "p256"))
+	w.devUTF8SN = pkIssue(t, w.acmeSub, &x509.Certificate{
+		RawSubject: pkName(pkCN("device DEMO-0008"), pkATV(attrSerialNumber.oid, 12, "DEMO-0008")),
+		NotBefore:  yearAgo, NotAfter: pkForever,
 	}, pkFreshKey(t, "p256"))
 	w.devFuture = dev(w.acmeSub, "DEMO-0003", pkNow.Add(pkDay), pkForever)
 	w.devExpiring = dev(w.acmeSub, "DEMO-0004", yearAgo, pkNow.Add(-pkDay))
@@ -167,6 +172,7 @@ func buildWorld(t testing.TB) *world {
 				KeyUsage: KeyUsages{RSA: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 					ECDSA: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyAgreement}},
 			{Name: "ed", Validity: year, KeyTypes: []string{"ed25519"}},
+			{Name: "sn-derived", Validity: year, Subject: []SubjectAttr{{Type: "serialNumber", From: SourceDerived, Value: "${serialNumber}"}}},
 		},
 	}
 	var err error
