@@ -2,10 +2,6 @@ package policy
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -28,9 +24,6 @@ var (
 	OIDHardwareModuleName = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 8, 4}
 )
 
-// Key type names accepted in Rules.KeyTypes.
-var knownKeyTypes = []string{"ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "ed25519"}
-
 // DefaultKeyTypes apply when Rules.KeyTypes is empty.
 var defaultKeyTypes = []string{"ecdsa-p256", "ecdsa-p384"}
 
@@ -50,30 +43,16 @@ type Rules struct {
 	MaxSANs int
 }
 
-// KnownKeyType reports whether name is a key type that Rules.KeyTypes accepts:
-// "ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072" or "ed25519".
-func KnownKeyType(name string) bool { return slices.Contains(knownKeyTypes, name) }
+// KnownKeyType reports whether name is a key type that Rules.KeyTypes and
+// Profile.KeyTypes accept: "ecdsa-p256", "ecdsa-p384", "ecdsa-p521",
+// "rsa-2048", "rsa-3072", "rsa-4096" or "ed25519".
+func KnownKeyType(name string) bool { return lookupKeyType(name) != nil }
 
 // KeyTypeOf names the type of a public key as in Rules.KeyTypes, or returns
-// "" for a key type estca does not issue for.
+// "" for a key type estca does not issue for (including weak keys).
 func KeyTypeOf(pub any) string {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return "ecdsa-p256"
-		case elliptic.P384():
-			return "ecdsa-p384"
-		}
-	case *rsa.PublicKey:
-		switch k.N.BitLen() {
-		case 2048:
-			return "rsa-2048"
-		case 3072:
-			return "rsa-3072"
-		}
-	case ed25519.PublicKey:
-		return "ed25519"
+	if t, _, _ := classifyKey(pub); t != nil {
+		return t.name
 	}
 	return ""
 }

@@ -1,6 +1,9 @@
 package policy
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinels carried by *Error; test with errors.Is.
 var (
@@ -14,6 +17,8 @@ var (
 	ErrDenied = errors.New("policy: requester denied")
 	// ErrRejected means a certificate request violates a rule.
 	ErrRejected = errors.New("policy: request rejected")
+	// ErrUnknownProfile means no profile has the requested label.
+	ErrUnknownProfile = errors.New("policy: unknown profile")
 )
 
 // Error is a policy decision against a requester or a request. Reason is a
@@ -21,7 +26,10 @@ var (
 // sentinels above, possibly wrapping a cause (e.g. an x509 verification error).
 type Error struct {
 	Reason string
-	Err    error
+	// Code is the precise reason for the audit; 0 for errors of CheckCSR
+	// and CheckRenewal.
+	Code Code
+	Err  error
 }
 
 // Error implements error.
@@ -36,3 +44,6 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 func reject(reason string) *Error { return &Error{Reason: reason, Err: ErrRejected} }
+
+// joinRejected wraps a cause under ErrRejected.
+func joinRejected(cause error) error { return fmt.Errorf("%w: %w", ErrRejected, cause) }

@@ -1,0 +1,96 @@
+package policy
+
+import (
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"testing"
+)
+
+// BenchmarkEvaluate measures one decision, as package ca makes it per
+// enrollment (the CSR already parsed and its signature checked).
+func BenchmarkEvaluate(b *testing.B) {
+	w := getWorld(b)
+	idev := w.idev(b, w.dev)
+	op := w.requester(b, w.e, pkNow, w.op)
+	opSAN, _ := extValue(w.op.cert.Extensions, OIDSubjectAltName)
+	cases := []struct {
+		name    string
+		r       Requester
+		csr     *x509.CertificateRequest
+		profile string
+		op      Operation
+		want    Action
+	}{
+		{"idevid-sen-default", idev, csrFor(b, pkKey(b, "p256"), pkDevSubject("DEMO-0001")), "", OpSen, ActionIssue},
+		{"idevid-sen-strict-san", idev, csrFor(b, pkKey(b, "p256"), pkName(pkSN("DEMO-0001"), pkCN("dev-0001")),
+			pkSANExt(pkSAN(b, pkDNS("dev-0001.example.net"), pkIP("192.0.2.20"), pkURI("urn:dev:demo-0001")))), "strict", OpSen, ActionIssue},
+		{"idevid-sen-derived", idev, csrFor(b, pkKey(b, "p256"), pkName()), "derived", OpSen, ActionIssue},
+		{"operational-sren", op, csrFor(b, pkKey(b, "p256"), w.op.cert.RawSubject, pkix.Extension{Id: OIDSubjectAltName, Value: opSAN}),
+			"", OpSren, ActionIssue},
+		{"idevid-manual-pending", idev, csrFor(b, pkKey(b, "p256"), pkDevSubject("DEMO-0001")), "manual", OpSen, ActionPending},
+		{"idevid-deny-cn-admin", idev, csrFor(b, pkKey(b, "p256"), pkName(pkCN("admin"))), "", OpSen, ActionDeny},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			req := Request{Requester: c.r, CSR: c.csr, Operation: c.op, Profile: c.profile, Time: pkNow}
+			if d := w.e.Evaluate(req); d.Action != c.want {
+				b.Fatalf("%s: %v", d.Action, d.Reasons)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				w.e.Evaluate(req)
+			}
+		})
+	}
+}
+
+// BenchmarkEngineVerify measures the handshake check with the new anchor
+// rules (sub-CA, CRL and deny-lists on the IDevID path).
+func BenchmarkEngineVerify(b *testing.B) {
+	w := getWorld(b)
+	cases := []struct {
+		name  string
+		chain []*x509.Certificate
+	}{
+		{"idevid-subca-crl", []*x509.Certificate{w.dev.cert, w.acmeSub.cert}},
+		{"idevid-expired-tolerant", []*x509.Certificate{w.boltExpired.cert}},
+		{"operational", []*x509.Certificate{w.op.cert}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			if _, err := w.e.Verify(c.chain, pkNow); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := w.e.Verify(c.chain, pkNow); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCSRAttrs measures a /att answer.
+func BenchmarkCSRAttrs(b *testing.B) {
+	w := getWorld(b)
+	r := w.idev(b, w.dev)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := w.e.CSRAttrs("derived", r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseCSR measures parsing and the proof-of-possession check
+// that the caller runs before Evaluate (for comparison: it dominates).
+func BenchmarkParseCSR(b *testing.B) {
+	der := pkCSR{key: pkKey(b, "p256"), subject: pkDevSubject("DEMO-0001")}.der(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseCSR(der, OpSen); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
