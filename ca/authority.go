@@ -35,7 +35,10 @@ type Store interface {
 // Options configure an Authority. Every field except Now, Rand and
 // DefaultProfile is required.
 type Options struct {
-	// Signer is the issuing CA's private key, normally in the HSM.
+	// Signer is the issuing CA's private key, normally in the HSM. Every
+	// signature it returns is verified under Certificate's public key before
+	// anything signed leaves the authority: New wraps it in a VerifyingSigner
+	// unless it is one already for that key.
 	Signer crypto.Signer
 	// Certificate is the issuing CA certificate; its public key must be Signer's.
 	Certificate *x509.Certificate
@@ -182,6 +185,9 @@ func New(opts Options) (*Authority, error) {
 	a.verifier = v
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	if vs, ok := a.signer.(*VerifyingSigner); !ok || !samePublicKey(vs.Public(), a.issuing.PublicKey) {
+		a.signer = VerifySigner(a.signer, a.issuing.PublicKey, nil)
 	}
 	a.fast = newFastSigner(a.signer, a.issuing)
 	a.chain = []*x509.Certificate{a.issuing, a.root}
