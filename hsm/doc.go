@@ -121,6 +121,8 @@
 //   - Outages are noticed by operations (or Check): a token that vanishes
 //     while nothing uses it is reported down at the next use or Check.
 //   - SoftHSM reads SOFTHSM2_CONF at C_Initialize only: see package softhsm.
+//     A re-initialisation reads it again, so it must still name the token's
+//     configuration then (estca sets it once, before Open).
 //   - Recovery closes the stale handles of the Token's own sessions. A module
 //     that reused session handle values immediately could have one of those
 //     closes hit a fresh session; SoftHSM numbers handles monotonically.
