@@ -103,7 +103,7 @@ func New(opts Options) (*Authority, error) {
 		if len(opts.Certificate.SubjectKeyId) == 0 {
 			bad("issuing certificate has no subject key identifier")
 		}
-		if opts.Signer != nil && !samePublicKey(opts.Signer.Public(), opts.Certificate.PublicKey) {
+		if opts.Signer != nil && !samePublicKey(signerKey(opts.Signer), opts.Certificate.PublicKey) {
 			bad("issuing signer does not match the issuing certificate")
 		}
 	}
@@ -195,6 +195,15 @@ func New(opts Options) (*Authority, error) {
 		a.chain = a.chain[:1]
 	}
 	return a, nil
+}
+
+// signerKey is the public key of s as the signer itself (the token) reports
+// it, also under a VerifyingSigner, whose Public is the key it checks with.
+func signerKey(s crypto.Signer) crypto.PublicKey {
+	if vs, ok := s.(*VerifyingSigner); ok {
+		return vs.signer.Public()
+	}
+	return s.Public()
 }
 
 func samePublicKey(a, b crypto.PublicKey) bool {

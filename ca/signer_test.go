@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/big"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -235,5 +236,29 @@ func TestHSMUnavailable(t *testing.T) {
 	}
 	if f.count(t) != 0 {
 		t.Error("a certificate was stored")
+	}
+}
+
+// TestNewChecksWrappedKey: a VerifyingSigner reports the certificate's key as
+// its Public; New still checks the key the token holds against the
+// certificate, so a wrong key label fails at start, not at every signature.
+func TestNewChecksWrappedKey(t *testing.T) {
+	f := newFixture(t)
+	other, err := f.tok.GenerateKey("wrong-label", hsm.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := f.opts
+	opts.Signer = VerifySigner(other, f.h.Issuing.PublicKey, nil)
+	if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "issuing signer does not match") {
+		t.Fatalf("New with the wrong key behind a VerifyingSigner: %v", err)
+	}
+	opts.Signer = VerifySigner(f.opts.Signer, f.h.Issuing.PublicKey, nil)
+	a, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.signer != opts.Signer {
+		t.Error("New wrapped a VerifyingSigner for the issuing key a second time")
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -27,18 +26,7 @@ import (
 func TestCrashKeepsDeliveredCertificates(t *testing.T) {
 	dir, cfg := demoAppliance(t, false)
 	srv := startServer(t, cfg)
-	dev, err := tls.LoadX509KeyPair(filepath.Join(dir, "demo", "device-valid.pem"), filepath.Join(dir, "demo", "device-valid.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := readCert(filepath.Join(dir, "ca", "root.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
-	opts := est.ClientOptions{Server: srv.addr, Certificate: dev, Roots: roots, ServerName: "127.0.0.1",
-		Timeout: 3 * time.Second, MaxRetries: -1}
+	opts := demoClientOptions(t, dir, srv.addr)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
