@@ -72,7 +72,7 @@
 // per outage), comes back (once, with the outage's length), recovers a lost
 // login or re-initialises the module, and for every operation that fails,
 // with a fixed reason (FailureUnavailable, FailureKeyNotFound, FailurePIN,
-// FailureDevice). The caller logs and counts these (cmd/estca does).
+// FailureRequest, FailureDevice). The caller logs and counts these (cmd/estca does).
 //
 // The package does not verify the signatures the token returns: the
 // consumer that knows which public key a signature must verify under does

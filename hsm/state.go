@@ -69,7 +69,9 @@ const (
 	FailureKeyNotFound = "key-not-found"
 	// FailurePIN: the PIN was rejected or could not be read (ErrPIN, ErrNoPIN).
 	FailurePIN = "pin"
-	// FailureDevice: any other error of the module or the request.
+	// FailureRequest: the request itself was refused (ErrKeyExists).
+	FailureRequest = "request"
+	// FailureDevice: any other error of the module.
 	FailureDevice = "device"
 )
 
@@ -108,6 +110,8 @@ func failureReason(err error) string {
 		return FailureKeyNotFound
 	case errors.Is(err, ErrPIN), errors.Is(err, ErrNoPIN):
 		return FailurePIN
+	case errors.Is(err, ErrKeyExists):
+		return FailureRequest
 	}
 	return FailureDevice
 }

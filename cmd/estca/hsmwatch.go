@@ -41,7 +41,7 @@ func newHSMWatch(log *slog.Logger, reg prometheus.Registerer) *hsmWatch {
 		}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "estca", Subsystem: "hsm", Name: "failures_total",
-			Help: "HSM operations that failed, by reason: unavailable (token down), key-not-found, pin, device, bad-signature (a signature that did not verify).",
+			Help: "HSM operations that failed, by reason: unavailable (token down), key-not-found, pin, request (e.g. key exists), device, bad-signature (a signature that did not verify).",
 		}, []string{"reason"}),
 		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "estca", Subsystem: "hsm", Name: "recoveries_total",
@@ -49,7 +49,7 @@ func newHSMWatch(log *slog.Logger, reg prometheus.Registerer) *hsmWatch {
 		}, []string{"kind"}),
 	}
 	w.up.Set(1)
-	for _, r := range []string{hsm.FailureUnavailable, hsm.FailureKeyNotFound, hsm.FailurePIN, hsm.FailureDevice, failureBadSignature} {
+	for _, r := range []string{hsm.FailureUnavailable, hsm.FailureKeyNotFound, hsm.FailurePIN, hsm.FailureRequest, hsm.FailureDevice, failureBadSignature} {
 		w.failures.WithLabelValues(r)
 	}
 	for _, r := range []string{hsm.RecoveryLogin, hsm.RecoveryReinit} {
