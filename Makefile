@@ -22,6 +22,8 @@ run: deps build
 
 test: deps
 	$(GO) vet ./...
+	CGO_ENABLED=0 $(GO) vet ./hsm/
+	CGO_ENABLED=0 $(GO) test -count=1 ./hsm/
 	$(GO) test -race -count=1 -timeout 14m ./...
 
 bench: deps

@@ -35,7 +35,10 @@ type Store interface {
 // Options configure an Authority. Every field except Now, Rand and
 // DefaultProfile is required.
 type Options struct {
-	// Signer is the issuing CA's private key, normally in the HSM.
+	// Signer is the issuing CA's private key, normally in the HSM. Every
+	// signature it returns is verified under Certificate's public key before
+	// anything signed leaves the authority: New wraps it in a VerifyingSigner
+	// unless it is one already for that key.
 	Signer crypto.Signer
 	// Certificate is the issuing CA certificate; its public key must be Signer's.
 	Certificate *x509.Certificate
@@ -100,7 +103,7 @@ func New(opts Options) (*Authority, error) {
 		if len(opts.Certificate.SubjectKeyId) == 0 {
 			bad("issuing certificate has no subject key identifier")
 		}
-		if opts.Signer != nil && !samePublicKey(opts.Signer.Public(), opts.Certificate.PublicKey) {
+		if opts.Signer != nil && !samePublicKey(signerKey(opts.Signer), opts.Certificate.PublicKey) {
 			bad("issuing signer does not match the issuing certificate")
 		}
 	}
@@ -183,12 +186,24 @@ func New(opts Options) (*Authority, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	if vs, ok := a.signer.(*VerifyingSigner); !ok || !samePublicKey(vs.Public(), a.issuing.PublicKey) {
+		a.signer = VerifySigner(a.signer, a.issuing.PublicKey, nil)
+	}
 	a.fast = newFastSigner(a.signer, a.issuing)
 	a.chain = []*x509.Certificate{a.issuing, a.root}
 	if a.issuing.Equal(a.root) {
 		a.chain = a.chain[:1]
 	}
 	return a, nil
+}
+
+// signerKey is the public key of s as the signer itself (the token) reports
+// it, also under a VerifyingSigner, whose Public is the key it checks with.
+func signerKey(s crypto.Signer) crypto.PublicKey {
+	if vs, ok := s.(*VerifyingSigner); ok {
+		return vs.signer.Public()
+	}
+	return s.Public()
 }
 
 func samePublicKey(a, b crypto.PublicKey) bool {

@@ -143,6 +143,11 @@ func (a *Authority) enroll(p *profile, req Request, digest string) (*Result, err
 	}
 	for range maxSerialAttempts {
 		cert, err := a.sign(p, csr)
+		if errors.Is(err, ErrBadSignature) {
+			// Nothing was stored or sent; the refusal is audited (and the
+			// front end logs the detail of this internal error).
+			return nil, a.deny(p, req, digest, KindInternal, "invalid HSM signature", err, FlagBadSignature)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -201,7 +206,7 @@ func policyReason(err error) string {
 // deny audits a refused request and returns the client-facing error, marked
 // Audited. If the audit record cannot be written the request fails as
 // KindInternal (not Audited): no decision goes unrecorded.
-func (a *Authority) deny(p *profile, req Request, digest string, kind ErrorKind, reason string, cause error) error {
+func (a *Authority) deny(p *profile, req Request, digest string, kind ErrorKind, reason string, cause error, extraFlags ...string) error {
 	_, err := a.store.Append(store.AuditRecord{
 		Time:      a.now(),
 		Event:     store.EventDenied,
@@ -210,7 +215,7 @@ func (a *Authority) deny(p *profile, req Request, digest string, kind ErrorKind,
 		Profile:   p.Name,
 		Verdict:   VerdictRejected,
 		Reason:    reason,
-		Flags:     flags(req),
+		Flags:     append(flags(req), extraFlags...),
 	})
 	if err != nil {
 		return &Error{Kind: KindInternal, Reason: "audit write failed", Err: errors.Join(err, cause)}
@@ -309,7 +314,12 @@ func (a *Authority) sign(p *profile, csr *x509.CertificateRequest) (*x509.Certif
 		der, err = x509.CreateCertificate(a.rand, a.template(p, serial, csr, now.Add(-backdate), notAfter, ski, san),
 			a.issuing, csr.PublicKey, a.signer)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrBadSignature):
+		return nil, err // Enroll audits it
+	case errors.Is(err, ErrHSMUnavailable):
+		return nil, &Error{Kind: KindUnavailable, Reason: "hsm unavailable", MaxAge: HSMRetryAfter, Err: err}
+	case err != nil:
 		return nil, &Error{Kind: KindUnavailable, Reason: "signing failed", MaxAge: 10 * time.Second, Err: err}
 	}
 	cert, err := x509.ParseCertificate(der)

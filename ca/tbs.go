@@ -19,11 +19,10 @@ import (
 // The authority encodes end-entity TBSCertificates itself when the issuing
 // key is ECDSA P-256 or P-384 (the HSM key types of estca): it produces the
 // same DER as x509.CreateCertificate for the same template (tested byte for
-// byte), but skips the re-verification of the fresh signature that
-// CreateCertificate performs, which costs as much as the HSM signature
-// itself. That check exists to catch faulty signers; for RSA issuing keys,
-// where a faulty signature can leak the key (RSA-CRT faults), and for any
-// other key type, issuance goes through x509.CreateCertificate with the check.
+// byte). The fresh signature is still verified, once, by the authority's
+// VerifyingSigner (signer.go) under the issuing certificate's key: a faulty
+// ECDSA signature can leak the key, and a faulty one must never be stored or
+// sent. RSA and other issuing keys go through x509.CreateCertificate.
 
 var (
 	oidExtKeyUsage         = asn1.ObjectIdentifier{2, 5, 29, 15}

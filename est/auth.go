@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -27,6 +28,13 @@ const (
 	ReasonRateLimited     = "rate-limited"
 	ReasonTooManySessions = "too-many-sessions"
 	ReasonProtocol        = "protocol"
+	// ReasonHSMUnavailable: the server could not sign its handshake because
+	// the HSM is down (ca.ErrHSMUnavailable); the client got an
+	// internal_error alert.
+	ReasonHSMUnavailable = "hsm-unavailable"
+	// ReasonHSMBadSignature: the HSM returned a handshake signature that
+	// does not verify (ca.ErrBadSignature); it was not sent.
+	ReasonHSMBadSignature = "hsm-bad-signature"
 )
 
 // authError is returned from VerifyPeerCertificate so that the handshake
@@ -159,6 +167,10 @@ func serverHandshakeReason(err error) string {
 	switch {
 	case errors.As(err, &ae):
 		return ae.reason
+	case errors.Is(err, ca.ErrHSMUnavailable):
+		return ReasonHSMUnavailable
+	case errors.Is(err, ca.ErrBadSignature):
+		return ReasonHSMBadSignature
 	case errors.Is(err, context.DeadlineExceeded):
 		return ReasonTimeout
 	case strings.Contains(err.Error(), "required client verification"):
@@ -217,7 +229,11 @@ func (c *session) HandshakeContext(ctx context.Context) error {
 		reason := serverHandshakeReason(err)
 		c.srv.metrics.handshakeFailure(reason)
 		peer := c.RemoteAddr().String()
-		c.srv.log.Debug("dtls handshake failed", "peer", peer, "reason", reason, "error", err)
+		level := slog.LevelDebug
+		if reason == ReasonHSMBadSignature {
+			level = slog.LevelError // a faulty HSM: the operator must know at once
+		}
+		c.srv.log.Log(ctx, level, "dtls handshake failed", "peer", peer, "reason", reason, "error", err)
 		audit, subject := reason, ""
 		var ae *authError
 		if errors.As(err, &ae) {

@@ -94,7 +94,10 @@
 // reported again, and a stored block-wise response that is replayed is not
 // a new refusal. Successful requests are not audited. Refused DTLS
 // handshakes (no or bad certificate, rejected by the authority, timeout,
-// rate-limited, too many sessions) are tallied by reason and written as one
+// rate-limited, too many sessions, and handshakes the server could not sign
+// because the HSM is down, "hsm-unavailable", or because its signature did
+// not verify, "hsm-bad-signature", logged as an error; the server's key is
+// expected to be a ca.VerifySigner) are tallied by reason and written as one
 // record per reason, with the count, the last peer address and the last
 // presented subject, every HandshakeAuditInterval (10 s by default) and
 // when Serve ends, so that unauthenticated peers cannot make the store

@@ -21,6 +21,7 @@ import (
 	"github.com/estca/estca/ca"
 	"github.com/estca/estca/policy"
 	"github.com/estca/estca/policy/pkitest"
+	"github.com/estca/estca/softhsm"
 	"github.com/estca/estca/softhsm/softhsmtest"
 	"github.com/estca/estca/store"
 )
@@ -46,13 +47,15 @@ type rcCA struct {
 	server crypto.Signer // DTLS server key in the token
 	db     *store.DB
 	demo   *ca.DemoSet
+	st     *softhsm.Token
 }
 
-// rcAuthority builds an rcCA. Not parallel: softhsmtest selects the token
-// through the environment.
-func rcAuthority(t *testing.T) *rcCA {
+// rcAuthority builds an rcCA; wrap, if given, wraps the issuing key (e.g. to
+// inject faults). Not parallel: softhsmtest selects the token through the
+// environment.
+func rcAuthority(t *testing.T, wrap ...func(crypto.Signer) crypto.Signer) *rcCA {
 	t.Helper()
-	_, tok := softhsmtest.New(t)
+	st, tok := softhsmtest.New(t)
 	h, err := ca.Init(tok, ca.InitOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -71,8 +74,12 @@ func rcAuthority(t *testing.T) *rcCA {
 		t.Fatal(err)
 	}
 	mfg := pkitest.PEMCert(t, demo.ManufacturerCA.Cert)
+	issuing := signers[0]
+	for _, w := range wrap {
+		issuing = w(issuing)
+	}
 	a, err := ca.New(ca.Options{
-		Signer: signers[0], Certificate: h.Issuing, Root: h.Root,
+		Signer: issuing, Certificate: h.Issuing, Root: h.Root,
 		Profiles: []ca.Profile{{
 			Name: "device", Validity: 24 * time.Hour, AllowSAN: true, MaxSANs: 64,
 			KeyUsage:    x509.KeyUsageDigitalSignature,
@@ -84,7 +91,7 @@ func rcAuthority(t *testing.T) *rcCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rcCA{a: a, h: h, server: signers[1], db: db, demo: demo}
+	return &rcCA{a: a, h: h, server: signers[1], db: db, demo: demo, st: st}
 }
 
 // serverCert is the DTLS server certificate with its chain and HSM key.
@@ -96,15 +103,24 @@ func (c *rcCA) serverCert() tls.Certificate {
 // softhsmtest selects the token through the environment.
 func rcStart(t *testing.T) *rcEnv {
 	t.Helper()
-	rc := rcAuthority(t)
+	return rcServe(t, rcAuthority(t), nil)
+}
+
+// rcServe starts the server with rc; mod, if not nil, adjusts the options.
+func rcServe(t *testing.T, rc *rcCA, mod func(*Options)) *rcEnv {
+	t.Helper()
 	h, db, demo, a := rc.h, rc.db, rc.demo, rc.a
 	logs := &stLog{}
-	srv := stServe(t, Options{
+	o := Options{
 		Addr:        "127.0.0.1:0",
 		Certificate: rc.serverCert(),
 		Authority:   a,
 		Logger:      slog.New(slog.NewTextHandler(logs, nil)),
-	})
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	srv := stServe(t, o)
 	return &rcEnv{srv: srv, db: db, h: h, demo: demo, roots: pkitest.Pool(h.Root), addr: srv.Addr().String(), logs: logs}
 }
 

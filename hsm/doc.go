@@ -36,19 +36,54 @@
 // at most MaxSessions-1 operation sessions; each operation takes one session
 // exclusively and blocks while all are busy.
 //
-// Operations recover by themselves. When one fails with
-// CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN,
-// CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_ERROR,
-// CKR_SLOT_ID_INVALID or CKR_CRYPTOKI_NOT_INITIALIZED, the Token finds the
-// slot again, opens and logs in a new login session, discards every pooled
-// session of the old generation, and the operation is retried once; keys
-// then re-find their private key by label and check that its public key is
-// unchanged (a different key under the same label is ErrKeyNotFound, never
-// silently used). An invalid key handle, or a key that cannot be found, is
-// retried only if the login turns out to be lost (private objects are
-// invisible when logged out). Recoveries are serialised and counted by a
-// generation number, so a burst of failures triggers one recovery, not one
-// per goroutine. Nothing loops: each operation makes at most two attempts.
+// Operations recover by themselves, escalating only as far as needed. When
+// one fails with CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED,
+// CKR_USER_NOT_LOGGED_IN, CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT,
+// CKR_DEVICE_ERROR, CKR_SLOT_ID_INVALID or CKR_CRYPTOKI_NOT_INITIALIZED, or
+// with an invalid object handle or a key that cannot be found while the token
+// no longer answers C_GetTokenInfo or the login is lost:
+//
+//  1. the Token finds the slot again, opens and logs in a new login session,
+//     discards every pooled session of the old generation, and the
+//     operation is retried once;
+//  2. if that fails, the Token re-initialises the module: it waits until no
+//     operation uses it, calls C_Finalize and C_Initialize, finds the slot
+//     and logs in again (SoftHSM, for one, does not see a token whose
+//     directory came back until it is initialised again), and the operation
+//     is retried once;
+//  3. if that fails too, the token is down. Every operation then fails at
+//     once with ErrUnavailable, without touching the module (no hang, no
+//     retry per request), and one background goroutine repeats step 2 after
+//     FirstRecoveryDelay, doubling the wait up to Options.MaxRecoveryDelay,
+//     until the token is back or the Token is closed.
+//
+// Keys then re-find their private key by label and check that its public
+// key is unchanged (a different key under the same label is ErrKeyNotFound,
+// never silently used). A key that cannot be found while the token is
+// present and logged in is really absent: ErrKeyNotFound, and the token stays
+// up. Recoveries are serialised and counted by a generation number, so a
+// burst of failures triggers one recovery, not one per goroutine. A PIN that
+// the token rejects at a new login takes the token down without retries
+// (Status.Retrying is false): a retry loop could lock the PIN.
+//
+// The package never logs. Status reports whether the token is up, since when
+// and why not; Check probes it without an operation (the caller decides how
+// often); Options.Observer receives an Event when the token goes down (once
+// per outage), comes back (once, with the outage's length), recovers a lost
+// login or re-initialises the module, and for every operation that fails,
+// with a fixed reason (FailureUnavailable, FailureKeyNotFound, FailurePIN,
+// FailureRequest, FailureDevice). The caller logs and counts these (cmd/estca does).
+//
+// The package does not verify the signatures the token returns: the
+// consumer that knows which public key a signature must verify under does
+// (package ca, for every HSM key estca uses).
+//
+// # Builds without cgo
+//
+// miekg/pkcs11 needs cgo. Without it the package still builds, with the
+// same exported API, and every function and method returns ErrNoCgo
+// ("hsm: built without cgo: PKCS#11 unavailable"); `make test` runs the
+// package's tests with CGO_ENABLED=0 to keep it so.
 //
 // # Why miekg/pkcs11 directly and not crypto11
 //
@@ -70,12 +105,24 @@
 // # Caveats
 //
 //   - One C_Initialize per module per process. The Token whose C_Initialize
-//     succeeded calls C_Finalize in Close; a Token opened while the module was
-//     already initialised shares it and leaves it in place. Close the owner
-//     last, or open one Token per module per process (estca does). If an
-//     owner finalises under another Token, that Token initialises the module
-//     again on its next operation.
+//     succeeded owns the module: it calls C_Finalize in Close, and only it
+//     re-initialises the module to recover (step 2 above). A Token opened
+//     while the module was already initialised shares it and leaves it in
+//     place: its recovery stops at a new login, so it cannot bring back a
+//     SoftHSM token whose directory vanished unless the owner does. Close the
+//     owner last, or open one Token per module per process (estca does). If
+//     an owner finalises under another Token, that Token initialises the
+//     module again on its next operation (and owns it from then on).
+//   - Re-initialising the module invalidates every handle of the process on
+//     that module, including raw handles opened next to the Token (they share
+//     the library state). The Token forgets its own old session handles
+//     without closing them, since the module may hand the same values out
+//     again.
+//   - Outages are noticed by operations (or Check): a token that vanishes
+//     while nothing uses it is reported down at the next use or Check.
 //   - SoftHSM reads SOFTHSM2_CONF at C_Initialize only: see package softhsm.
+//     A re-initialisation reads it again, so it must still name the token's
+//     configuration then (estca sets it once, before Open).
 //   - Recovery closes the stale handles of the Token's own sessions. A module
 //     that reused session handle values immediately could have one of those
 //     closes hit a fresh session; SoftHSM numbers handles monotonically.

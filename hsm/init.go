@@ -1,3 +1,5 @@
+//go:build cgo
+
 package hsm
 
 import (
@@ -8,17 +10,7 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// InitToken initialises a token in the first slot whose token is not yet
-// initialised (SoftHSM always offers one such free slot), with the given
-// label (at most 32 bytes), security-officer PIN and user PIN, using
-// C_InitToken, C_Login(CKU_SO) and C_InitPIN in this process: the PINs never
-// appear on a command line.
-//
-// The module must not be initialised in this process already (an open Token):
-// InitToken then returns ErrInUse, because it could not finalise the module
-// afterwards, and SoftHSM would keep using the configuration it read at the
-// first C_Initialize. A label already present wraps ErrTokenExists.
-func InitToken(module, label, soPIN, userPIN string) (err error) {
+func initToken(module, label, soPIN, userPIN string) (err error) {
 	if label == "" || len(label) > 32 {
 		return fmt.Errorf("hsm: init token: label must be 1 to 32 bytes, got %d", len(label))
 	}

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package hsm
 
 import (
@@ -118,6 +120,25 @@ func TestClassify(t *testing.T) {
 	} {
 		if got := classify(c.err); got != c.want {
 			t.Errorf("classify(%v) = %d, want %d", c.err, got, c.want)
+		}
+	}
+}
+
+func TestFailureReason(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("%w since x: %w", ErrUnavailable, ErrTokenNotFound), FailureUnavailable},
+		{fmt.Errorf("hsm: find key: %w", ErrKeyNotFound), FailureKeyNotFound},
+		{fmt.Errorf("%w: x", ErrPIN), FailurePIN},
+		{ErrNoPIN, FailurePIN},
+		{fmt.Errorf("%w: label", ErrKeyExists), FailureRequest},
+		{pkcs11.Error(pkcs11.CKR_DEVICE_MEMORY), FailureDevice},
+	} {
+		if got := failureReason(c.err); got != c.want {
+			t.Errorf("failureReason(%v) = %q, want %q", c.err, got, c.want)
 		}
 	}
 }

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package hsm
 
 import (
@@ -10,37 +12,17 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"sync"
 
 	"github.com/miekg/pkcs11"
 )
 
-// KeyInfo describes a private key as the token reports it through PKCS#11
-// attributes (PKCS#11 v2.40 section 4.9).
-type KeyInfo struct {
-	Label            string
-	ID               []byte  // CKA_ID, shared by the private and public key objects
-	Type             KeyType // e.g. ECDSAP256; "ecdsa-<oid>" or "rsa-<bits>" for other sizes
-	Token            bool    // CKA_TOKEN: persistent object
-	Private          bool    // CKA_PRIVATE: visible only after login
-	Sign             bool    // CKA_SIGN
-	Sensitive        bool    // CKA_SENSITIVE
-	Extractable      bool    // CKA_EXTRACTABLE
-	AlwaysSensitive  bool    // CKA_ALWAYS_SENSITIVE
-	NeverExtractable bool    // CKA_NEVER_EXTRACTABLE
-}
-
 // Named-curve OIDs (RFC 5480 section 2.1.1.1).
 func oidP256() asn1.ObjectIdentifier { return asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7} }
 func oidP384() asn1.ObjectIdentifier { return asn1.ObjectIdentifier{1, 3, 132, 0, 34} }
 
-// GenerateKey generates a key pair in the token: persistent objects labelled
-// label with a random shared CKA_ID; the private key is CKA_PRIVATE,
-// CKA_SENSITIVE, not CKA_EXTRACTABLE, CKA_SIGN only. A label already used by a
-// private or public key object yields ErrKeyExists. The returned signer is a *Key.
-func (t *Token) GenerateKey(label string, kt KeyType) (crypto.Signer, error) {
+func (t *Token) generateKey(label string, kt KeyType) (crypto.Signer, error) {
 	if label == "" {
 		return nil, errors.New("hsm: generate key: empty label")
 	}
@@ -101,7 +83,7 @@ func (t *Token) GenerateKey(label string, kt KeyType) (crypto.Signer, error) {
 	t.keyMu.Lock()
 	defer t.keyMu.Unlock()
 	var k *Key
-	err = t.withSession(func(s session) error {
+	err = t.do("generate-key", func(s session) error {
 		for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
 			hs, err := t.find(s.h, class, label, nil, 1)
 			if err != nil {
@@ -124,12 +106,9 @@ func (t *Token) GenerateKey(label string, kt KeyType) (crypto.Signer, error) {
 	return k, nil
 }
 
-// FindKey returns the signer for the private key labelled label, or an error
-// wrapping ErrKeyNotFound. More than one private key with the label is an error.
-// The returned signer is a *Key.
-func (t *Token) FindKey(label string) (crypto.Signer, error) {
+func (t *Token) findKey(label string) (crypto.Signer, error) {
 	var k *Key
-	err := t.withSession(func(s session) error {
+	err := t.do("find-key", func(s session) error {
 		h, err := t.findPrivate(s.h, label)
 		if err != nil {
 			return err
@@ -143,10 +122,9 @@ func (t *Token) FindKey(label string) (crypto.Signer, error) {
 	return k, nil
 }
 
-// KeyInfo reads the attributes of the private key labelled label.
-func (t *Token) KeyInfo(label string) (KeyInfo, error) {
+func (t *Token) keyInfo(label string) (KeyInfo, error) {
 	var ki KeyInfo
-	err := t.withSession(func(s session) error {
+	err := t.do("key-info", func(s session) error {
 		h, err := t.findPrivate(s.h, label)
 		if err != nil {
 			return err
@@ -178,13 +156,10 @@ func (t *Token) KeyInfo(label string) (KeyInfo, error) {
 	return ki, nil
 }
 
-// DeleteKey destroys the private and public key objects labelled label. Keys
-// found earlier under that label fail with ErrKeyNotFound afterwards. It
-// returns ErrKeyNotFound if there was no such object.
-func (t *Token) DeleteKey(label string) error {
+func (t *Token) deleteKey(label string) error {
 	t.keyMu.Lock()
 	defer t.keyMu.Unlock()
-	err := t.withSession(func(s session) error {
+	err := t.do("delete-key", func(s session) error {
 		var all []pkcs11.ObjectHandle
 		for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
 			hs, err := t.find(s.h, class, label, nil, 16)
@@ -380,14 +355,11 @@ type Key struct {
 	stale bool
 }
 
-// Public returns the public key (*ecdsa.PublicKey or *rsa.PublicKey).
-func (k *Key) Public() crypto.PublicKey { return k.pub }
+func (k *Key) public() crypto.PublicKey { return k.pub }
 
-// Label returns the CKA_LABEL of the key.
-func (k *Key) Label() string { return k.label }
+func (k *Key) keyLabel() string { return k.label }
 
-// Type returns the key type.
-func (k *Key) Type() KeyType { return k.kt }
+func (k *Key) keyType() KeyType { return k.kt }
 
 // handle returns a private key handle valid in the generation of s.
 func (k *Key) handle(s session) (pkcs11.ObjectHandle, error) {
@@ -419,18 +391,13 @@ func (k *Key) markStale(err error) {
 	}
 }
 
-// Sign signs digest with the key. For ECDSA keys the signature is ASN.1 DER
-// (as crypto.Signer requires, RFC 5480 section 2.2 / RFC 5758); for RSA keys
-// opts of type *rsa.PSSOptions selects RSASSA-PSS (MGF1 with the same hash),
-// otherwise RSASSA-PKCS1-v1_5 (RFC 8017). rand is ignored: the token supplies
-// the randomness.
-func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+func (k *Key) sign(digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	mech, data, err := k.mechanism(digest, opts)
 	if err != nil {
 		return nil, fmt.Errorf("hsm: sign with %q: %w", k.label, err)
 	}
 	var sig []byte
-	err = k.t.withSession(func(s session) error {
+	err = k.t.do("sign", func(s session) error {
 		h, err := k.handle(s)
 		if err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 )
 
 // PINEnv is the environment variable that, when set and non-empty, supplies the
@@ -41,6 +42,15 @@ var (
 	ErrInUse = errors.New("hsm: pkcs11 module already initialised in this process")
 	// ErrTokenExists reports an InitToken whose label is already used by a token.
 	ErrTokenExists = errors.New("hsm: token already exists")
+	// ErrUnavailable reports an operation refused because the token is down:
+	// it vanished, or could not be reached or logged in to again, and the
+	// Token is re-initialising the module in the background (see Status).
+	// Operations fail with it at once, without touching the module, until the
+	// token is back.
+	ErrUnavailable = errors.New("hsm: token unavailable")
+	// ErrNoCgo is what every function and method returns in a build without
+	// cgo, where PKCS#11 cannot be loaded.
+	ErrNoCgo = errors.New("hsm: built without cgo: PKCS#11 unavailable")
 )
 
 // KeyType names a key algorithm and size supported by GenerateKey.
@@ -87,7 +97,28 @@ type Options struct {
 	// one kept open to hold the login. Zero means 2*GOMAXPROCS+2; values below
 	// 2 are raised to 2. A lower limit reported by the token applies too.
 	MaxSessions int
+	// MaxRecoveryDelay caps the wait between two attempts to bring a token
+	// that is down back (module re-initialisation and login). The first
+	// attempt comes FirstRecoveryDelay after the token went down and the wait
+	// doubles from there. Zero means DefaultMaxRecoveryDelay.
+	MaxRecoveryDelay time.Duration
+	// Observer, if not nil, receives the Token's events: the token going down
+	// and coming back, recoveries, and every operation that fails (see Event).
+	// It is called synchronously, in order, from the goroutine that caused the
+	// event; it must return quickly and must not call the Token.
+	Observer func(Event)
 }
+
+// Recovery timing (see Options.MaxRecoveryDelay).
+const (
+	// FirstRecoveryDelay is the wait before the first attempt to bring back a
+	// token that went down.
+	FirstRecoveryDelay = 250 * time.Millisecond
+	// DefaultMaxRecoveryDelay is the longest wait between two attempts when
+	// Options.MaxRecoveryDelay is zero: a token that comes back is in use
+	// again at most this long (plus one attempt) later.
+	DefaultMaxRecoveryDelay = 4 * time.Second
+)
 
 // resolved is Options after the URI is merged in and the PIN source decided.
 type resolved struct {
@@ -95,6 +126,8 @@ type resolved struct {
 	pinValue              string // from the URI's pin-value, if any
 	pinFile               string
 	maxSessions           int
+	maxRecoveryDelay      time.Duration
+	observer              func(Event)
 }
 
 func (o Options) resolve() (resolved, error) {
@@ -104,7 +137,13 @@ func (o Options) resolve() (resolved, error) {
 		serial:      o.TokenSerial,
 		pinFile:     o.PINFile,
 		maxSessions: o.MaxSessions,
+		observer:    o.Observer,
 	}
+	r.maxRecoveryDelay = o.MaxRecoveryDelay
+	if r.maxRecoveryDelay <= 0 {
+		r.maxRecoveryDelay = DefaultMaxRecoveryDelay
+	}
+	r.maxRecoveryDelay = max(r.maxRecoveryDelay, FirstRecoveryDelay)
 	if o.URI != "" {
 		u, err := parseURI(o.URI)
 		if err != nil {

@@ -6,18 +6,30 @@
 // # What it does
 //
 // Module finds libsofthsm2.so. Provision writes dir/softhsm2.conf
-// (directories.tokendir = dir/tokens, objectstore.backend = file,
-// log.level = ERROR), dir/user.pin and dir/so.pin (random, mode 0600) and
-// dir/label, then initialises the token in this process through PKCS#11
+// (directories.tokendir = tokens, relative to dir; objectstore.backend =
+// file, log.level = ERROR), dir/user.pin (random, mode 0600) and dir/label,
+// then initialises the token in this process through PKCS#11
 // (hsm.InitToken: C_InitToken, C_InitPIN), so no PIN is ever passed on a
-// command line or written to a log. Load re-opens such a directory, Activate
+// command line or written to a log. The random security officer PIN is
+// forgotten once the token is initialised, unless ProvisionOptions.KeepSOPIN
+// asks for dir/so.pin (mode 0600); directories provisioned with an so.pin
+// keep working, nothing reads it. Load re-opens such a directory, Activate
 // points SoftHSM at it, and Options gives the hsm.Options to open it.
 //
-// # What it does not do
+// # Relative token paths
 //
-// It does not speak PKCS#11 itself (package hsm does), open tokens, or manage
-// keys. It is not a production key store: SoftHSM keeps keys in files
-// encrypted under the user PIN, which lives next to them.
+// SoftHSM resolves a relative directories.tokendir against the process's
+// working directory, and an absolute one would tie a copied or restored
+// directory to the original's token. So the configuration Provision writes
+// names the token directory relative to its own directory, and Activate (or
+// Effective) writes dir/softhsm2.effective.conf, the same configuration with
+// that path made absolute for where dir is now, at every use, and points
+// SOFTHSM2_CONF at it. A copy of dir (cp -a of a whole appliance) thus opens
+// its own token, never the original's (tested by copying, moving the
+// original away and changing the copy). A configuration whose token
+// directory is already absolute (provisioned before) is used as it is; to
+// make such an appliance relocatable, change its directories.tokendir to
+// "tokens". SoftHSM's own tools (softhsm2-util) take the effective file too.
 //
 // # Several tokens in one process
 //
@@ -43,6 +55,9 @@
 //
 // # Concurrency
 //
-// Provision, Load and Activate change files and the process environment;
-// call them from one goroutine, not concurrently with hsm.Open.
+// Provision, Load, Effective and Activate change files and the process
+// environment; call them from one goroutine, not concurrently with hsm.Open.
+// Effective replaces the effective file atomically (write and rename), so
+// two processes activating the same directory at once both read a whole
+// file.
 package softhsm

@@ -47,7 +47,7 @@ func caImportCommand() *command {
 			if err != nil {
 				return err
 			}
-			tok, err := openToken(cfg)
+			tok, err := openToken(cfg, nil)
 			if err != nil {
 				return err
 			}

@@ -25,6 +25,15 @@
 // (est.Metrics) and those serve measures for the components that do not
 // import Prometheus (HSM signing latency, pending approvals; metrics.go).
 //
+// The HSM: serve logs an outage of the token once when it starts ("hsm token
+// unavailable") and once when it ends ("hsm token available again"), from
+// the events package hsm reports (it never logs itself), probes the token
+// every 5 s, and exports estca_hsm_up, estca_hsm_failures_total{reason} and
+// estca_hsm_recoveries_total{kind} (hsmwatch.go). Every HSM key it uses (the
+// issuing key, the DTLS server key, the audit key) signs through
+// ca.VerifySigner, under the public key of its certificate or the published
+// audit key.
+//
 // Secrets: the HSM PIN comes from hsm.pin_file or $ESTCA_HSM_PIN, never from
 // the command line or the configuration body, and is never logged.
 package main

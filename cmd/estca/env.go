@@ -5,23 +5,26 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/estca/estca/ca"
 	"github.com/estca/estca/hsm"
 	"github.com/estca/estca/policy"
+	"github.com/estca/estca/softhsm"
 	"github.com/estca/estca/store"
 )
 
 // config loads the configuration named by --config.
 func (a *app) config() (*Config, error) { return loadConfig(a.configPath) }
 
-// openToken opens the PKCS#11 token of the configuration. For the embedded
-// SoftHSM default it points SOFTHSM2_CONF at the appliance's own token
-// directory first (SoftHSM reads it once, at C_Initialize).
-func openToken(c *Config) (*hsm.Token, error) {
+// openToken opens the PKCS#11 token of the configuration; observe, if not
+// nil, receives the token's events. For the embedded SoftHSM default it
+// points SOFTHSM2_CONF at the appliance's own token directory first (SoftHSM
+// reads it at C_Initialize).
+func openToken(c *Config, observe func(hsm.Event)) (*hsm.Token, error) {
 	if c.HSM.SoftHSMConf != "" {
-		if err := os.Setenv("SOFTHSM2_CONF", c.path(c.HSM.SoftHSMConf)); err != nil {
+		// Relative token paths resolve against the appliance, so that a
+		// copied or restored appliance uses its own token.
+		if err := softhsm.Activate(c.path(c.HSM.SoftHSMConf)); err != nil {
 			return nil, err
 		}
 	}
@@ -31,6 +34,7 @@ func openToken(c *Config) (*hsm.Token, error) {
 		URI:         c.HSM.URI,
 		PINFile:     c.path(c.HSM.PINFile),
 		MaxSessions: c.HSM.MaxSessions,
+		Observer:    observe,
 	})
 }
 
@@ -94,9 +98,21 @@ func (x *authority) Close() error {
 	return errors.Join(errs...)
 }
 
+// authorityOptions are what `serve` adds to openAuthority; the zero value is
+// what `issue` uses.
+type authorityOptions struct {
+	// wrap, if not nil, wraps the issuing key (latency metrics).
+	wrap func(crypto.Signer) crypto.Signer
+	// observe receives the token's events (hsm.Options.Observer).
+	observe func(hsm.Event)
+	// badSignature is told of every HSM signature that does not verify.
+	badSignature func(error)
+}
+
 // openAuthority opens the token, the store and the CA certificates and builds
-// the authority.
-func openAuthority(c *Config, wrap ...func(crypto.Signer) crypto.Signer) (_ *authority, err error) {
+// the authority. Every signature of the issuing key is verified under the
+// issuing certificate (ca.VerifySigner) before it is used.
+func openAuthority(c *Config, o authorityOptions) (_ *authority, err error) {
 	x := &authority{}
 	defer func() {
 		if err != nil {
@@ -113,21 +129,22 @@ func openAuthority(c *Config, wrap ...func(crypto.Signer) crypto.Signer) (_ *aut
 	if err != nil {
 		return nil, err
 	}
-	if x.token, err = openToken(c); err != nil {
+	if x.token, err = openToken(c, o.observe); err != nil {
 		return nil, err
 	}
 	signer, err := x.token.FindKey(c.CA.IssuingKey)
 	if err != nil {
 		return nil, fmt.Errorf("issuing key %q: %w", c.CA.IssuingKey, err)
 	}
-	for _, w := range wrap {
-		signer = w(signer)
+	if o.wrap != nil {
+		signer = o.wrap(signer)
 	}
+	verified := ca.VerifySigner(signer, x.issuing.PublicKey, o.badSignature)
 	if x.db, err = openStore(c, false); err != nil {
 		return nil, err
 	}
 	x.ca, err = ca.New(ca.Options{
-		Signer:         signer,
+		Signer:         verified,
 		Certificate:    x.issuing,
 		Root:           x.root,
 		Profiles:       c.profiles(),

@@ -36,6 +36,7 @@ func initCommand() *command {
 			fs.StringVar(&o.name, "name", "estca", "name used in the CA subjects")
 			fs.StringVar(&o.serverName, "server-name", "", "DNS name of the EST server certificate (default: this host's name)")
 			fs.BoolVar(&o.externalRoot, "external-root", false, "keep only the issuing key here and write DIR/ca/issuing.csr for an external root (then `estca ca import`)")
+			fs.BoolVar(&o.keepSOPIN, "keep-so-pin", false, "keep the embedded SoftHSM token's security officer PIN in DIR/hsm/so.pin (default: forgotten after init)")
 			fs.BoolVar(&o.demo, "demo", false, "also create a demo manufacturer CA (trusted as IDevID anchor) and demo device IDevIDs under DIR/demo")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
@@ -50,7 +51,7 @@ func initCommand() *command {
 
 type initOptions struct {
 	dir, module, token, pinFile, keyType, name, serverName string
-	externalRoot, demo                                     bool
+	externalRoot, demo, keepSOPIN                          bool
 }
 
 func runInit(a *app, o initOptions) error {
@@ -80,13 +81,18 @@ func runInit(a *app, o initOptions) error {
 
 	v := configValues{KeyType: string(kt), ExternalRoot: o.externalRoot}
 	if o.module == "" {
-		st, err := softhsm.Provision(filepath.Join(dir, "hsm"), "estca")
+		st, err := softhsm.Provision(filepath.Join(dir, "hsm"), "estca", softhsm.ProvisionOptions{KeepSOPIN: o.keepSOPIN})
 		if err != nil {
 			return err
 		}
 		v.Module, v.Token = st.Module, st.Label
 		v.PINFile, v.SoftHSMConf = rel(dir, st.PINFile), rel(dir, st.Conf)
 		fmt.Fprintf(a.stdout, "provisioned SoftHSM token %q in %s\n", st.Label, st.Dir)
+		if st.SOPINFile != "" {
+			fmt.Fprintf(a.stdout, "  SO PIN kept in %s (mode 0600): move it off the box\n", st.SOPINFile)
+		} else {
+			fmt.Fprintf(a.stdout, "  SO PIN not kept (nothing needs it; --keep-so-pin keeps it)\n")
+		}
 	} else {
 		v.Module, v.Token = o.module, o.token
 		if o.pinFile != "" {
@@ -101,7 +107,7 @@ func runInit(a *app, o initOptions) error {
 	if err != nil {
 		return fmt.Errorf("internal: generated config invalid: %w", err)
 	}
-	tok, err := openToken(cfg)
+	tok, err := openToken(cfg, nil)
 	if err != nil {
 		return err
 	}

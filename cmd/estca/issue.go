@@ -44,7 +44,7 @@ func issueCommand() *command {
 			if profile != "" && !hasProfile(cfg, profile) {
 				return fmt.Errorf("unknown profile %q", profile)
 			}
-			x, err := openAuthority(cfg)
+			x, err := openAuthority(cfg, authorityOptions{})
 			if err != nil {
 				return err
 			}

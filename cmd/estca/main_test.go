@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -229,5 +230,73 @@ func TestHSMErrors(t *testing.T) {
 				t.Fatal("the PIN appears in the error")
 			}
 		})
+	}
+}
+
+// TestCopiedAppliance copies a whole appliance with cp -a, as an operator
+// moving or restoring one would, moves the original away, and shows that the
+// copy issues with its own token; without its own token the copy fails
+// rather than use the original's. The SO PIN is not kept unless asked for;
+// an appliance from before (absolute token path, so.pin on disk) still works.
+func TestCopiedAppliance(t *testing.T) {
+	dir, _ := newAppliance(t)
+	if _, err := os.Stat(filepath.Join(dir, "hsm", "so.pin")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("init kept the SO PIN: %v", err)
+	}
+	copyDir := filepath.Join(t.TempDir(), "copy")
+	if out, err := exec.Command("cp", "-a", dir, copyDir).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v\n%s", err, out)
+	}
+	if err := os.Rename(dir, dir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	copyCfg := filepath.Join(copyDir, "estca.yaml")
+	csr := filepath.Join(t.TempDir(), "c.der")
+	writeCSR(t, csr, "copied")
+	leaf := filepath.Join(t.TempDir(), "leaf.pem")
+	mustEstca(t, "--config", copyCfg, "issue", "--csr", csr, "--out", leaf)
+	if v := openssl(t, "verify", "-CAfile", filepath.Join(copyDir, "ca", "root.pem"),
+		"-untrusted", filepath.Join(copyDir, "ca", "issuing.pem"), leaf); !strings.Contains(v, ": OK") {
+		t.Fatalf("openssl verify: %s", v)
+	}
+	eff, err := os.ReadFile(filepath.Join(copyDir, "hsm", "softhsm2.effective.conf"))
+	if err != nil || !strings.Contains(string(eff), "directories.tokendir = "+filepath.Join(copyDir, "hsm", "tokens")+"\n") {
+		t.Fatalf("effective SoftHSM configuration of the copy (%v):\n%s", err, eff)
+	}
+
+	// Original back, the copy's own token gone: the copy must fail.
+	if err := os.Rename(dir+".away", dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(copyDir, "hsm", "tokens"), filepath.Join(copyDir, "hsm", "tokens.away")); err != nil {
+		t.Fatal(err)
+	}
+	writeCSR(t, csr, "copy-without-token")
+	if code, _, errs := estca(t, "--config", copyCfg, "issue", "--csr", csr); code != 1 || !strings.Contains(errs, "token directory "+filepath.Join(copyDir, "hsm", "tokens")+" of") {
+		t.Fatalf("copy without its token: exit %d, %s", code, errs)
+	}
+
+	// An appliance from before: absolute token directory, SO PIN on disk.
+	conf := filepath.Join(dir, "hsm", "softhsm2.conf")
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := strings.Replace(string(b), "directories.tokendir = tokens\n", "directories.tokendir = "+filepath.Join(dir, "hsm", "tokens")+"\n", 1)
+	if legacy == string(b) {
+		t.Fatalf("no relative token directory in:\n%s", b)
+	}
+	if err := os.WriteFile(conf, []byte(legacy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hsm", "so.pin"), []byte("legacy-so-pin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeCSR(t, csr, "legacy")
+	mustEstca(t, "--config", filepath.Join(dir, "estca.yaml"), "issue", "--csr", csr)
+
+	kept, _ := newAppliance(t, "--keep-so-pin")
+	if fi, err := os.Stat(filepath.Join(kept, "hsm", "so.pin")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("--keep-so-pin: %v", err)
 	}
 }

@@ -17,7 +17,9 @@ import (
 
 	"github.com/pion/dtls/v3"
 
+	"github.com/estca/estca/ca"
 	"github.com/estca/estca/est"
+	"github.com/estca/estca/hsm"
 	"github.com/estca/estca/store"
 )
 
@@ -62,7 +64,12 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	x, err := openAuthority(cfg, func(s crypto.Signer) crypto.Signer { return timedSigner{s, appMetrics} })
+	watch := newHSMWatch(a.log, metrics.Registry())
+	x, err := openAuthority(cfg, authorityOptions{
+		wrap:         func(s crypto.Signer) crypto.Signer { return timedSigner{s, appMetrics} },
+		observe:      watch.observe,
+		badSignature: watch.badSignature,
+	})
 	if err != nil {
 		return err
 	}
@@ -86,7 +93,9 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("server certificate: %w", err)
 	}
-	cert := tls.Certificate{PrivateKey: serverKey, Leaf: chain[0]}
+	// Handshake and audit head signatures are verified before they are used,
+	// like the issuing key's (ca.VerifySigner).
+	cert := tls.Certificate{PrivateKey: ca.VerifySigner(serverKey, chain[0].PublicKey, watch.badSignature), Leaf: chain[0]}
 	for _, c := range chain {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
@@ -145,7 +154,7 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		a.log.Info("metrics listening", "addr", ml.Addr().String())
 	}
 
-	signer := &headSigner{db: x.db, key: auditKey}
+	signer := &headSigner{db: x.db, key: ca.VerifySigner(auditKey, auditPub, watch.badSignature)}
 	if _, err := x.db.Append(store.AuditRecord{Event: store.EventStart, Verdict: "start",
 		Reason: "estca serve on " + srv.Addr().String()}); err != nil {
 		return err
@@ -161,6 +170,7 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSrv()
 	go func() { serveErr <- srv.Serve(srvCtx) }()
+	go probe(srvCtx, x.token, hsmCheckInterval)
 
 	tick := time.NewTicker(cfg.Store.AuditSignInterval.D())
 	defer tick.Stop()
@@ -174,7 +184,9 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 			}
 			done = true
 		case <-tick.C:
-			if err := signer.sign(); err != nil {
+			if err := signer.sign(); errors.Is(err, hsm.ErrUnavailable) {
+				a.log.Debug("audit head not signed: hsm unavailable", "err", err) // the outage is logged once
+			} else if err != nil {
 				a.log.Error("signing the audit head", "err", err)
 			}
 			if reqs, err := x.db.Requests(store.StatePending); err == nil {
@@ -191,7 +203,13 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if _, err := x.db.Append(store.AuditRecord{Event: store.EventStop, Verdict: "stop", Reason: "estca serve stopped"}); err != nil {
 		return err
 	}
-	return signer.sign()
+	err = signer.sign()
+	if errors.Is(err, hsm.ErrUnavailable) {
+		// The records since the last signed head are signed at the next start.
+		a.log.Warn("audit head not signed at stop: hsm unavailable", "err", err)
+		return nil
+	}
+	return err
 }
 
 // headSigner signs the audit chain head when records were added since the
@@ -210,6 +228,13 @@ func (h *headSigner) sign() error {
 		}
 	}
 	head, err := h.db.SignHead(h.key)
+	if errors.Is(err, ca.ErrBadSignature) {
+		// Nothing was stored; the refusal goes into the trail it protects.
+		if _, aerr := h.db.Append(store.AuditRecord{Event: store.EventDenied, Verdict: ca.VerdictRejected,
+			Reason: "audit head: invalid HSM signature", Flags: []string{ca.FlagBadSignature}}); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+	}
 	if err != nil {
 		return err
 	}

@@ -24,11 +24,15 @@ func Provision(t testing.TB) *softhsm.Token {
 		}
 		t.Skipf("softhsmtest: %v", err)
 	}
-	st, err := softhsm.Provision(t.TempDir(), Label)
+	st, err := softhsm.Provision(t.TempDir(), Label, softhsm.ProvisionOptions{})
 	if err != nil {
 		t.Fatalf("softhsmtest: %v", err)
 	}
-	t.Setenv(softhsm.ConfEnv, st.Conf)
+	conf, err := softhsm.Effective(st.Conf)
+	if err != nil {
+		t.Fatalf("softhsmtest: %v", err)
+	}
+	t.Setenv(softhsm.ConfEnv, conf)
 	t.Setenv(hsm.PINEnv, "") // the PIN comes from st.PINFile unless a test says otherwise
 	return st
 }

@@ -3,6 +3,7 @@ package softhsmtest_test
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/estca/estca/hsm"
@@ -14,8 +15,8 @@ func TestNew(t *testing.T) {
 	var tok *hsm.Token
 	t.Run("new", func(t *testing.T) {
 		st, ht := softhsmtest.New(t)
-		if os.Getenv(softhsm.ConfEnv) != st.Conf {
-			t.Errorf("%s not set to %s", softhsm.ConfEnv, st.Conf)
+		if want := filepath.Join(st.Dir, softhsm.EffectiveConfFile); os.Getenv(softhsm.ConfEnv) != want {
+			t.Errorf("%s not set to %s", softhsm.ConfEnv, want)
 		}
 		if ht.Label() != softhsmtest.Label {
 			t.Errorf("label %q", ht.Label())
