@@ -61,7 +61,7 @@ func rcAuthority(t *testing.T) *rcCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := store.Open(filepath.Join(t.TempDir(), "estca.db"), store.Options{})
+	db, err := store.Create(filepath.Join(t.TempDir(), "estca.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

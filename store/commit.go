@@ -54,7 +54,7 @@ func (c *committer) do(fn func(*bolt.Tx) error) error {
 	c.mu.Unlock()
 	err := <-ch
 	if err == errSolo {
-		err = c.db.Update(fn)
+		err = update(c.db, fn)
 	}
 	return err
 }
@@ -101,11 +101,12 @@ func (c *committer) drain() {
 }
 
 // run commits batch, taking out (and sending back to run alone) any function
-// that fails, exactly like bbolt's Batch.
+// that fails, exactly like bbolt's Batch. A failed commit fails every call
+// of the batch with the same *WriteError.
 func (c *committer) run(batch []call) {
 	for len(batch) > 0 {
 		failed := -1
-		err := c.db.Update(func(tx *bolt.Tx) error {
+		err := update(c.db, func(tx *bolt.Tx) error {
 			for i, cl := range batch {
 				if err := safelyCall(cl.fn, tx); err != nil {
 					failed = i

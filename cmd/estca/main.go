@@ -52,8 +52,11 @@ func commands() []*command {
 		certsShowCommand(),
 		auditListCommand(),
 		auditVerifyCommand(),
+		auditCheckpointCommand(),
 		revokeCommand(),
 		backupCommand(),
+		restoreCommand(),
+		storeCheckCommand(),
 		enrollCommand(),
 		benchCommand(),
 	}

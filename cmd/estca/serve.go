@@ -66,14 +66,6 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if left := time.Until(x.issuing.NotAfter); left < 30*24*time.Hour {
 		a.log.Warn("issuing CA expires soon: enrollment stops an hour before", "not_after", x.issuing.NotAfter, "left", left.Round(time.Hour))
 	}
-	auditKey, err := x.token.FindKey(cfg.CA.AuditKey)
-	if err != nil {
-		return fmt.Errorf("audit key %q: %w", cfg.CA.AuditKey, err)
-	}
-	auditPub, err := readAuditPublic(cfg)
-	if err != nil {
-		return err
-	}
 	serverKey, err := x.token.FindKey(cfg.CA.ServerKey)
 	if err != nil {
 		return fmt.Errorf("server key %q: %w", cfg.CA.ServerKey, err)
@@ -121,7 +113,7 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	adminSrv := &http.Server{Handler: adminHandler(x.db, auditPub), ReadHeaderTimeout: 10 * time.Second}
+	adminSrv := &http.Server{Handler: adminHandler(x.db, x.auditPub), ReadHeaderTimeout: 10 * time.Second}
 	go adminSrv.Serve(admin)
 	defer func() {
 		adminSrv.Close()
@@ -141,14 +133,15 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		a.log.Info("metrics listening", "addr", ml.Addr().String())
 	}
 
-	signer := &headSigner{db: x.db, key: auditKey}
 	if _, err := x.db.Append(store.AuditRecord{Event: store.EventStart, Verdict: "start",
 		Reason: "estca serve on " + srv.Addr().String()}); err != nil {
 		return err
 	}
-	if err := signer.sign(); err != nil {
+	if _, err := x.db.SignHead(); err != nil {
 		return err
 	}
+	watch := &storeWatch{db: x.db, log: a.log, logCheckpoints: *cfg.Store.LogCheckpoints, retryAfter: cfg.Store.RetryAfter.D()}
+	watch.poll(time.Now())
 	a.log.Info("estca serving", "addr", srv.Addr().String(), "admin_socket", cfg.path(cfg.EST.AdminSocket),
 		"root", cfg.path(cfg.CA.Root))
 	fmt.Fprintf(a.stdout, "estca serving EST-coaps on udp %s (admin socket %s)\n", srv.Addr(), cfg.path(cfg.EST.AdminSocket))
@@ -160,6 +153,8 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 
 	tick := time.NewTicker(cfg.Store.AuditSignInterval.D())
 	defer tick.Stop()
+	watchTick := time.NewTicker(storeWatchInterval)
+	defer watchTick.Stop()
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
@@ -169,8 +164,10 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 				return err
 			}
 			done = true
+		case now := <-watchTick.C:
+			watch.poll(now)
 		case <-tick.C:
-			if err := signer.sign(); err != nil {
+			if _, err := x.db.SignHead(); err != nil && !errors.Is(err, store.ErrUnavailable) {
 				a.log.Error("signing the audit head", "err", err)
 			}
 			if reqs, err := x.db.Requests(store.StatePending); err == nil {
@@ -187,30 +184,9 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if _, err := x.db.Append(store.AuditRecord{Event: store.EventStop, Verdict: "stop", Reason: "estca serve stopped"}); err != nil {
 		return err
 	}
-	return signer.sign()
-}
-
-// headSigner signs the audit chain head when records were added since the
-// last signature.
-type headSigner struct {
-	db   *store.DB
-	key  crypto.Signer
-	last uint64
-}
-
-func (h *headSigner) sign() error {
-	if h.last > 0 {
-		recs, err := h.db.AuditRecords(store.AuditFilter{AfterSeq: h.last, Limit: 1})
-		if err != nil || len(recs) == 0 {
-			return err
-		}
-	}
-	head, err := h.db.SignHead(h.key)
-	if err != nil {
-		return err
-	}
-	h.last = head.Seq
-	return nil
+	_, err = x.db.SignHead()
+	watch.logHead()
+	return err
 }
 
 // listenAdmin opens the admin socket (mode 0600). A socket file left by a
