@@ -603,3 +603,18 @@ func (s *store) tamperRevocation(remove bool) (Expect, error) {
 	}
 	return Expect{}, fmt.Errorf("%w: no revocation", errPrecondition)
 }
+
+// InUse returns how many bytes of the store file at path its newest
+// transaction uses (the high-water mark); the rest of the file is slack
+// bbolt grew into. The file must be closed.
+func InUse(t testing.TB, path string) int64 {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
+	if err != nil {
+		t.Fatalf("storetest: open %s: %v", path, err)
+	}
+	defer db.Close()
+	var n int64
+	_ = db.View(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
+	return n
+}
