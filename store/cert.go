@@ -59,19 +59,45 @@ func certFromWire(seq uint64, w *wire.Cert) Certificate {
 // ErrDuplicateRequest if requester + CSRDigest already has a certificate;
 // in both cases nothing is written.
 func (db *DB) Issue(c Certificate, rec AuditRecord) (AuditRecord, error) {
+	p, err := prepareIssue(c, rec, db.now())
+	if err != nil {
+		return AuditRecord{}, err
+	}
+	var out AuditRecord
+	err = db.batch(func(tx *bolt.Tx) error {
+		var err error
+		out, err = p.write(tx)
+		return err
+	})
+	if err != nil {
+		return AuditRecord{}, err
+	}
+	return out, nil
+}
+
+// issue is a checked Issue, ready to write in a transaction.
+type issue struct {
+	c   Certificate
+	wc  wire.Cert
+	rec AuditRecord
+	sk  []byte
+	now time.Time
+}
+
+// prepareIssue checks c and completes rec (see Issue).
+func prepareIssue(c Certificate, rec AuditRecord, now time.Time) (*issue, error) {
 	sk := wire.SerialKey(c.Serial)
 	if sk == nil {
-		return AuditRecord{}, fmt.Errorf("%w: serial %q", ErrInvalid, c.Serial)
+		return nil, fmt.Errorf("%w: serial %q", ErrInvalid, c.Serial)
 	}
 	if len(c.DER) == 0 {
-		return AuditRecord{}, fmt.Errorf("%w: empty certificate", ErrInvalid)
+		return nil, fmt.Errorf("%w: empty certificate", ErrInvalid)
 	}
 	if rec.Requester.Fingerprint == "" {
 		rec.Requester.Fingerprint = c.Requester
 	} else if rec.Requester.Fingerprint != c.Requester {
-		return AuditRecord{}, fmt.Errorf("%w: audit requester differs from certificate requester", ErrInvalid)
+		return nil, fmt.Errorf("%w: audit requester differs from certificate requester", ErrInvalid)
 	}
-	now := db.now()
 	if c.IssuedAt.IsZero() {
 		c.IssuedAt = now
 	}
@@ -91,48 +117,51 @@ func (db *DB) Issue(c Certificate, rec AuditRecord) (AuditRecord, error) {
 	wc := wire.Cert{Serial: c.Serial, DER: c.DER, Subject: c.Subject, SKI: c.SKI, Requester: c.Requester,
 		Profile: c.Profile, CSRDigest: c.CSRDigest, NotBefore: unixNano(c.NotBefore),
 		NotAfter: unixNano(c.NotAfter), IssuedAt: unixNano(c.IssuedAt)}
-	var out AuditRecord
-	err := db.batch(func(tx *bolt.Tx) error {
-		serials := tx.Bucket(wire.BucketSerials)
-		if serials.Get(sk) != nil {
-			return fmt.Errorf("%w: %s", ErrDuplicateSerial, c.Serial)
-		}
-		certs := tx.Bucket(wire.BucketCerts)
-		certs.FillPercent = 1 // keys only ever append
-		seq, err := certs.NextSequence()
-		if err != nil {
-			return err
-		}
-		if c.Requester != "" && c.CSRDigest != "" {
-			if err := markIssued(tx, c, seq, now); err != nil {
-				return err
-			}
-		}
-		r := rec
-		r.CertSeq = seq
-		if out, err = appendRecord(tx, r); err != nil {
-			return err
-		}
-		w := wc
-		w.AuditSeq = out.Seq
-		if err := certs.Put(wire.U64(seq), wire.EncodeCert(&w)); err != nil {
-			return err
-		}
-		if err := serials.Put(sk, wire.U64(seq)); err != nil {
-			return err
-		}
-		if len(c.SKI) > 0 {
-			if err := tx.Bucket(wire.BucketBySKI).Put(wire.IndexKey(c.SKI, seq), nil); err != nil {
-				return err
-			}
-		}
-		if c.Requester != "" {
-			return tx.Bucket(wire.BucketByRequester).Put(wire.IndexKey(wire.RequesterPart(c.Requester), seq), nil)
-		}
-		return nil
-	})
+	return &issue{c: c, wc: wc, rec: rec, sk: sk, now: now}, nil
+}
+
+// write stores the certificate, its indexes and its record in tx. It only
+// writes through tx, so it is safe to re-run in a batch.
+func (p *issue) write(tx *bolt.Tx) (AuditRecord, error) {
+	c := p.c
+	serials := tx.Bucket(wire.BucketSerials)
+	if serials.Get(p.sk) != nil {
+		return AuditRecord{}, fmt.Errorf("%w: %s", ErrDuplicateSerial, c.Serial)
+	}
+	certs := tx.Bucket(wire.BucketCerts)
+	certs.FillPercent = 1 // keys only ever append
+	seq, err := certs.NextSequence()
 	if err != nil {
 		return AuditRecord{}, err
+	}
+	if c.Requester != "" && c.CSRDigest != "" {
+		if err := markIssued(tx, c, seq, p.now); err != nil {
+			return AuditRecord{}, err
+		}
+	}
+	r := p.rec
+	r.CertSeq = seq
+	out, err := appendRecord(tx, r)
+	if err != nil {
+		return AuditRecord{}, err
+	}
+	w := p.wc
+	w.AuditSeq = out.Seq
+	if err := certs.Put(wire.U64(seq), wire.EncodeCert(&w)); err != nil {
+		return AuditRecord{}, err
+	}
+	if err := serials.Put(p.sk, wire.U64(seq)); err != nil {
+		return AuditRecord{}, err
+	}
+	if len(c.SKI) > 0 {
+		if err := tx.Bucket(wire.BucketBySKI).Put(wire.IndexKey(c.SKI, seq), nil); err != nil {
+			return AuditRecord{}, err
+		}
+	}
+	if c.Requester != "" {
+		if err := tx.Bucket(wire.BucketByRequester).Put(wire.IndexKey(wire.RequesterPart(c.Requester), seq), nil); err != nil {
+			return AuditRecord{}, err
+		}
 	}
 	return out, nil
 }

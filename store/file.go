@@ -259,3 +259,13 @@ func (id identity) check() error {
 	}
 	return nil
 }
+
+// dupFile duplicates f's descriptor as a new *os.File named name: it shares
+// f's open file description, so its flock is the same lock.
+func dupFile(f *os.File, name string) (*os.File, error) {
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}

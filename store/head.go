@@ -170,6 +170,7 @@ func (db *DB) SignHead() (Head, error) {
 	defer db.signMu.Unlock()
 	var h Head
 	var last headState
+	var next uint64
 	upToDate := false
 	err := db.view(func(tx *bolt.Tx) error {
 		var err error
@@ -184,6 +185,9 @@ func (db *DB) SignHead() (Head, error) {
 			h, err = headRecord(tx, last.recordSeq)
 			return err
 		}
+		if next, err = nextCounter(tx, last); err != nil {
+			return err
+		}
 		h.Revocations, h.RevocationDigest, err = revState(tx)
 		return err
 	})
@@ -193,7 +197,7 @@ func (db *DB) SignHead() (Head, error) {
 	if h.Seq == 0 {
 		return Head{}, fmt.Errorf("%w: empty audit log", ErrInvalid)
 	}
-	h.Counter, h.Prev, h.Store = last.counter+1, last.digest, db.storeID
+	h.Counter, h.Prev, h.Store = next, last.digest, db.storeID
 	h.Time = fromUnixNano(unixNano(db.now()))
 	msg := h.Message()
 	if _, ok := db.opts.Signer.Public().(ed25519.PublicKey); ok {
@@ -237,6 +241,29 @@ func (db *DB) SignHead() (Head, error) {
 		}
 	}
 	return h, nil
+}
+
+// nextCounter is the counter of the next head: one past the newest, or
+// past the counter of a checkpoint acknowledged as superseded since, so
+// that heads of the lost history and of this one never share a counter.
+func nextCounter(tx *bolt.Tx, last headState) (uint64, error) {
+	next := last.counter + 1
+	v := tx.Bucket(wire.BucketMeta).Get(wire.MetaAck)
+	if v == nil {
+		return next, nil
+	}
+	seq, err := wire.ParseU64(v)
+	if err != nil {
+		return 0, fmt.Errorf("%w: meta ack", ErrDamaged)
+	}
+	if seq <= last.recordSeq {
+		return next, nil
+	}
+	r, _, err := record(tx, seq)
+	if err != nil || r.Ack == nil {
+		return 0, fmt.Errorf("%w: meta ack names record %d, which acknowledges nothing", ErrDamaged, seq)
+	}
+	return max(next, r.Ack.Counter+1), nil
 }
 
 // NewestHead returns the newest signed head, or ErrNotFound if none.

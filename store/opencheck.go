@@ -140,8 +140,9 @@ func (db *DB) readCheckpointFor(newest HeadRef) (Checkpoint, error) {
 	return k, nil
 }
 
-// ackFor returns the seq of the newest acknowledgement record if it names
-// checkpoint k, with the stored hash of the record before it; 0 otherwise.
+// ackFor returns the seq of the newest acknowledgement record if it
+// supersedes checkpoint k, with the stored hash of the record before it; 0
+// otherwise.
 func ackFor(tx *bolt.Tx, k Checkpoint) (uint64, []byte, error) {
 	v := tx.Bucket(wire.BucketMeta).Get(wire.MetaAck)
 	if v == nil {
@@ -152,7 +153,7 @@ func ackFor(tx *bolt.Tx, k Checkpoint) (uint64, []byte, error) {
 		return 0, nil, fmt.Errorf("%w: meta ack", ErrDamaged)
 	}
 	r, _, err := record(tx, seq)
-	if err != nil || r.Ack == nil || !bytes.Equal(r.Ack.Digest, k.Digest) {
+	if err != nil || r.Ack == nil || !supersedes(*r.Ack, k) {
 		return 0, nil, nil
 	}
 	var prev []byte

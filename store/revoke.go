@@ -38,15 +38,40 @@ func validReason(r int) bool { return r >= 0 && r <= 10 && r != 7 }
 // ErrAlreadyRevoked if it is already revoked; an error matching
 // ErrHeadNotSigned if only the signing failed.
 func (db *DB) Revoke(serial string, reason int, at time.Time, rec AuditRecord) error {
+	p, err := prepareRevoke(serial, reason, at, rec, db.now())
+	if err != nil {
+		return err
+	}
+	if err := db.batch(p.write); err != nil {
+		return err
+	}
+	db.revMu.Lock()
+	db.revs[serial] = *p.rec.Revocation
+	db.revMu.Unlock()
+	if db.opts.Signer != nil {
+		if _, err := db.SignHead(); err != nil {
+			return fmt.Errorf("%w: %w", ErrHeadNotSigned, err)
+		}
+	}
+	return nil
+}
+
+// revocation is a checked Revoke, ready to write in a transaction.
+type revocation struct {
+	sk  []byte
+	rec AuditRecord
+}
+
+func prepareRevoke(serial string, reason int, at time.Time, rec AuditRecord, now time.Time) (*revocation, error) {
 	sk := wire.SerialKey(serial)
 	if sk == nil {
-		return fmt.Errorf("%w: serial %q", ErrInvalid, serial)
+		return nil, fmt.Errorf("%w: serial %q", ErrInvalid, serial)
 	}
 	if !validReason(reason) {
-		return fmt.Errorf("%w: revocation reason %d", ErrInvalid, reason)
+		return nil, fmt.Errorf("%w: revocation reason %d", ErrInvalid, reason)
 	}
 	if at.IsZero() {
-		at = db.now()
+		at = now
 	}
 	at = fromUnixNano(unixNano(at))
 	if rec.Time.IsZero() {
@@ -56,36 +81,29 @@ func (db *DB) Revoke(serial string, reason int, at time.Time, rec AuditRecord) e
 	rec.Serial = serial
 	rec.Revocation = &Revocation{Serial: serial, Reason: reason, Time: at}
 	rec.CertSeq, rec.CertDigest, rec.Head, rec.Ack = 0, nil, nil, nil
-	err := db.batch(func(tx *bolt.Tx) error {
-		seq, err := certSeqOf(tx, serial)
-		if err != nil {
-			return err
-		}
-		if seq == 0 {
-			return fmt.Errorf("%w: certificate %s", ErrNotFound, serial)
-		}
-		rb := tx.Bucket(wire.BucketRevocations)
-		if rb.Get(sk) != nil {
-			return fmt.Errorf("%w: %s", ErrAlreadyRevoked, serial)
-		}
-		r, err := appendRecord(tx, rec)
-		if err != nil {
-			return err
-		}
-		return rb.Put(sk, wire.EncodeRevocation(wire.Revocation{RecordSeq: r.Seq, Reason: reason, Time: unixNano(at)}))
-	})
+	return &revocation{sk: sk, rec: rec}, nil
+}
+
+// write stores the revocation and its record in tx (safe to re-run).
+func (p *revocation) write(tx *bolt.Tx) error {
+	serial := p.rec.Serial
+	seq, err := certSeqOf(tx, serial)
 	if err != nil {
 		return err
 	}
-	db.revMu.Lock()
-	db.revs[serial] = *rec.Revocation
-	db.revMu.Unlock()
-	if db.opts.Signer != nil {
-		if _, err := db.SignHead(); err != nil {
-			return fmt.Errorf("%w: %w", ErrHeadNotSigned, err)
-		}
+	if seq == 0 {
+		return fmt.Errorf("%w: certificate %s", ErrNotFound, serial)
 	}
-	return nil
+	rb := tx.Bucket(wire.BucketRevocations)
+	if rb.Get(p.sk) != nil {
+		return fmt.Errorf("%w: %s", ErrAlreadyRevoked, serial)
+	}
+	r, err := appendRecord(tx, p.rec)
+	if err != nil {
+		return err
+	}
+	v := p.rec.Revocation
+	return rb.Put(p.sk, wire.EncodeRevocation(wire.Revocation{RecordSeq: r.Seq, Reason: v.Reason, Time: unixNano(v.Time)}))
 }
 
 // loadRevocations reads the revocations bucket.

@@ -293,13 +293,7 @@ func Open(path string, opts Options) (*DB, error) {
 // openBolt hands the locked file to bbolt (as a duplicate descriptor, which
 // shares the lock) and builds the DB around it.
 func openBolt(path string, f *os.File, opts Options) (*DB, error) {
-	dup := func(string, int, os.FileMode) (*os.File, error) {
-		fd, err := syscall.Dup(int(f.Fd()))
-		if err != nil {
-			return nil, err
-		}
-		return os.NewFile(uintptr(fd), path), nil
-	}
+	dup := func(string, int, os.FileMode) (*os.File, error) { return dupFile(f, path) }
 	bdb, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:        opts.LockTimeout,
 		ReadOnly:       opts.ReadOnly,

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -167,12 +166,27 @@ type chainCheck struct {
 	headCovered uint64 // seq the newest head covers
 
 	digests map[uint64][]byte // head digests wanted by checkpoints, by counter
-	acks    map[string]ackInfo
+	acks    []ackInfo
+	// ackCounter is the highest counter acknowledged as superseded since
+	// the newest head: the next head's counter continues after it, so that
+	// heads of the superseded history and of this one never share a counter.
+	ackCounter uint64
 }
 
+// ackInfo is a record acknowledging a superseded checkpoint.
 type ackInfo struct {
 	seq   uint64
 	event Event
+	ref   wire.Ref
+}
+
+// supersedes reports whether an acknowledgement of ref also covers
+// checkpoint cp: the very head, or an older one of the same store (the
+// operator accepted losing everything up to ref, so any head up to it;
+// heads after an acknowledgement are numbered past ref.Counter, so no head
+// of the history kept shares a counter with one of the history lost).
+func supersedes(ref wire.Ref, cp Checkpoint) bool {
+	return bytes.Equal(ref.Digest, cp.Digest) || cp.Counter <= ref.Counter
 }
 
 func newChainCheck(tx *bolt.Tx, pub crypto.PublicKey, storeID []byte) *chainCheck {
@@ -182,7 +196,7 @@ func newChainCheck(tx *bolt.Tx, pub crypto.PublicKey, storeID []byte) *chainChec
 		serials: tx.Bucket(wire.BucketSerials), requests: tx.Bucket(wire.BucketRequests),
 		revKnown: true, baseAcc: wire.ZeroAcc(), revAcc: wire.ZeroAcc(), revs: map[string]wire.Revocation{},
 		headDigest: make([]byte, wire.HashSize), headsKnown: true,
-		digests: map[uint64][]byte{}, acks: map[string]ackInfo{},
+		digests: map[uint64][]byte{},
 	}
 }
 
@@ -280,7 +294,8 @@ func (c *chainCheck) record(seq uint64, r *wire.Record) {
 		c.headRecordCheck(seq, r)
 	}
 	if r.Ack != nil {
-		c.acks[hex.EncodeToString(r.Ack.Digest)] = ackInfo{seq, Event(r.Event)}
+		c.acks = append(c.acks, ackInfo{seq, Event(r.Event), *r.Ack})
+		c.ackCounter = max(c.ackCounter, r.Ack.Counter)
 	}
 }
 
@@ -374,7 +389,7 @@ func (c *chainCheck) headRecordCheck(seq uint64, r *wire.Record) {
 	case !c.headsKnown:
 		// Open from an acknowledgement: the first head sets the baseline.
 		c.headsKnown = true
-	case h.Counter != c.headCounter+1:
+	case h.Counter != max(c.headCounter, c.ackCounter)+1:
 		c.fail(seq, "head chain broken", "head %d follows head %d", h.Counter, c.headCounter)
 		return
 	case !bytes.Equal(h.Prev, c.headDigest):
@@ -411,6 +426,7 @@ func (c *chainCheck) headRecordCheck(seq uint64, r *wire.Record) {
 	}
 	c.rep.Heads++
 	c.headCounter, c.headDigest, c.headRecord, c.headCovered = h.Counter, h.Digest(), seq, h.Seq
+	c.ackCounter = 0
 	if !c.revKnown {
 		c.setRevBase(h.Seq, h.Revocations, h.RevocationDigest)
 	}
@@ -521,9 +537,11 @@ func (c *chainCheck) checkpoint(cp Checkpoint, rep *VerifyReport) error {
 		rep.Checkpoints++
 		return nil
 	}
-	if a, ok := c.acks[hex.EncodeToString(cp.Digest)]; ok && a.seq <= c.headCovered {
-		rep.Superseded = append(rep.Superseded, Superseded{Checkpoint: HeadRef{cp.Counter, cp.Seq, cp.Digest}, AckSeq: a.seq, Event: a.event})
-		return nil
+	for i := len(c.acks) - 1; i >= 0; i-- {
+		if a := c.acks[i]; a.seq <= c.headCovered && supersedes(a.ref, cp) {
+			rep.Superseded = append(rep.Superseded, Superseded{Checkpoint: HeadRef{cp.Counter, cp.Seq, cp.Digest}, AckSeq: a.seq, Event: a.event})
+			return nil
+		}
 	}
 	reason := "forked"
 	if cp.Counter > c.headCounter {

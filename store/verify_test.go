@@ -405,6 +405,35 @@ func TestCheckpoint(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open with the acknowledged checkpoint: %v", err)
 		}
+		// History goes on after the acknowledgement, numbered past the
+		// superseded head; a checkpoint kept from it is not excused by the
+		// acknowledgement when the store is cut back behind it later.
+		if h.Counter != kept.Counter+1 {
+			t.Errorf("head after the acknowledgement is %d, want %d", h.Counter, kept.Counter+1)
+		}
+		for i := range 2 {
+			if _, err := db.Append(store.AuditRecord{Event: store.EventStart, Reason: fmt.Sprint(i)}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.SignHead(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		db.Close()
+		later, err := store.ReadCheckpoint(g.checkpoint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		storetest.Apply(t, g.path, storetest.TruncateTail1)
+		db, err = store.Open(g.path, store.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ce2 *store.CheckpointError
+		_, err = db.Verify(&g.key.PublicKey, later)
+		db.Close()
+		if !errors.As(err, &ce2) || ce2.Reason != "behind" {
+			t.Fatalf("cut after an acknowledgement, Verify against a later checkpoint: %v", err)
+		}
 	})
 }

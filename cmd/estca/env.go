@@ -96,6 +96,21 @@ func openAuditToken(c *Config) (*hsm.Token, crypto.Signer, crypto.PublicKey, err
 	return tok, signer, pub, nil
 }
 
+// withAuditToken runs f for a command of a stopped appliance that signs
+// audit heads itself (see openAuditToken).
+func withAuditToken(a *app, f func(cfg *Config, signer crypto.Signer, pub crypto.PublicKey) error) error {
+	cfg, err := a.config()
+	if err != nil {
+		return err
+	}
+	tok, signer, pub, err := openAuditToken(cfg)
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+	return f(cfg, signer, pub)
+}
+
 // auditSigner finds the audit key in the token and reads the audit public key.
 func auditSigner(c *Config, tok *hsm.Token) (crypto.Signer, crypto.PublicKey, error) {
 	k, err := tok.FindKey(c.CA.AuditKey)

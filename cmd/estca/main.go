@@ -57,6 +57,7 @@ func commands() []*command {
 		backupCommand(),
 		restoreCommand(),
 		storeCheckCommand(),
+		storeMigrateCommand(),
 		enrollCommand(),
 		benchCommand(),
 	}

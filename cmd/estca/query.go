@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -428,43 +429,73 @@ func restoreCommand() *command {
 				fs.Usage()
 				return &exitError{2, errors.New("one FILE is required, and --accept-loss needs --reason")}
 			}
-			cfg, err := a.config()
-			if err != nil {
-				return err
-			}
-			tok, signer, pub, err := openAuditToken(cfg)
-			if err != nil {
-				return err
-			}
-			defer tok.Close()
-			o := store.RestoreOptions{AuditKey: pub, Signer: signer, Checkpoint: cfg.path(cfg.Store.Checkpoint),
-				AcceptLoss: acceptLoss, Reason: reason, LockTimeout: cfg.Store.LockTimeout.D()}
-			if checkpoint != "" {
-				cp, err := store.ReadCheckpoint(checkpoint)
-				if err != nil {
-					return &exitError{2, err}
-				}
-				o.Reference = &cp
-			}
-			rep, err := store.Restore(args[0], cfg.path(cfg.Store.Path), o)
-			if err != nil {
-				if errors.Is(err, store.ErrCheckpoint) && !acceptLoss {
-					return &exitError{1, fmt.Errorf("%w; to restore it anyway, losing what followed, add --accept-loss --reason TEXT", err)}
-				}
-				return explainStore(cfg, err)
-			}
-			fmt.Fprintf(a.stdout, "restored %s: %d records, %d certificates verified\n", args[0], rep.Verified.Records, rep.Verified.Certificates)
-			if rep.Superseded != nil {
-				fmt.Fprintf(a.stdout, "accepted loss: %v\n", rep.Superseded)
-			}
-			if rep.Aside != "" {
-				fmt.Fprintf(a.stdout, "the previous store file is kept as %s\n", rep.Aside)
-			}
-			fmt.Fprintf(a.stdout, "new checkpoint (head %d over record %d) written to %s; keep a copy off the box\n",
-				rep.Head.Counter, rep.Head.Seq, cfg.path(cfg.Store.Checkpoint))
-			return nil
+			return withAuditToken(a, func(cfg *Config, signer crypto.Signer, pub crypto.PublicKey) error {
+				return restore(a, cfg, signer, pub, args[0], checkpoint, reason, acceptLoss)
+			})
 		},
 	}
+}
+
+// restore runs `estca restore` with the audit key.
+func restore(a *app, cfg *Config, signer crypto.Signer, pub crypto.PublicKey, file, checkpoint, reason string, acceptLoss bool) error {
+	o := store.RestoreOptions{AuditKey: pub, Signer: signer, Checkpoint: cfg.path(cfg.Store.Checkpoint),
+		AcceptLoss: acceptLoss, Reason: reason, LockTimeout: cfg.Store.LockTimeout.D()}
+	if checkpoint != "" {
+		cp, err := store.ReadCheckpoint(checkpoint)
+		if err != nil {
+			return &exitError{2, err}
+		}
+		o.Reference = &cp
+	}
+	rep, err := store.Restore(file, cfg.path(cfg.Store.Path), o)
+	if err != nil {
+		if errors.Is(err, store.ErrCheckpoint) && !acceptLoss {
+			return &exitError{1, fmt.Errorf("%w; to restore it anyway, losing what followed, add --accept-loss --reason TEXT", err)}
+		}
+		return explainStore(cfg, err)
+	}
+	fmt.Fprintf(a.stdout, "restored %s: %d records, %d certificates verified\n", file, rep.Verified.Records, rep.Verified.Certificates)
+	if rep.Superseded != nil {
+		fmt.Fprintf(a.stdout, "accepted loss: %v\n", rep.Superseded)
+	}
+	if rep.Aside != "" {
+		fmt.Fprintf(a.stdout, "the previous store file is kept as %s\n", rep.Aside)
+	}
+	fmt.Fprintf(a.stdout, "new checkpoint (head %d over record %d) written to %s; keep a copy off the box\n",
+		rep.Head.Counter, rep.Head.Seq, cfg.path(cfg.Store.Checkpoint))
+	return nil
+}
+
+func storeMigrateCommand() *command {
+	return &command{
+		name: "store migrate", args: "",
+		summary: "Convert a store of format 1 (estca before the chained audit heads) to format 2, appliance\n" +
+			"stopped, HSM needed: the format 1 chain is verified with the audit key first; the original is\n" +
+			"kept as STORE.v1; a migration record commits to its final signed head; a new checkpoint is written.",
+		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
+			if len(args) > 0 {
+				fs.Usage()
+				return &exitError{2, errors.New("no arguments")}
+			}
+			return withAuditToken(a, func(cfg *Config, signer crypto.Signer, pub crypto.PublicKey) error {
+				return migrate(a, cfg, signer, pub)
+			})
+		},
+	}
+}
+
+// migrate runs `estca store migrate` with the audit key.
+func migrate(a *app, cfg *Config, signer crypto.Signer, pub crypto.PublicKey) error {
+	rep, err := store.Migrate(cfg.path(cfg.Store.Path), store.MigrateOptions{AuditKey: pub, Signer: signer,
+		Checkpoint: cfg.path(cfg.Store.Checkpoint), LockTimeout: cfg.Store.LockTimeout.D()})
+	if err != nil {
+		return &exitError{1, explainStore(cfg, err)}
+	}
+	fmt.Fprintf(a.stdout, "migrated %d records (%d signed heads, verified up to record %d; %d unsigned after it), %d certificates, %d revocations, %d requests\n",
+		rep.Records, rep.Heads, rep.V1Seq, rep.V1Unsigned, rep.Certificates, rep.Revocations, rep.Requests)
+	fmt.Fprintf(a.stdout, "format 1 file kept as %s; new checkpoint (head %d) in %s: keep a copy off the box\n",
+		rep.Kept, rep.Head.Counter, cfg.path(cfg.Store.Checkpoint))
+	return nil
 }
 
 func storeCheckCommand() *command {
