@@ -108,16 +108,15 @@ type health struct {
 }
 
 // gate refuses a write at once when the file was replaced or damaged, or
-// while a failed commit's retry window lasts. It checks the file identity
-// (two stat calls).
-func (h *health) gate(now time.Time, id identity) error {
+// while a failed commit's retry window lasts. With id it also checks the
+// file identity (two stat calls); the committer does that once per commit
+// instead (checkFile).
+func (h *health) gate(now time.Time, id *identity) error {
+	if id != nil {
+		h.checkFile(*id)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.replaced == nil {
-		if err := id.check(); err != nil {
-			h.replaced = fmt.Errorf("%w: %w: %w", ErrUnavailable, ErrReplaced, err)
-		}
-	}
 	switch {
 	case h.replaced != nil:
 		return h.replaced
@@ -194,14 +193,25 @@ func (db *DB) Health() Health {
 // open (stat against fstat). Once it does not, every write fails with
 // ErrReplaced, for good: restart on the file the path names. Writes run
 // this check themselves; a server calls it periodically to notice while idle.
-func (db *DB) CheckFile() error {
-	h := &db.health
+func (db *DB) CheckFile() error { return db.health.checkFile(db.id) }
+
+// checkFile records, for good, that id's path no longer names its file, and
+// returns that error (nil while it still does).
+func (h *health) checkFile(id identity) error {
+	h.mu.Lock()
+	done := h.replaced
+	h.mu.Unlock()
+	if done != nil {
+		return done
+	}
+	err := id.check()
+	if err == nil {
+		return nil
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.replaced == nil {
-		if err := db.id.check(); err != nil {
-			h.replaced = fmt.Errorf("%w: %w: %w", ErrUnavailable, ErrReplaced, err)
-		}
+		h.replaced = fmt.Errorf("%w: %w: %w", ErrUnavailable, ErrReplaced, err)
 	}
 	return h.replaced
 }

@@ -317,7 +317,7 @@ func openBolt(path string, f *os.File, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("%w: the audit signer does not match the audit public key", ErrInvalid)
 	}
 	if !opts.ReadOnly && !opts.BoltBatch {
-		db.commit = newCommitter(bdb, opts.MaxBatchSize)
+		db.commit = newCommitter(bdb, opts.MaxBatchSize, func() error { return db.health.checkFile(db.id) })
 	}
 	return db, nil
 }
@@ -413,7 +413,11 @@ func (db *DB) batch(fn func(tx *bolt.Tx) error) error {
 	if db.closed.Load() {
 		return ErrClosed
 	}
-	if err := db.health.gate(db.now(), db.id); err != nil {
+	var id *identity
+	if db.commit == nil {
+		id = &db.id // the committer checks once per commit instead
+	}
+	if err := db.health.gate(db.now(), id); err != nil {
 		return err
 	}
 	var err error
