@@ -116,10 +116,12 @@ type Options struct {
 	// acknowledgement of a missing or superseded checkpoint only.
 	SkipCheckpoint bool
 	// CheckPages bounds the page-structure check Open runs before it
-	// returns; 0 means DefaultCheckPages, negative means check every page
-	// first. The rest is checked in the background. When the file has no
-	// persisted freelist (after a crash) and is opened for writing, every
-	// page is checked first regardless, since bbolt reads them all at open.
+	// returns; 0 means DefaultCheckPages for a writer and every page for a
+	// ReadOnly store (a query reads with nothing else running), negative
+	// means every page. The rest is checked in the background. When the file
+	// has no persisted freelist (after a crash) and is opened for writing,
+	// every page is checked first regardless, since bbolt reads them all at
+	// open.
 	CheckPages int
 	// WriteRetry is how long writes fail fast (ErrUnavailable) after a
 	// commit failed, before the next one is tried; 0 means 2s.
@@ -141,6 +143,9 @@ func (o *Options) defaults() {
 	}
 	if o.CheckPages == 0 {
 		o.CheckPages = DefaultCheckPages
+		if o.ReadOnly {
+			o.CheckPages = -1 // a short-lived reader checks every page before it reads
+		}
 	}
 	if o.WriteRetry <= 0 {
 		o.WriteRetry = DefaultWriteRetry
