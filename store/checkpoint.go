@@ -57,12 +57,14 @@ func (c Checkpoint) Line() string {
 // ErrCheckpointFormat means a checkpoint could not be parsed.
 var ErrCheckpointFormat = errors.New("store: malformed checkpoint")
 
-// ParseCheckpoint parses either form (FormatCheckpoint or Line). The file
-// form's digest line must match the head it describes.
+// ParseCheckpoint parses either form (FormatCheckpoint, or Line, also
+// inside a whole log line as `estca serve` writes it). The file form's
+// digest line must match the head it describes.
 func ParseCheckpoint(b []byte) (Checkpoint, error) {
 	text := strings.TrimSpace(string(b))
-	if strings.HasPrefix(text, "estca-checkpoint ") && !strings.Contains(text, "\n") {
-		return parseLine(text)
+	if i := strings.Index(text, "estca-checkpoint "); i >= 0 && !strings.Contains(text, "\n") {
+		line, _, _ := strings.Cut(text[i:], `"`) // the log line quotes it
+		return parseLine(line)
 	}
 	lines := strings.Split(text, "\n")
 	keys := []string{"format", "store", "head", "seq", "time", "hash", "prev", "revocations", "signature", "digest"}

@@ -313,9 +313,11 @@ func TestCheckpoint(t *testing.T) {
 	if cp.Head == nil || cp.Head.Verify(&f.key.PublicKey) != nil {
 		t.Fatalf("checkpoint file does not carry a verifying head: %+v", cp)
 	}
-	line, err := store.ParseCheckpoint([]byte(cp.Line()))
-	if err != nil || line.Counter != cp.Counter || string(line.Digest) != string(cp.Digest) {
-		t.Fatalf("one-line form: %+v, %v", line, err)
+	for _, text := range []string{cp.Line(), `time=2026-03-01T12:00:00Z level=INFO msg="audit checkpoint" checkpoint="` + cp.Line() + `"`} {
+		line, err := store.ParseCheckpoint([]byte(text))
+		if err != nil || line.Counter != cp.Counter || string(line.Digest) != string(cp.Digest) {
+			t.Fatalf("one-line form %q: %+v, %v", text, line, err)
+		}
 	}
 	for _, bad := range []string{"", "estca audit checkpoint\nformat 2\n", cp.Line() + " extra",
 		strings.Replace(string(store.FormatCheckpoint(*cp.Head)), "head ", "head 9", 1)} {

@@ -498,6 +498,18 @@ func TestRestoreCommand(t *testing.T) {
 	if err := srv.stop(t); err != nil {
 		t.Fatal(err)
 	}
+	// The journal line of the newest head, as kept off the box, is a checkpoint.
+	var journal string
+	for _, l := range strings.Split(srv.logs(), "\n") {
+		if strings.Contains(l, "audit checkpoint") {
+			journal = l
+		}
+	}
+	jf := filepath.Join(t.TempDir(), "journal.line")
+	os.WriteFile(jf, []byte(journal), 0o600)
+	if v := mustEstca(t, "--config", cfg, "audit", "verify", "--checkpoint", jf); !strings.Contains(v, "extends 2 checkpoint") {
+		t.Fatalf("audit verify against the journal line %q: %s", journal, v)
+	}
 	if code, _, errs := estca(t, "--config", cfg, "restore", backup); code != 1 || !strings.Contains(errs, "behind") || !strings.Contains(errs, "--accept-loss") {
 		t.Fatalf("restore of an older backup: exit %d\n%s", code, errs)
 	}
