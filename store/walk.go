@@ -97,21 +97,6 @@ func (w *walker) run(budget int) error {
 	return nil
 }
 
-// unreachable returns the first page below the high-water mark that is
-// neither reachable nor in the persisted freelist (a leak, not a danger);
-// only meaningful after a complete walk of a file with a freelist.
-func (w *walker) unreachable() (uint64, bool) {
-	if w.meta.freelist == noFreelist {
-		return 0, false
-	}
-	for id := uint64(2); id < w.meta.hwm; id++ {
-		if !bit(w.seen, id) && !bit(w.freed, id) {
-			return id, true
-		}
-	}
-	return 0, false
-}
-
 // readPage reads page id with its overflow pages after checking its header.
 func (w *walker) readPage(item walkItem) ([]byte, error) {
 	id := item.id
