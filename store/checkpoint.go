@@ -171,7 +171,7 @@ func ReadCheckpoint(path string) (Checkpoint, error) {
 	return c, nil
 }
 
-// VerifyCheckpoint checks a checkpoint's own signature when it carries the
+// Verify checks a checkpoint's own signature when it carries the
 // full head.
 func (c Checkpoint) Verify(pub crypto.PublicKey) error {
 	if c.Head == nil {
