@@ -6,7 +6,7 @@ VAR     ?= var
 FUZZTIME ?= 10s
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all deps build run test bench fuzz lint clean
+.PHONY: all deps build run test test-long bench fuzz lint clean
 
 all: build
 
@@ -25,6 +25,10 @@ test: deps
 	CGO_ENABLED=0 $(GO) vet ./hsm/
 	CGO_ENABLED=0 $(GO) test -count=1 ./hsm/
 	$(GO) test -race -count=1 -timeout 14m ./...
+
+# Long runs behind the 'long' build tag: the 20-round kill -9 crash test.
+test-long: deps
+	$(GO) test -race -count=1 -timeout 30m -tags long -run 'Long$$' ./...
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./store/ ./hsm/ ./ca/

@@ -29,6 +29,8 @@ type Store interface {
 	// Append adds an audit record (denials).
 	Append(rec store.AuditRecord) (store.AuditRecord, error)
 	// Revocation returns the revocation of serial, or store.ErrNotFound.
+	// *store.DB answers from the revocation set it proved against the
+	// signed audit chain when it was opened, never from the file.
 	Revocation(serial string) (store.Revocation, error)
 }
 
@@ -60,7 +62,14 @@ type Options struct {
 	// Rand is the randomness for serial numbers and signatures; nil means
 	// crypto/rand.Reader.
 	Rand io.Reader
+	// StoreRetry is the Max-Age of the 5.03 answered while the store cannot
+	// write (disk full, file replaced: store.ErrUnavailable); 0 means
+	// DefaultStoreRetry.
+	StoreRetry time.Duration
 }
+
+// DefaultStoreRetry is the Max-Age of a 5.03 answered while the store cannot write.
+const DefaultStoreRetry = 30 * time.Second
 
 type profile struct {
 	Profile
@@ -82,6 +91,8 @@ type Authority struct {
 	fast     *fastSigner // nil: issue through x509.CreateCertificate
 	now      func() time.Time
 	rand     io.Reader
+
+	storeRetry time.Duration
 
 	mu       sync.Mutex
 	inflight map[string]*flight
@@ -120,7 +131,10 @@ func New(opts Options) (*Authority, error) {
 	a := &Authority{
 		signer: opts.Signer, issuing: opts.Certificate, root: opts.Root, store: opts.Store,
 		profiles: map[string]*profile{}, now: opts.Now, rand: opts.Rand,
-		inflight: map[string]*flight{},
+		inflight: map[string]*flight{}, storeRetry: opts.StoreRetry,
+	}
+	if a.storeRetry <= 0 {
+		a.storeRetry = DefaultStoreRetry
 	}
 	if a.now == nil {
 		a.now = time.Now

@@ -86,6 +86,12 @@
 //
 // Errors returned to the front end are *Error with an ErrorKind that maps to
 // exactly one CoAP code, and a short fixed Reason safe to send to the client.
+// A store that cannot write for now (store.ErrUnavailable: disk full or
+// failing, store file replaced) is KindUnavailable, "store unavailable", with
+// MaxAge Options.StoreRetry, so that devices retry by themselves; the
+// front end does not log it per request. Authenticate consults the
+// revocation set the store proved against its signed audit chain when it
+// was opened, never the file.
 //
 // Concurrency: an *Authority is safe for concurrent use; its configuration is
 // immutable after New, and the only shared mutable state is the in-flight

@@ -178,7 +178,7 @@ func (a *Authority) enroll(p *profile, req Request, digest string) (*Result, err
 			}
 			return a.existing(c)
 		default:
-			return nil, &Error{Kind: KindInternal, Reason: "store write failed", Err: err}
+			return nil, a.storeErr("store write failed", err)
 		}
 	}
 	return nil, &Error{Kind: KindInternal, Reason: "serial collisions", Err: store.ErrDuplicateSerial}
@@ -204,8 +204,8 @@ func policyReason(err error) string {
 }
 
 // deny audits a refused request and returns the client-facing error, marked
-// Audited. If the audit record cannot be written the request fails as
-// KindInternal (not Audited): no decision goes unrecorded.
+// Audited. If the audit record cannot be written the request fails (not
+// Audited): no decision goes unrecorded.
 func (a *Authority) deny(p *profile, req Request, digest string, kind ErrorKind, reason string, cause error, extraFlags ...string) error {
 	_, err := a.store.Append(store.AuditRecord{
 		Time:      a.now(),
@@ -218,7 +218,7 @@ func (a *Authority) deny(p *profile, req Request, digest string, kind ErrorKind,
 		Flags:     append(flags(req), extraFlags...),
 	})
 	if err != nil {
-		return &Error{Kind: KindInternal, Reason: "audit write failed", Err: errors.Join(err, cause)}
+		return a.storeErr("audit write failed", errors.Join(err, cause))
 	}
 	return &Error{Kind: kind, Reason: reason, Err: cause, Audited: true}
 }
@@ -346,4 +346,16 @@ func (a *Authority) template(p *profile, serial *big.Int, csr *x509.CertificateR
 		tmpl.ExtraExtensions = []pkix.Extension{{Id: policy.OIDSubjectAltName, Value: san}}
 	}
 	return tmpl
+}
+
+// storeErr classifies a failed store write: one the store cannot carry out
+// for now (disk full or failing, file replaced or damaged:
+// store.ErrUnavailable) is KindUnavailable, answered 5.03 with Max-Age
+// StoreRetry, so that devices come back by themselves when it recovers;
+// anything else is KindInternal under reason.
+func (a *Authority) storeErr(reason string, err error) *Error {
+	if errors.Is(err, store.ErrUnavailable) {
+		return &Error{Kind: KindUnavailable, Reason: "store unavailable", MaxAge: a.storeRetry, Err: err}
+	}
+	return &Error{Kind: KindInternal, Reason: reason, Err: err}
 }

@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -381,5 +383,35 @@ func TestExpiredIssuingCARefuses(t *testing.T) {
 	wantKind(t, err, KindUnavailable, "issuing CA expired")
 	if n := f.count(t); n != 0 {
 		t.Fatalf("store holds %d certificates, want 0", n)
+	}
+}
+
+// TestStoreUnavailable: when the store cannot write (here: its file was
+// replaced under it, which makes every write fail with
+// store.ErrUnavailable), Enroll and RecordRejection answer KindUnavailable
+// with the Max-Age of StoreRetry, never KindInternal.
+func TestStoreUnavailable(t *testing.T) {
+	f := newFixture(t)
+	req := f.requester(t, f.demo.Valid)
+	other := filepath.Join(t.TempDir(), "other.db")
+	if err := f.db.BackupFile(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, f.db.Path()); err != nil {
+		t.Fatal(err)
+	}
+	csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "dev-unavailable"})
+	_, err := f.a.Enroll(context.Background(), Request{CSR: csr, Requester: req})
+	var e *Error
+	if !errors.As(err, &e) || e.Kind != KindUnavailable || e.MaxAge != DefaultStoreRetry || !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Enroll with an unavailable store: %v", err)
+	}
+	bad := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "dev-unavailable"})
+	bad[len(bad)-1] ^= 1 // a denial needs an audit record too
+	if _, err := f.a.Enroll(context.Background(), Request{CSR: bad, Requester: req}); KindOf(err) != KindUnavailable || Audited(err) {
+		t.Fatalf("denial with an unavailable store: %v", err)
+	}
+	if err := f.a.RecordRejection(Rejection{Requester: &req, Method: "POST", Resource: "sen", Code: "4.15", Reason: "x"}); KindOf(err) != KindUnavailable {
+		t.Fatalf("RecordRejection with an unavailable store: %v", err)
 	}
 }

@@ -52,7 +52,7 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := store.Open(filepath.Join(t.TempDir(), "estca.db"), store.Options{})
+	db, err := store.Create(filepath.Join(t.TempDir(), "estca.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

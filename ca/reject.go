@@ -67,7 +67,7 @@ type Rejection struct {
 // "dtls handshake rejected: <reason> x<count> (last <peer>, <subject>)".
 // Free-text parts are cut to a bounded length and non-printable characters
 // replaced; no CSR or key material is ever part of r. Errors are *Error of
-// KindInternal.
+// KindUnavailable (the store cannot write for now) or KindInternal.
 func (a *Authority) RecordRejection(r Rejection) error {
 	rec := store.AuditRecord{
 		Time:    a.now(),
@@ -122,7 +122,7 @@ func (a *Authority) RecordRejection(r Rejection) error {
 		rec.Flags = append(rec.Flags, clip(f, 32))
 	}
 	if _, err := a.store.Append(rec); err != nil {
-		return &Error{Kind: KindInternal, Reason: "audit write failed", Err: err}
+		return a.storeErr("audit write failed", err)
 	}
 	return nil
 }

@@ -55,7 +55,7 @@ func TestIssuancePathsMatchCreateCertificate(t *testing.T) {
 				t.Fatal(err)
 			}
 			ca, _ := x509.ParseCertificate(der)
-			db, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
+			db, err := store.Create(filepath.Join(t.TempDir(), "s.db"), store.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -62,8 +62,20 @@ func (s *Server) auditRefusal(x *exchange) {
 		r.Flags = []string{flagUnanswered}
 	}
 	if err := s.auth.RecordRejection(r); err != nil {
-		s.log.Error("audit write failed", "req", x.id, "error", err)
+		s.auditFailed(err, "req", x.id)
 	}
+}
+
+// auditFailed logs a failed audit write. While the store cannot write
+// (ca.KindUnavailable: disk full, file replaced) every request would fail
+// the same way; that outage is logged once by whoever watches the store, so
+// each failure here is only a debug line.
+func (s *Server) auditFailed(err error, args ...any) {
+	lvl := slog.LevelError
+	if ca.KindOf(err) == ca.KindUnavailable {
+		lvl = slog.LevelDebug
+	}
+	s.log.Log(context.Background(), lvl, "audit write failed", append(args, "error", err)...)
 }
 
 // auditReason is the fixed text an audit record gives for err: the
@@ -179,7 +191,7 @@ func (s *Server) flushHandshakes() {
 	defer s.flushMu.Unlock()
 	for _, r := range s.hsAudit.take() {
 		if err := s.auth.RecordRejection(r); err != nil {
-			s.log.Error("audit write failed", "handshake_reason", r.Reason, "count", r.Count, "error", err)
+			s.auditFailed(err, "handshake_reason", r.Reason, "count", r.Count)
 		}
 	}
 }

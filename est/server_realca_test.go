@@ -64,7 +64,7 @@ func rcAuthority(t *testing.T, wrap ...func(crypto.Signer) crypto.Signer) *rcCA 
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := store.Open(filepath.Join(t.TempDir(), "estca.db"), store.Options{})
+	db, err := store.Create(filepath.Join(t.TempDir(), "estca.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,14 +2,13 @@ package store
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/estca/estca/store/internal/wire"
 )
 
 // Identity is how a requester is recorded: derived from its DTLS client certificate.
@@ -29,18 +28,30 @@ type Identity struct {
 // Event names what an audit record records.
 type Event string
 
-// Audit events.
+// Audit events. Issued, revoked, head, created, restored, migrated and
+// checkpoint records are written by the store itself (Issue, Revoke,
+// SignHead, Create, Restore, Migrate, AcknowledgeCheckpoint); Append
+// writes the others.
 const (
-	EventIssued   Event = "issued"
-	EventDenied   Event = "denied"
-	EventPending  Event = "pending"
-	EventApproved Event = "approved"
-	EventRevoked  Event = "revoked"
-	EventKeygen   Event = "keygen"
-	EventConfig   Event = "config"
-	EventStart    Event = "start"
-	EventStop     Event = "stop"
+	EventIssued     Event = "issued"
+	EventDenied     Event = "denied"
+	EventPending    Event = "pending"
+	EventApproved   Event = "approved"
+	EventRevoked    Event = "revoked"
+	EventKeygen     Event = "keygen"
+	EventConfig     Event = "config"
+	EventStart      Event = "start"
+	EventStop       Event = "stop"
+	EventHead       Event = "head"
+	EventCreated    Event = "created"
+	EventRestored   Event = "restored"
+	EventMigrated   Event = "migrated"
+	EventCheckpoint Event = "checkpoint"
 )
+
+// storeEvents are the events only the store writes.
+var storeEvents = map[Event]bool{EventIssued: true, EventRevoked: true, EventHead: true,
+	EventCreated: true, EventRestored: true, EventMigrated: true, EventCheckpoint: true}
 
 // AuditRecord is one entry of the hash-chained audit log. Seq, Prev and Hash
 // are set by the store; Time is set by the store when zero.
@@ -65,9 +76,22 @@ type AuditRecord struct {
 	Reason string
 	// Flags mark notable conditions, e.g. "expired-idevid-accepted".
 	Flags []string
+	// CertSeq is, in an issued record, the certificate's issuance sequence
+	// number (set by Issue).
+	CertSeq uint64 `json:",omitempty"`
+	// CertDigest is, in an issued record, the SHA-256 of the certificate
+	// DER (set by Issue): the record commits to the certificate.
+	CertDigest []byte `json:",omitempty"`
+	// Revocation is, in a revoked record, the revocation it makes (set by Revoke).
+	Revocation *Revocation `json:",omitempty"`
+	// Head is, in a head record, the signed head (set by SignHead).
+	Head *Head `json:",omitempty"`
+	// Ack is, in a restored, migrated or checkpoint record, the signed head
+	// the operator acknowledged as superseded (see AcknowledgeCheckpoint).
+	Ack *HeadRef `json:",omitempty"`
 	// Prev is the previous record's Hash (empty for Seq 1).
 	Prev []byte
-	// Hash is SHA-256(Prev || canonical encoding of the record without Hash).
+	// Hash is SHA-256(Prev || canonical encoding of the record).
 	Hash []byte
 }
 
@@ -86,129 +110,152 @@ type AuditFilter struct {
 	Limit int
 }
 
-// wireRecord is the canonical encoding of a record without its hash. Field
-// order is fixed by the struct, so encoding/json output is deterministic.
-type wireRecord struct {
-	V         int      `json:"v"`
-	Seq       uint64   `json:"seq"`
-	Time      int64    `json:"time"`
-	Event     Event    `json:"event"`
-	Requester Identity `json:"requester"`
-	CSRDigest string   `json:"csr_digest,omitempty"`
-	Serial    string   `json:"serial,omitempty"`
-	Profile   string   `json:"profile,omitempty"`
-	Verdict   string   `json:"verdict,omitempty"`
-	Reason    string   `json:"reason,omitempty"`
-	Flags     []string `json:"flags,omitempty"`
-	Prev      []byte   `json:"prev,omitempty"`
+// unixNano encodes t, keeping the zero time distinguishable.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
-const recordVersion = 1
+// fromUnixNano is the inverse of unixNano (in UTC).
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
 
-// encodeRecord returns the canonical encoding of r without its Hash.
-func encodeRecord(r AuditRecord) ([]byte, error) {
-	return json.Marshal(wireRecord{
-		V: recordVersion, Seq: r.Seq, Time: unixNano(r.Time), Event: r.Event, Requester: r.Requester,
+// toWire converts r for encoding (Seq set by the caller).
+func toWire(r *AuditRecord) wire.Record {
+	w := wire.Record{
+		Seq: r.Seq, Time: unixNano(r.Time), Event: string(r.Event),
+		Fingerprint: r.Requester.Fingerprint, Subject: r.Requester.Subject,
+		IDevIDSerial: r.Requester.IDevIDSerial, Anchor: r.Requester.Anchor, Kind: r.Requester.Kind,
 		CSRDigest: r.CSRDigest, Serial: r.Serial, Profile: r.Profile, Verdict: r.Verdict,
-		Reason: r.Reason, Flags: r.Flags, Prev: r.Prev,
-	})
+		Reason: r.Reason, Flags: r.Flags, CertSeq: r.CertSeq, CertDigest: r.CertDigest,
+	}
+	if v := r.Revocation; v != nil {
+		w.Rev = &wire.Rev{Reason: v.Reason, At: unixNano(v.Time)}
+	}
+	if h := r.Head; h != nil {
+		wh := h.toWire()
+		w.Head = &wh
+	}
+	if a := r.Ack; a != nil {
+		w.Ack = &wire.Ref{Counter: a.Counter, Seq: a.Seq, Digest: a.Digest}
+	}
+	return w
 }
 
-// recordHash is SHA-256(prev || enc).
-func recordHash(prev, enc []byte) []byte {
-	h := sha256.New()
-	h.Write(prev)
-	h.Write(enc)
-	return h.Sum(nil)
-}
-
-// decodeStored parses a stored value (32-byte hash, then the canonical
-// encoding). It fails unless the encoding is exactly canonical.
-func decodeStored(v []byte) (AuditRecord, []byte, error) {
-	if len(v) < sha256.Size {
-		return AuditRecord{}, nil, fmt.Errorf("short value")
-	}
-	enc := v[sha256.Size:]
-	var w wireRecord
-	dec := json.NewDecoder(bytes.NewReader(enc))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
-		return AuditRecord{}, nil, err
-	}
-	if w.V != recordVersion {
-		return AuditRecord{}, nil, fmt.Errorf("record version %d", w.V)
-	}
+// fromWire converts a decoded record.
+func fromWire(w *wire.Record, prev, hash []byte) AuditRecord {
 	r := AuditRecord{
-		Seq: w.Seq, Time: fromUnixNano(w.Time), Event: w.Event, Requester: w.Requester,
-		CSRDigest: w.CSRDigest, Serial: w.Serial, Profile: w.Profile, Verdict: w.Verdict,
-		Reason: w.Reason, Flags: w.Flags, Prev: w.Prev,
-		Hash: bytes.Clone(v[:sha256.Size]),
+		Seq: w.Seq, Time: fromUnixNano(w.Time), Event: Event(w.Event),
+		Requester: Identity{Fingerprint: w.Fingerprint, Subject: w.Subject, IDevIDSerial: w.IDevIDSerial,
+			Anchor: w.Anchor, Kind: w.Kind},
+		CSRDigest: w.CSRDigest, Serial: w.Serial, Profile: w.Profile, Verdict: w.Verdict, Reason: w.Reason,
+		Flags: w.Flags, CertSeq: w.CertSeq, CertDigest: w.CertDigest,
+		Prev: bytes.Clone(prev), Hash: bytes.Clone(hash),
 	}
-	again, err := encodeRecord(r)
-	if err != nil {
-		return AuditRecord{}, nil, err
+	if v := w.Rev; v != nil {
+		r.Revocation = &Revocation{Serial: w.Serial, Reason: v.Reason, Time: fromUnixNano(v.At)}
 	}
-	if !bytes.Equal(again, enc) {
-		return AuditRecord{}, nil, fmt.Errorf("non-canonical encoding")
+	if h := w.Head; h != nil {
+		hh := headFromWire(h)
+		r.Head = &hh
 	}
-	return r, enc, nil
+	if a := w.Ack; a != nil {
+		r.Ack = &HeadRef{Counter: a.Counter, Seq: a.Seq, Digest: a.Digest}
+	}
+	return r
 }
 
-// chainHead reads the meta chain head (seq 0 and nil hash when empty).
-func chainHead(tx *bolt.Tx) (uint64, []byte, error) {
-	m := bucket(tx, bucketMeta)
-	if m == nil {
-		return 0, nil, nil
-	}
-	v := m.Get(keyChainHead)
+// chainState reads the meta chain head (seq 0 and nil hash when empty).
+func chainState(tx *bolt.Tx) (uint64, []byte, error) {
+	v := tx.Bucket(wire.BucketMeta).Get(wire.MetaChain)
 	if v == nil {
 		return 0, nil, nil
 	}
-	if len(v) != 8+sha256.Size {
-		return 0, nil, fmt.Errorf("store: corrupt chain head")
+	if len(v) != 8+wire.HashSize {
+		return 0, nil, fmt.Errorf("%w: meta chain head of %d bytes", ErrDamaged, len(v))
 	}
-	return binary.BigEndian.Uint64(v[:8]), bytes.Clone(v[8:]), nil
+	seq, _ := wire.ParseU64(v[:8])
+	return seq, bytes.Clone(v[8:]), nil
+}
+
+// revState reads the revocation accumulator after the newest record.
+func revState(tx *bolt.Tx) (uint64, []byte, error) {
+	v := tx.Bucket(wire.BucketMeta).Get(wire.MetaRevocations)
+	if len(v) != 8+wire.HashSize {
+		return 0, nil, fmt.Errorf("%w: meta revocation accumulator of %d bytes", ErrDamaged, len(v))
+	}
+	n, _ := wire.ParseU64(v[:8])
+	return n, bytes.Clone(v[8:]), nil
 }
 
 // appendRecord chains rec after the current head inside tx and returns it.
-// It only writes through tx, so it is safe to re-run in a batch.
+// A revoked record also advances the revocation accumulator. It only
+// writes through tx, so it is safe to re-run in a batch.
 func appendRecord(tx *bolt.Tx, rec AuditRecord) (AuditRecord, error) {
-	seq, prev, err := chainHead(tx)
+	seq, prev, err := chainState(tx)
 	if err != nil {
 		return AuditRecord{}, err
+	}
+	if rec.Serial != "" && !wire.ValidSerial(rec.Serial) {
+		return AuditRecord{}, fmt.Errorf("%w: serial %q", ErrInvalid, rec.Serial)
 	}
 	rec.Seq = seq + 1
 	rec.Prev = prev
-	rec.Hash = nil
 	rec.Time = fromUnixNano(unixNano(rec.Time))
-	enc, err := encodeRecord(rec)
-	if err != nil {
-		return AuditRecord{}, fmt.Errorf("store: encode audit record: %w", err)
-	}
-	rec.Hash = recordHash(prev, enc)
-	val := make([]byte, 0, len(rec.Hash)+len(enc))
-	val = append(append(val, rec.Hash...), enc...)
-	if err := tx.Bucket(bucketAudit).Put(u64(rec.Seq), val); err != nil {
+	w := toWire(&rec)
+	enc := wire.EncodeRecord(&w)
+	rec.Hash = wire.RecordHash(prev, enc)
+	audit := tx.Bucket(wire.BucketAudit)
+	audit.FillPercent = 1 // keys only ever append
+	if err := audit.Put(wire.U64(rec.Seq), wire.StoredRecord(rec.Hash, enc)); err != nil {
 		return AuditRecord{}, err
 	}
-	head := make([]byte, 0, 8+sha256.Size)
-	head = append(append(head, u64(rec.Seq)...), rec.Hash...)
-	if err := tx.Bucket(bucketMeta).Put(keyChainHead, head); err != nil {
+	meta := tx.Bucket(wire.BucketMeta)
+	if err := meta.Put(wire.MetaChain, append(wire.U64(rec.Seq), rec.Hash...)); err != nil {
 		return AuditRecord{}, err
+	}
+	if v := rec.Revocation; v != nil {
+		n, acc, err := revState(tx)
+		if err != nil {
+			return AuditRecord{}, err
+		}
+		acc = wire.RevAccNext(acc, rec.Seq, rec.Serial, v.Reason, unixNano(v.Time))
+		if err := meta.Put(wire.MetaRevocations, append(wire.U64(n+1), acc...)); err != nil {
+			return AuditRecord{}, err
+		}
+	}
+	if rec.Ack != nil {
+		if err := meta.Put(wire.MetaAck, wire.U64(rec.Seq)); err != nil {
+			return AuditRecord{}, err
+		}
 	}
 	return rec, nil
 }
 
-// Append adds an audit record of any event other than issued and revoked
-// (which only Issue and Revoke write), durably and group-committed, and
-// returns it as chained.
+// Append adds an audit record of an event the store does not write itself
+// (see the Event constants), durably and group-committed, and returns it as
+// chained. The store-only fields (CertSeq, CertDigest, Revocation, Head,
+// Ack) must be empty.
 func (db *DB) Append(rec AuditRecord) (AuditRecord, error) {
-	switch rec.Event {
-	case "":
+	switch {
+	case rec.Event == "":
 		return AuditRecord{}, fmt.Errorf("%w: audit record without event", ErrInvalid)
-	case EventIssued, EventRevoked:
-		return AuditRecord{}, fmt.Errorf("%w: %s records are written by Issue and Revoke", ErrInvalid, rec.Event)
+	case storeEvents[rec.Event]:
+		return AuditRecord{}, fmt.Errorf("%w: %s records are written by the store", ErrInvalid, rec.Event)
+	case rec.CertSeq != 0 || rec.CertDigest != nil || rec.Revocation != nil || rec.Head != nil || rec.Ack != nil:
+		return AuditRecord{}, fmt.Errorf("%w: store-only fields set in an appended record", ErrInvalid)
 	}
+	return db.appendOwn(rec)
+}
+
+// appendOwn appends any record, durably; the store's own records go through it.
+func (db *DB) appendOwn(rec AuditRecord) (AuditRecord, error) {
 	if rec.Time.IsZero() {
 		rec.Time = db.now()
 	}
@@ -224,35 +271,60 @@ func (db *DB) Append(rec AuditRecord) (AuditRecord, error) {
 	return out, nil
 }
 
+// record reads and decodes record seq in tx, with its stored hash.
+func record(tx *bolt.Tx, seq uint64) (wire.Record, []byte, error) {
+	v := tx.Bucket(wire.BucketAudit).Get(wire.U64(seq))
+	if v == nil {
+		return wire.Record{}, nil, fmt.Errorf("%w: audit record %d", ErrNotFound, seq)
+	}
+	hash, enc, err := wire.SplitStored(v)
+	if err != nil {
+		return wire.Record{}, nil, err
+	}
+	r, err := wire.DecodeRecord(enc)
+	if err != nil {
+		return wire.Record{}, nil, err
+	}
+	return r, hash, nil
+}
+
 // AuditRecords returns the records matching f in sequence order. It decodes
 // but does not verify them; use Verify for that.
 func (db *DB) AuditRecords(f AuditFilter) ([]AuditRecord, error) {
 	out := []AuditRecord{}
 	err := db.view(func(tx *bolt.Tx) error {
-		b := bucket(tx, bucketAudit)
-		if b == nil {
-			return nil
+		audit := tx.Bucket(wire.BucketAudit)
+		var prev []byte
+		if f.AfterSeq > 0 {
+			if v := audit.Get(wire.U64(f.AfterSeq)); len(v) >= wire.HashSize {
+				prev = v[:wire.HashSize]
+			}
 		}
-		cur := b.Cursor()
-		for k, v := cur.Seek(u64(f.AfterSeq + 1)); k != nil; k, v = cur.Next() {
+		cur := audit.Cursor()
+		for k, v := cur.Seek(wire.U64(f.AfterSeq + 1)); k != nil; k, v = cur.Next() {
 			if f.Limit > 0 && len(out) >= f.Limit {
 				break
 			}
-			r, _, err := decodeStored(v)
+			hash, enc, err := wire.SplitStored(v)
 			if err != nil {
-				return fmt.Errorf("store: decode audit record %x: %w", k, err)
+				return fmt.Errorf("store: audit record %x: %w", k, err)
 			}
-			if !f.Since.IsZero() && r.Time.Before(f.Since) {
+			w, err := wire.DecodeRecord(enc)
+			if err != nil {
+				return fmt.Errorf("store: audit record %x: %w", k, err)
+			}
+			p := prev
+			prev = hash
+			if !f.Since.IsZero() && fromUnixNano(w.Time).Before(f.Since) {
 				continue
 			}
-			if f.Serial != "" && r.Serial != f.Serial {
+			if f.Serial != "" && w.Serial != f.Serial {
 				continue
 			}
-			if f.Requester != "" && r.Requester.Fingerprint != f.Requester &&
-				!strings.Contains(r.Requester.Subject, f.Requester) {
+			if f.Requester != "" && w.Fingerprint != f.Requester && !strings.Contains(w.Subject, f.Requester) {
 				continue
 			}
-			out = append(out, r)
+			out = append(out, fromWire(&w, p, hash))
 		}
 		return nil
 	})

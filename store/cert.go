@@ -2,18 +2,19 @@ package store
 
 import (
 	"bytes"
-	"encoding/json"
+	"encoding/binary"
 	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-)
 
-// maxSerialHex is the longest serial accepted: 20 octets (RFC 5280 §4.1.2.2).
-const maxSerialHex = 40
+	"github.com/estca/estca/store/internal/wire"
+)
 
 // Certificate is an issued certificate and the metadata the CA keeps with it.
 type Certificate struct {
+	// Seq is the issuance sequence number (from 1), set by Issue.
+	Seq uint64
 	// Serial is the lowercase hex of the positive serial number, no leading zeros.
 	Serial string
 	// DER is the certificate; the store does not parse it.
@@ -34,121 +35,69 @@ type Certificate struct {
 	IssuedAt time.Time
 }
 
-// CertFilter selects a page of certificates in serial-number order.
+// CertFilter selects a page of certificates in issuance order.
 type CertFilter struct {
 	// Limit caps the result; 0 means no limit.
 	Limit int
-	// After is a serial cursor: only serials numerically greater are returned.
+	// After is a serial cursor: only certificates issued after it are returned.
 	After string
 }
 
-// Revocation records that a certificate is revoked.
-type Revocation struct {
-	// Serial is the revoked certificate's serial.
-	Serial string
-	// Reason is the CRLReason code (RFC 5280 §5.3.1).
-	Reason int
-	// Time is the revocation time.
-	Time time.Time
+func certFromWire(seq uint64, w *wire.Cert) Certificate {
+	return Certificate{Seq: seq, Serial: w.Serial, DER: w.DER, Subject: w.Subject, SKI: w.SKI,
+		Requester: w.Requester, Profile: w.Profile, CSRDigest: w.CSRDigest,
+		NotBefore: fromUnixNano(w.NotBefore), NotAfter: fromUnixNano(w.NotAfter), IssuedAt: fromUnixNano(w.IssuedAt)}
 }
 
-// wireCert is the stored encoding of a Certificate.
-type wireCert struct {
-	DER       []byte `json:"der"`
-	Subject   string `json:"subject,omitempty"`
-	SKI       []byte `json:"ski,omitempty"`
-	Requester string `json:"requester,omitempty"`
-	Profile   string `json:"profile,omitempty"`
-	CSRDigest string `json:"csr_digest,omitempty"`
-	NotBefore int64  `json:"not_before"`
-	NotAfter  int64  `json:"not_after"`
-	IssuedAt  int64  `json:"issued_at"`
-}
-
-type wireRevocation struct {
-	Reason int   `json:"reason"`
-	Time   int64 `json:"time"`
-}
-
-// validSerial reports whether s is lowercase hex of a positive integer with
-// no leading zeros, at most 20 octets.
-func validSerial(s string) bool {
-	if s == "" || len(s) > maxSerialHex || s[0] == '0' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-// serialKey orders serials numerically: the length first, then the hex digits.
-func serialKey(s string) []byte {
-	k := make([]byte, 0, 1+len(s))
-	k = append(k, byte(len(s)))
-	return append(k, s...)
-}
-
-// unixNano encodes t, keeping the zero time distinguishable.
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-// fromUnixNano is the inverse of unixNano (in UTC).
-func fromUnixNano(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
-}
-
-func encodeCert(c Certificate) ([]byte, error) {
-	return json.Marshal(wireCert{
-		DER: c.DER, Subject: c.Subject, SKI: c.SKI, Requester: c.Requester,
-		Profile: c.Profile, CSRDigest: c.CSRDigest,
-		NotBefore: unixNano(c.NotBefore), NotAfter: unixNano(c.NotAfter), IssuedAt: unixNano(c.IssuedAt),
-	})
-}
-
-func decodeCert(serial string, v []byte) (Certificate, error) {
-	var w wireCert
-	if err := json.Unmarshal(v, &w); err != nil {
-		return Certificate{}, fmt.Errorf("store: decode certificate %s: %w", serial, err)
-	}
-	return Certificate{
-		Serial: serial, DER: w.DER, Subject: w.Subject, SKI: w.SKI, Requester: w.Requester,
-		Profile: w.Profile, CSRDigest: w.CSRDigest,
-		NotBefore: fromUnixNano(w.NotBefore), NotAfter: fromUnixNano(w.NotAfter), IssuedAt: fromUnixNano(w.IssuedAt),
-	}, nil
-}
-
-// Issue stores the certificate, its SKI and requester indexes, the request →
-// serial mapping (requester + CSRDigest) and the audit record (Event issued)
-// in one transaction, durably committed (fsync) before it returns. Concurrent
-// callers are group-committed (the function may be re-run, see Caveats in the
-// package documentation). It returns the record as chained (Seq, Time,
-// Prev, Hash set). ErrDuplicateSerial if the serial exists and
-// ErrDuplicateRequest if requester + CSRDigest already has a certificate; in
-// both cases nothing is written.
+// Issue stores the certificate under the next issuance sequence number, its
+// serial, SKI and requester indexes, the request → certificate mapping
+// (requester + CSRDigest) and the audit record (event issued, committing to
+// the SHA-256 of the DER) in one transaction, durably committed (fsync)
+// before it returns. Concurrent callers are group-committed (the function
+// may be re-run, see Caveats in the package documentation). It returns the
+// record as chained. ErrDuplicateSerial if the serial exists and
+// ErrDuplicateRequest if requester + CSRDigest already has a certificate;
+// in both cases nothing is written.
 func (db *DB) Issue(c Certificate, rec AuditRecord) (AuditRecord, error) {
-	if !validSerial(c.Serial) {
-		return AuditRecord{}, fmt.Errorf("%w: serial %q", ErrInvalid, c.Serial)
+	p, err := prepareIssue(c, rec, db.now())
+	if err != nil {
+		return AuditRecord{}, err
+	}
+	var out AuditRecord
+	err = db.batch(func(tx *bolt.Tx) error {
+		var err error
+		out, err = p.write(tx)
+		return err
+	})
+	if err != nil {
+		return AuditRecord{}, err
+	}
+	return out, nil
+}
+
+// issue is a checked Issue, ready to write in a transaction.
+type issue struct {
+	c   Certificate
+	wc  wire.Cert
+	rec AuditRecord
+	sk  []byte
+	now time.Time
+}
+
+// prepareIssue checks c and completes rec (see Issue).
+func prepareIssue(c Certificate, rec AuditRecord, now time.Time) (*issue, error) {
+	sk := wire.SerialKey(c.Serial)
+	if sk == nil {
+		return nil, fmt.Errorf("%w: serial %q", ErrInvalid, c.Serial)
 	}
 	if len(c.DER) == 0 {
-		return AuditRecord{}, fmt.Errorf("%w: empty certificate", ErrInvalid)
+		return nil, fmt.Errorf("%w: empty certificate", ErrInvalid)
 	}
 	if rec.Requester.Fingerprint == "" {
 		rec.Requester.Fingerprint = c.Requester
 	} else if rec.Requester.Fingerprint != c.Requester {
-		return AuditRecord{}, fmt.Errorf("%w: audit requester differs from certificate requester", ErrInvalid)
+		return nil, fmt.Errorf("%w: audit requester differs from certificate requester", ErrInvalid)
 	}
-	now := db.now()
 	if c.IssuedAt.IsZero() {
 		c.IssuedAt = now
 	}
@@ -157,50 +106,62 @@ func (db *DB) Issue(c Certificate, rec AuditRecord) (AuditRecord, error) {
 	}
 	rec.Event = EventIssued
 	rec.Serial = c.Serial
+	rec.CertDigest = wire.CertDigest(c.DER)
+	rec.Revocation, rec.Head, rec.Ack = nil, nil, nil
 	if rec.CSRDigest == "" {
 		rec.CSRDigest = c.CSRDigest
 	}
 	if rec.Profile == "" {
 		rec.Profile = c.Profile
 	}
-	val, err := encodeCert(c)
-	if err != nil {
-		return AuditRecord{}, fmt.Errorf("store: encode certificate: %w", err)
+	wc := wire.Cert{Serial: c.Serial, DER: c.DER, Subject: c.Subject, SKI: c.SKI, Requester: c.Requester,
+		Profile: c.Profile, CSRDigest: c.CSRDigest, NotBefore: unixNano(c.NotBefore),
+		NotAfter: unixNano(c.NotAfter), IssuedAt: unixNano(c.IssuedAt)}
+	return &issue{c: c, wc: wc, rec: rec, sk: sk, now: now}, nil
+}
+
+// write stores the certificate, its indexes and its record in tx. It only
+// writes through tx, so it is safe to re-run in a batch.
+func (p *issue) write(tx *bolt.Tx) (AuditRecord, error) {
+	c := p.c
+	serials := tx.Bucket(wire.BucketSerials)
+	if serials.Get(p.sk) != nil {
+		return AuditRecord{}, fmt.Errorf("%w: %s", ErrDuplicateSerial, c.Serial)
 	}
-	sk := serialKey(c.Serial)
-	var out AuditRecord
-	err = db.batch(func(tx *bolt.Tx) error {
-		certs := tx.Bucket(bucketCerts)
-		if certs.Get(sk) != nil {
-			return fmt.Errorf("%w: %s", ErrDuplicateSerial, c.Serial)
-		}
-		if c.Requester != "" && c.CSRDigest != "" {
-			if err := markIssued(tx, c, rec.Requester, now); err != nil {
-				return err
-			}
-		}
-		if err := certs.Put(sk, val); err != nil {
-			return err
-		}
-		if err := certs.SetSequence(certs.Sequence() + 1); err != nil {
-			return err
-		}
-		if len(c.SKI) > 0 {
-			if err := tx.Bucket(bucketBySKI).Put(lenPrefixed(c.SKI, sk), nil); err != nil {
-				return err
-			}
-		}
-		if c.Requester != "" {
-			if err := tx.Bucket(bucketByReq).Put(lenPrefixed([]byte(c.Requester), sk), nil); err != nil {
-				return err
-			}
-		}
-		r, err := appendRecord(tx, rec)
-		out = r
-		return err
-	})
+	certs := tx.Bucket(wire.BucketCerts)
+	certs.FillPercent = 1 // keys only ever append
+	seq, err := certs.NextSequence()
 	if err != nil {
 		return AuditRecord{}, err
+	}
+	if c.Requester != "" && c.CSRDigest != "" {
+		if err := markIssued(tx, c, seq, p.now); err != nil {
+			return AuditRecord{}, err
+		}
+	}
+	r := p.rec
+	r.CertSeq = seq
+	out, err := appendRecord(tx, r)
+	if err != nil {
+		return AuditRecord{}, err
+	}
+	w := p.wc
+	w.AuditSeq = out.Seq
+	if err := certs.Put(wire.U64(seq), wire.EncodeCert(&w)); err != nil {
+		return AuditRecord{}, err
+	}
+	if err := serials.Put(p.sk, wire.U64(seq)); err != nil {
+		return AuditRecord{}, err
+	}
+	if len(c.SKI) > 0 {
+		if err := tx.Bucket(wire.BucketBySKI).Put(wire.IndexKey(c.SKI, seq), nil); err != nil {
+			return AuditRecord{}, err
+		}
+	}
+	if c.Requester != "" {
+		if err := tx.Bucket(wire.BucketByRequester).Put(wire.IndexKey(wire.RequesterPart(c.Requester), seq), nil); err != nil {
+			return AuditRecord{}, err
+		}
 	}
 	return out, nil
 }
@@ -210,22 +171,50 @@ func (db *DB) Certificate(serial string) (Certificate, error) {
 	var c Certificate
 	err := db.view(func(tx *bolt.Tx) error {
 		var err error
-		c, err = getCert(tx, serial)
+		c, err = certBySerial(tx, serial)
 		return err
 	})
 	return c, err
 }
 
-func getCert(tx *bolt.Tx, serial string) (Certificate, error) {
-	b := bucket(tx, bucketCerts)
-	if b == nil || !validSerial(serial) {
+// certSeqOf looks a serial up in the serial index (0 when absent).
+func certSeqOf(tx *bolt.Tx, serial string) (uint64, error) {
+	sk := wire.SerialKey(serial)
+	if sk == nil {
+		return 0, nil
+	}
+	v := tx.Bucket(wire.BucketSerials).Get(sk)
+	if v == nil {
+		return 0, nil
+	}
+	return wire.ParseU64(v)
+}
+
+func certBySerial(tx *bolt.Tx, serial string) (Certificate, error) {
+	seq, err := certSeqOf(tx, serial)
+	if err != nil {
+		return Certificate{}, fmt.Errorf("store: serial index of %s: %w", serial, err)
+	}
+	if seq == 0 {
 		return Certificate{}, fmt.Errorf("%w: certificate %q", ErrNotFound, serial)
 	}
-	v := b.Get(serialKey(serial))
-	if v == nil {
-		return Certificate{}, fmt.Errorf("%w: certificate %s", ErrNotFound, serial)
+	c, err := certBySeq(tx, seq)
+	if err == nil && c.Serial != serial {
+		err = fmt.Errorf("%w: serial index of %s points at certificate %d (%s)", ErrDamaged, serial, seq, c.Serial)
 	}
-	return decodeCert(serial, v)
+	return c, err
+}
+
+func certBySeq(tx *bolt.Tx, seq uint64) (Certificate, error) {
+	v := tx.Bucket(wire.BucketCerts).Get(wire.U64(seq))
+	if v == nil {
+		return Certificate{}, fmt.Errorf("%w: certificate %d", ErrNotFound, seq)
+	}
+	w, err := wire.DecodeCert(v)
+	if err != nil {
+		return Certificate{}, fmt.Errorf("store: certificate %d: %w", seq, err)
+	}
+	return certFromWire(seq, &w), nil
 }
 
 // IssuedFor returns the certificate issued to requester for the CSR with the
@@ -233,29 +222,29 @@ func getCert(tx *bolt.Tx, serial string) (Certificate, error) {
 func (db *DB) IssuedFor(requester, csrDigest string) (Certificate, error) {
 	var c Certificate
 	err := db.view(func(tx *bolt.Tx) error {
-		r, err := getRequest(tx, requester, csrDigest)
+		q, err := getRequest(tx, requester, csrDigest)
 		if err != nil {
 			return err
 		}
-		if r.Serial == "" {
+		if q.CertSeq == 0 {
 			return fmt.Errorf("%w: no certificate for request", ErrNotFound)
 		}
-		c, err = getCert(tx, r.Serial)
+		c, err = certBySeq(tx, q.CertSeq)
 		return err
 	})
 	return c, err
 }
 
 // CertificatesBySKI returns every certificate with that subject key
-// identifier, in serial order; an empty slice if none.
+// identifier, in issuance order; an empty slice if none.
 func (db *DB) CertificatesBySKI(ski []byte) ([]Certificate, error) {
-	return db.byIndex(bucketBySKI, ski)
+	return db.byIndex(wire.BucketBySKI, ski)
 }
 
 // CertificatesByRequester returns every certificate issued to the requester
-// with that fingerprint, in serial order; an empty slice if none.
+// with that fingerprint, in issuance order; an empty slice if none.
 func (db *DB) CertificatesByRequester(fingerprint string) ([]Certificate, error) {
-	return db.byIndex(bucketByReq, []byte(fingerprint))
+	return db.byIndex(wire.BucketByRequester, wire.RequesterPart(fingerprint))
 }
 
 func (db *DB) byIndex(name, part []byte) ([]Certificate, error) {
@@ -263,19 +252,14 @@ func (db *DB) byIndex(name, part []byte) ([]Certificate, error) {
 	if len(part) == 0 {
 		return out, nil
 	}
-	prefix := lenPrefixed(part)
+	prefix := wire.IndexPrefix(part)
 	err := db.view(func(tx *bolt.Tx) error {
-		idx := bucket(tx, name)
-		if idx == nil {
-			return nil
-		}
-		cur := idx.Cursor()
+		cur := tx.Bucket(name).Cursor()
 		for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
-			sk := k[len(prefix):]
-			if len(sk) < 1 {
-				return fmt.Errorf("store: corrupt index key in %s", name)
+			if len(k) != len(prefix)+8 {
+				return fmt.Errorf("%w: index key of %d bytes in %s", ErrDamaged, len(k), name)
 			}
-			c, err := getCert(tx, string(sk[1:]))
+			c, err := certBySeq(tx, binary.BigEndian.Uint64(k[len(prefix):]))
 			if err != nil {
 				return fmt.Errorf("store: index %s: %w", name, err)
 			}
@@ -286,142 +270,51 @@ func (db *DB) byIndex(name, part []byte) ([]Certificate, error) {
 	return out, err
 }
 
-// Certificates returns certificates in numeric serial order, starting after
-// f.After, at most f.Limit of them (0: all).
+// Certificates returns certificates in issuance order, starting after the
+// certificate f.After, at most f.Limit of them (0: all).
 func (db *DB) Certificates(f CertFilter) ([]Certificate, error) {
-	if f.After != "" && !validSerial(f.After) {
+	if f.After != "" && !wire.ValidSerial(f.After) {
 		return nil, fmt.Errorf("%w: cursor %q", ErrInvalid, f.After)
 	}
 	out := []Certificate{}
 	err := db.view(func(tx *bolt.Tx) error {
-		b := bucket(tx, bucketCerts)
-		if b == nil {
-			return nil
-		}
-		cur := b.Cursor()
-		var k, v []byte
-		if f.After == "" {
-			k, v = cur.First()
-		} else {
-			after := serialKey(f.After)
-			k, v = cur.Seek(after)
-			if k != nil && bytes.Equal(k, after) {
-				k, v = cur.Next()
+		from := uint64(1)
+		if f.After != "" {
+			seq, err := certSeqOf(tx, f.After)
+			if err != nil {
+				return err
 			}
+			if seq == 0 {
+				return fmt.Errorf("%w: cursor certificate %s", ErrNotFound, f.After)
+			}
+			from = seq + 1
 		}
-		for ; k != nil; k, v = cur.Next() {
+		cur := tx.Bucket(wire.BucketCerts).Cursor()
+		for k, v := cur.Seek(wire.U64(from)); k != nil; k, v = cur.Next() {
 			if f.Limit > 0 && len(out) >= f.Limit {
 				break
 			}
-			c, err := decodeCert(string(k[1:]), v)
+			seq, err := wire.ParseU64(k)
 			if err != nil {
-				return err
+				return fmt.Errorf("%w: certificate key %x", ErrDamaged, k)
 			}
-			out = append(out, c)
+			w, err := wire.DecodeCert(v)
+			if err != nil {
+				return fmt.Errorf("store: certificate %d: %w", seq, err)
+			}
+			out = append(out, certFromWire(seq, &w))
 		}
 		return nil
 	})
 	return out, err
 }
 
-// CountCertificates returns the number of stored certificates (constant time).
+// CountCertificates returns the number of certificates issued (constant time).
 func (db *DB) CountCertificates() (int, error) {
 	var n int
 	err := db.view(func(tx *bolt.Tx) error {
-		if b := bucket(tx, bucketCerts); b != nil {
-			n = int(b.Sequence())
-		}
+		n = int(tx.Bucket(wire.BucketCerts).Sequence())
 		return nil
 	})
 	return n, err
-}
-
-// validReason reports whether r is a CRLReason code (RFC 5280 §5.3.1; 7 is unused).
-func validReason(r int) bool { return r >= 0 && r <= 10 && r != 7 }
-
-// Revoke marks the certificate revoked with the CRLReason code and time (zero
-// means now) and appends the audit record (Event revoked) in the same durable
-// transaction. ErrNotFound if there is no such certificate, ErrAlreadyRevoked
-// if it is already revoked.
-func (db *DB) Revoke(serial string, reason int, at time.Time, rec AuditRecord) error {
-	if !validSerial(serial) {
-		return fmt.Errorf("%w: serial %q", ErrInvalid, serial)
-	}
-	if !validReason(reason) {
-		return fmt.Errorf("%w: revocation reason %d", ErrInvalid, reason)
-	}
-	if at.IsZero() {
-		at = db.now()
-	}
-	if rec.Time.IsZero() {
-		rec.Time = at
-	}
-	rec.Event = EventRevoked
-	rec.Serial = serial
-	val, err := json.Marshal(wireRevocation{Reason: reason, Time: unixNano(at)})
-	if err != nil {
-		return fmt.Errorf("store: encode revocation: %w", err)
-	}
-	sk := serialKey(serial)
-	return db.batch(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketCerts).Get(sk) == nil {
-			return fmt.Errorf("%w: certificate %s", ErrNotFound, serial)
-		}
-		rb := tx.Bucket(bucketRevoked)
-		if rb.Get(sk) != nil {
-			return fmt.Errorf("%w: %s", ErrAlreadyRevoked, serial)
-		}
-		if err := rb.Put(sk, val); err != nil {
-			return err
-		}
-		_, err := appendRecord(tx, rec)
-		return err
-	})
-}
-
-// Revocation returns the revocation of serial, or ErrNotFound if it is not revoked.
-func (db *DB) Revocation(serial string) (Revocation, error) {
-	var r Revocation
-	err := db.view(func(tx *bolt.Tx) error {
-		b := bucket(tx, bucketRevoked)
-		if b == nil || !validSerial(serial) {
-			return fmt.Errorf("%w: revocation %q", ErrNotFound, serial)
-		}
-		v := b.Get(serialKey(serial))
-		if v == nil {
-			return fmt.Errorf("%w: revocation %s", ErrNotFound, serial)
-		}
-		var err error
-		r, err = decodeRevocation(serial, v)
-		return err
-	})
-	return r, err
-}
-
-// Revocations returns every revocation in serial order (for CRL generation).
-func (db *DB) Revocations() ([]Revocation, error) {
-	out := []Revocation{}
-	err := db.view(func(tx *bolt.Tx) error {
-		b := bucket(tx, bucketRevoked)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			r, err := decodeRevocation(string(k[1:]), v)
-			if err != nil {
-				return err
-			}
-			out = append(out, r)
-			return nil
-		})
-	})
-	return out, err
-}
-
-func decodeRevocation(serial string, v []byte) (Revocation, error) {
-	var w wireRevocation
-	if err := json.Unmarshal(v, &w); err != nil {
-		return Revocation{}, fmt.Errorf("store: decode revocation %s: %w", serial, err)
-	}
-	return Revocation{Serial: serial, Reason: w.Reason, Time: fromUnixNano(w.Time)}, nil
 }

@@ -19,6 +19,9 @@ var errSolo = errors.New("store: re-run alone")
 type committer struct {
 	db       *bolt.DB
 	maxBatch int
+	// before runs before each commit; its error fails the whole batch
+	// without a commit (the store file no longer being the open one).
+	before func() error
 
 	mu     sync.Mutex
 	queue  []call
@@ -32,8 +35,8 @@ type call struct {
 	err chan error // capacity 1
 }
 
-func newCommitter(db *bolt.DB, maxBatch int) *committer {
-	c := &committer{db: db, maxBatch: maxBatch, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newCommitter(db *bolt.DB, maxBatch int, before func() error) *committer {
+	c := &committer{db: db, maxBatch: maxBatch, before: before, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go c.loop()
 	return c
 }
@@ -54,7 +57,9 @@ func (c *committer) do(fn func(*bolt.Tx) error) error {
 	c.mu.Unlock()
 	err := <-ch
 	if err == errSolo {
-		err = c.db.Update(fn)
+		if err = c.before(); err == nil {
+			err = update(c.db, fn)
+		}
 	}
 	return err
 }
@@ -101,11 +106,18 @@ func (c *committer) drain() {
 }
 
 // run commits batch, taking out (and sending back to run alone) any function
-// that fails, exactly like bbolt's Batch.
+// that fails, exactly like bbolt's Batch. A failed commit fails every call
+// of the batch with the same *WriteError.
 func (c *committer) run(batch []call) {
+	if err := c.before(); err != nil {
+		for _, cl := range batch {
+			cl.err <- err
+		}
+		return
+	}
 	for len(batch) > 0 {
 		failed := -1
-		err := c.db.Update(func(tx *bolt.Tx) error {
+		err := update(c.db, func(tx *bolt.Tx) error {
 			for i, cl := range batch {
 				if err := safelyCall(cl.fn, tx); err != nil {
 					failed = i

@@ -20,22 +20,53 @@ import (
 // fixedNow is the test clock.
 var fixedNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// openTest opens a store in a fresh temp dir; the cleanup checks the bbolt
-// file (tx.Check) and closes it.
+// auditKey returns a fresh software audit key (the HSM's stand-in here:
+// the store only sees a crypto.Signer).
+func auditKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// withKey sets the audit signer, public key and a checkpoint file next to path.
+func withKey(opts Options, key *ecdsa.PrivateKey, path string) Options {
+	opts.Signer, opts.AuditKey = key, &key.PublicKey
+	opts.Checkpoint = path + ".checkpoint"
+	return opts
+}
+
+// openTest creates a store in a fresh temp dir, with a software audit key
+// that signed head 1 (records 1 "created" and 2, the head); the cleanup
+// checks the bbolt file (tx.Check) and closes it.
 func openTest(t testing.TB, opts Options) (*DB, string) {
 	t.Helper()
+	db, path, _ := openKeyed(t, opts)
+	return db, path
+}
+
+// createdRecords is how many records a fresh test store holds.
+const createdRecords = 2
+
+func openKeyed(t testing.TB, opts Options) (*DB, string, *ecdsa.PrivateKey) {
+	t.Helper()
+	key := auditKey(t)
 	path := filepath.Join(t.TempDir(), "estca.db")
-	db, err := Open(path, opts)
+	db, err := Create(path, withKey(opts, key, path))
 	if err != nil {
-		t.Fatalf("Open: %v", err)
+		t.Fatalf("Create: %v", err)
 	}
 	t.Cleanup(func() {
-		checkDB(t, db)
+		if !db.closed.Load() {
+			checkDB(t, db)
+		}
 		if err := db.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return db, path
+	return db, path, key
 }
 
 // checkDB runs bbolt's consistency check over the whole file.
@@ -59,11 +90,7 @@ type certMaker struct {
 
 func newCertMaker(t testing.TB) *certMaker {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &certMaker{key: k}
+	return &certMaker{key: auditKey(t)}
 }
 
 // der returns a self-signed certificate with the given hex serial.

@@ -2,6 +2,8 @@ package store
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +21,7 @@ import (
 const (
 	helperModeEnv = "ESTCA_STORE_HELPER"
 	helperPathEnv = "ESTCA_STORE_HELPER_PATH"
+	helperKeyEnv  = "ESTCA_STORE_HELPER_KEY"
 )
 
 // TestHelperProcess is not a test: it is the child process of the lock and
@@ -29,7 +32,27 @@ func TestHelperProcess(t *testing.T) {
 		t.Skip("helper process only")
 	}
 	path := os.Getenv(helperPathEnv)
-	db, err := Open(path, Options{})
+	if mode == "open" || mode == "open-ro" {
+		// Open a (damaged) store and report how that went.
+		db, err := Open(path, Options{ReadOnly: mode == "open-ro", LockTimeout: time.Second})
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(0)
+		}
+		_, err = db.Certificates(CertFilter{})
+		if err == nil {
+			_, err = db.AuditRecords(AuditFilter{})
+		}
+		db.Close()
+		fmt.Println("opened:", err)
+		os.Exit(0)
+	}
+	opts := Options{}
+	if kf := os.Getenv(helperKeyEnv); kf != "" {
+		key := readKey(t, kf)
+		opts = withKey(opts, key, path)
+	}
+	db, err := Open(path, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)
@@ -78,10 +101,10 @@ func TestHelperProcess(t *testing.T) {
 }
 
 // helper starts the test binary as a helper process in mode on path.
-func helper(t *testing.T, mode, path string) (*exec.Cmd, io.WriteCloser, *bufio.Scanner) {
+func helper(t *testing.T, mode, path string, env ...string) (*exec.Cmd, io.WriteCloser, *bufio.Scanner) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperModeEnv+"="+mode, helperPathEnv+"="+path)
+	cmd.Env = append(append(os.Environ(), helperModeEnv+"="+mode, helperPathEnv+"="+path), env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -122,7 +145,7 @@ func openBounded(t *testing.T, path string, opts Options) (*DB, error) {
 
 func TestLockOtherProcess(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "locked.db")
+	path, _, _ := createClosed(t)
 	cmd, stdin, out := helper(t, "hold", path)
 	if !out.Scan() || out.Text() != "ready" {
 		t.Fatalf("helper did not get ready: %q %v", out.Text(), out.Err())
@@ -166,8 +189,8 @@ func TestLockSameProcess(t *testing.T) {
 
 func TestCrashDurability(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "crash.db")
-	cmd, _, out := helper(t, "issue", path)
+	path, key, keyFile := createClosed(t)
+	cmd, _, out := helper(t, "issue", path, helperKeyEnv+"="+keyFile)
 	var printed []string
 	killed := false
 	for out.Scan() {
@@ -187,7 +210,7 @@ func TestCrashDurability(t *testing.T) {
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("helper was not killed by SIGKILL: %v", err)
 	}
-	db, err := Open(path, Options{})
+	db, err := Open(path, withKey(Options{}, key, path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,12 +226,19 @@ func TestCrashDurability(t *testing.T) {
 			t.Errorf("request mapping for %s lost: %v", s, err)
 		}
 	}
-	rep, err := db.Verify(nil)
+	if _, err := db.SignHead(); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := ReadCheckpoint(path + ".checkpoint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := db.Verify(&key.PublicKey, cp)
 	if err != nil {
 		t.Fatalf("Verify after crash: %v", err)
 	}
 	n, _ := db.CountCertificates()
-	if rep.Records != n || n < len(printed) {
+	if rep.Certificates != n || n < len(printed) {
 		t.Errorf("after crash: %d records, %d certificates, %d printed", rep.Records, n, len(printed))
 	}
 	t.Logf("%d serials printed, %d certificates durable", len(printed), n)
@@ -216,4 +246,41 @@ func TestCrashDurability(t *testing.T) {
 	if _, err := db.Append(AuditRecord{Event: EventStart, Reason: "recovered"}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// createClosed creates a store with a software audit key, written to a
+// PKCS#8 file for the helper process, and closes it.
+func createClosed(t *testing.T) (path string, key *ecdsa.PrivateKey, keyFile string) {
+	t.Helper()
+	key = auditKey(t)
+	path = filepath.Join(t.TempDir(), "estca.db")
+	db, err := Create(path, withKey(Options{}, key, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile = filepath.Join(t.TempDir(), "audit.key")
+	if err := os.WriteFile(keyFile, der, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, key, keyFile
+}
+
+// readKey reads a PKCS#8 ECDSA key file.
+func readKey(t testing.TB, path string) *ecdsa.PrivateKey {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.(*ecdsa.PrivateKey)
 }

@@ -1,11 +1,12 @@
 package store
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/estca/estca/store/internal/wire"
 )
 
 // RequestState is the life-cycle state of an enrollment request.
@@ -23,10 +24,22 @@ const (
 	StateIssued RequestState = "issued"
 )
 
+var stateCodes = map[RequestState]byte{StatePending: 1, StateApproved: 2, StateDenied: 3, StateIssued: 4}
+
+func stateOf(b byte) (RequestState, bool) {
+	for s, c := range stateCodes {
+		if c == b {
+			return s, true
+		}
+	}
+	return "", false
+}
+
 // Request is an enrollment request and its decision, keyed by requester
 // fingerprint and CSR digest so an identical re-sent CSR finds it.
 type Request struct {
-	// Requester is who asked.
+	// Requester is who asked. Only the fingerprint is kept for requests that
+	// were issued at once (the issued audit record holds the rest).
 	Requester Identity
 	// CSRDigest is the hex SHA-256 of the CSR DER.
 	CSRDigest string
@@ -44,82 +57,71 @@ type Request struct {
 	Created, Decided time.Time
 }
 
-type wireRequest struct {
-	Requester Identity     `json:"requester"`
-	CSR       []byte       `json:"csr,omitempty"`
-	Profile   string       `json:"profile,omitempty"`
-	State     RequestState `json:"state"`
-	Serial    string       `json:"serial,omitempty"`
-	Reason    string       `json:"reason,omitempty"`
-	Created   int64        `json:"created"`
-	Decided   int64        `json:"decided,omitempty"`
+// storedRequest is a request as kept, with its certificate's issuance number.
+type storedRequest struct {
+	wire.Request
+	requester, csrDigest string
 }
 
-func requestKey(requester, csrDigest string) []byte {
-	return lenPrefixed([]byte(requester), []byte(csrDigest))
+func putRequest(tx *bolt.Tx, requester, csrDigest string, q *wire.Request) error {
+	return tx.Bucket(wire.BucketRequests).Put(wire.RequestKey(requester, csrDigest), wire.EncodeRequest(q))
 }
 
-func putRequest(tx *bolt.Tx, r Request) error {
-	v, err := json.Marshal(wireRequest{
-		Requester: r.Requester, CSR: r.CSR, Profile: r.Profile, State: r.State,
-		Serial: r.Serial, Reason: r.Reason, Created: unixNano(r.Created), Decided: unixNano(r.Decided),
-	})
-	if err != nil {
-		return fmt.Errorf("store: encode request: %w", err)
+func getRequest(tx *bolt.Tx, requester, csrDigest string) (storedRequest, error) {
+	if requester == "" || csrDigest == "" {
+		return storedRequest{}, fmt.Errorf("%w: request", ErrNotFound)
 	}
-	return tx.Bucket(bucketRequests).Put(requestKey(r.Requester.Fingerprint, r.CSRDigest), v)
-}
-
-func decodeRequest(k, v []byte) (Request, error) {
-	var w wireRequest
-	if err := json.Unmarshal(v, &w); err != nil {
-		return Request{}, fmt.Errorf("store: decode request: %w", err)
-	}
-	if len(k) < 2 {
-		return Request{}, fmt.Errorf("store: corrupt request key")
-	}
-	n := int(k[0])<<8 | int(k[1])
-	if len(k) < 2+n {
-		return Request{}, fmt.Errorf("store: corrupt request key")
-	}
-	return Request{
-		Requester: w.Requester, CSRDigest: string(k[2+n:]), CSR: w.CSR, Profile: w.Profile,
-		State: w.State, Serial: w.Serial, Reason: w.Reason,
-		Created: fromUnixNano(w.Created), Decided: fromUnixNano(w.Decided),
-	}, nil
-}
-
-func getRequest(tx *bolt.Tx, requester, csrDigest string) (Request, error) {
-	b := bucket(tx, bucketRequests)
-	if b == nil || requester == "" || csrDigest == "" {
-		return Request{}, fmt.Errorf("%w: request", ErrNotFound)
-	}
-	k := requestKey(requester, csrDigest)
-	v := b.Get(k)
+	v := tx.Bucket(wire.BucketRequests).Get(wire.RequestKey(requester, csrDigest))
 	if v == nil {
-		return Request{}, fmt.Errorf("%w: request", ErrNotFound)
+		return storedRequest{}, fmt.Errorf("%w: request", ErrNotFound)
 	}
-	return decodeRequest(k, v)
+	q, err := wire.DecodeRequest(v)
+	if err != nil {
+		return storedRequest{}, fmt.Errorf("store: request: %w", err)
+	}
+	return storedRequest{q, requester, csrDigest}, nil
 }
 
-// markIssued records, inside Issue's transaction, that requester + CSR now has
-// certificate c. It fails with ErrDuplicateRequest if it already had one.
-func markIssued(tx *bolt.Tx, c Certificate, who Identity, now time.Time) error {
-	r, err := getRequest(tx, c.Requester, c.CSRDigest)
+// public converts a stored request, looking up its certificate's serial.
+func (q storedRequest) public(tx *bolt.Tx) (Request, error) {
+	st, ok := stateOf(q.State)
+	if !ok {
+		return Request{}, fmt.Errorf("%w: request state %d", ErrDamaged, q.State)
+	}
+	r := Request{
+		Requester: Identity{Fingerprint: q.requester, Subject: q.Subject, IDevIDSerial: q.IDevIDSerial,
+			Anchor: q.Anchor, Kind: q.Kind},
+		CSRDigest: q.csrDigest, CSR: q.CSR, Profile: q.Profile, State: st, Reason: q.Reason,
+		Created: fromUnixNano(q.Created), Decided: fromUnixNano(q.Decided),
+	}
+	if q.CertSeq != 0 {
+		c, err := certBySeq(tx, q.CertSeq)
+		if err != nil {
+			return Request{}, err
+		}
+		r.Serial = c.Serial
+	}
+	return r, nil
+}
+
+// markIssued records, inside Issue's transaction, that requester + CSR now
+// has certificate certSeq. It fails with ErrDuplicateRequest if it already
+// had one.
+func markIssued(tx *bolt.Tx, c Certificate, certSeq uint64, now time.Time) error {
+	q, err := getRequest(tx, c.Requester, c.CSRDigest)
 	switch {
 	case err == nil:
-		if r.Serial != "" {
-			return fmt.Errorf("%w: requester already has certificate %s for this CSR", ErrDuplicateRequest, r.Serial)
+		if q.CertSeq != 0 {
+			prev, _ := certBySeq(tx, q.CertSeq)
+			return fmt.Errorf("%w: requester already has certificate %s for this CSR", ErrDuplicateRequest, prev.Serial)
 		}
 	default:
-		r = Request{Requester: who, CSRDigest: c.CSRDigest, Profile: c.Profile, Created: now}
+		q = storedRequest{Request: wire.Request{Profile: c.Profile, Created: unixNano(now)}}
 	}
-	r.Requester.Fingerprint = c.Requester
-	r.CSRDigest = c.CSRDigest
-	r.State = StateIssued
-	r.Serial = c.Serial
-	r.Decided = now
-	return putRequest(tx, r)
+	q.State = stateCodes[StateIssued]
+	q.CertSeq = certSeq
+	q.Decided = unixNano(now)
+	return putRequest(tx, c.Requester, c.CSRDigest, &q.Request)
 }
 
 // PutPending stores a new request waiting for approval together with its audit
@@ -130,7 +132,6 @@ func (db *DB) PutPending(r Request, rec AuditRecord) (AuditRecord, error) {
 		return AuditRecord{}, fmt.Errorf("%w: request needs requester fingerprint and CSR digest", ErrInvalid)
 	}
 	now := db.now()
-	r.State, r.Serial, r.Created, r.Decided = StatePending, "", now, time.Time{}
 	if rec.Time.IsZero() {
 		rec.Time = now
 	}
@@ -140,12 +141,15 @@ func (db *DB) PutPending(r Request, rec AuditRecord) (AuditRecord, error) {
 	if rec.Profile == "" {
 		rec.Profile = r.Profile
 	}
+	q := wire.Request{State: stateCodes[StatePending], Subject: r.Requester.Subject,
+		IDevIDSerial: r.Requester.IDevIDSerial, Anchor: r.Requester.Anchor, Kind: r.Requester.Kind,
+		CSR: r.CSR, Profile: r.Profile, Created: unixNano(now)}
 	var out AuditRecord
 	err := db.batch(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketRequests).Get(requestKey(r.Requester.Fingerprint, r.CSRDigest)) != nil {
+		if tx.Bucket(wire.BucketRequests).Get(wire.RequestKey(r.Requester.Fingerprint, r.CSRDigest)) != nil {
 			return fmt.Errorf("%w: request already stored", ErrDuplicateRequest)
 		}
-		if err := putRequest(tx, r); err != nil {
+		if err := putRequest(tx, r.Requester.Fingerprint, r.CSRDigest, &q); err != nil {
 			return err
 		}
 		var err error
@@ -177,21 +181,23 @@ func (db *DB) Decide(requester, csrDigest string, approve bool, reason string, r
 	}
 	var out AuditRecord
 	err := db.batch(func(tx *bolt.Tx) error {
-		r, err := getRequest(tx, requester, csrDigest)
+		q, err := getRequest(tx, requester, csrDigest)
 		if err != nil {
 			return err
 		}
-		if r.State != StatePending {
-			return fmt.Errorf("%w: request is %s, not pending", ErrInvalid, r.State)
+		if q.State != stateCodes[StatePending] {
+			st, _ := stateOf(q.State)
+			return fmt.Errorf("%w: request is %s, not pending", ErrInvalid, st)
 		}
-		r.State, r.Reason, r.Decided = state, reason, now
-		if err := putRequest(tx, r); err != nil {
+		q.State, q.Reason, q.Decided = stateCodes[state], reason, unixNano(now)
+		if err := putRequest(tx, requester, csrDigest, &q.Request); err != nil {
 			return err
 		}
 		rec := rec
-		rec.Requester = r.Requester
+		rec.Requester = Identity{Fingerprint: requester, Subject: q.Subject, IDevIDSerial: q.IDevIDSerial,
+			Anchor: q.Anchor, Kind: q.Kind}
 		if rec.Profile == "" {
-			rec.Profile = r.Profile
+			rec.Profile = q.Profile
 		}
 		out, err = appendRecord(tx, rec)
 		return err
@@ -206,30 +212,38 @@ func (db *DB) Decide(requester, csrDigest string, approve bool, reason string, r
 func (db *DB) Request(requester, csrDigest string) (Request, error) {
 	var r Request
 	err := db.view(func(tx *bolt.Tx) error {
-		var err error
-		r, err = getRequest(tx, requester, csrDigest)
+		q, err := getRequest(tx, requester, csrDigest)
+		if err != nil {
+			return err
+		}
+		r, err = q.public(tx)
 		return err
 	})
 	return r, err
 }
 
 // Requests returns the requests in the given state ("" for all), ordered by
-// requester fingerprint then CSR digest.
+// requester fingerprint then CSR digest (as stored).
 func (db *DB) Requests(state RequestState) ([]Request, error) {
 	out := []Request{}
 	err := db.view(func(tx *bolt.Tx) error {
-		b := bucket(tx, bucketRequests)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			r, err := decodeRequest(k, v)
+		return tx.Bucket(wire.BucketRequests).ForEach(func(k, v []byte) error {
+			requester, digest, err := wire.ParseRequestKey(k)
+			if err != nil {
+				return fmt.Errorf("store: request key %x: %w", k, err)
+			}
+			q, err := wire.DecodeRequest(v)
+			if err != nil {
+				return fmt.Errorf("store: request: %w", err)
+			}
+			if st, _ := stateOf(q.State); state != "" && st != state {
+				return nil
+			}
+			r, err := storedRequest{q, requester, digest}.public(tx)
 			if err != nil {
 				return err
 			}
-			if state == "" || r.State == state {
-				out = append(out, r)
-			}
+			out = append(out, r)
 			return nil
 		})
 	})

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/estca/estca/store/internal/wire"
 )
 
 func TestIssueAndLookup(t *testing.T) {
@@ -34,8 +38,8 @@ func TestIssueAndLookup(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Issue %s: %v", c.Serial, err)
 		}
-		if rec.Seq != uint64(i+1) || rec.Event != EventIssued || rec.Serial != c.Serial ||
-			rec.CSRDigest != c.CSRDigest || len(rec.Hash) != 32 || !rec.Time.Equal(fixedNow) {
+		if rec.Seq != uint64(createdRecords+i+1) || rec.Event != EventIssued || rec.Serial != c.Serial || rec.CertSeq != uint64(i+1) ||
+			rec.CSRDigest != c.CSRDigest || len(rec.Hash) != 32 || !rec.Time.Equal(fixedNow) || len(rec.CertDigest) != 32 {
 			t.Fatalf("Issue %s returned record %+v", c.Serial, rec)
 		}
 	}
@@ -46,7 +50,7 @@ func TestIssueAndLookup(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Certificate(%s): %v", want.Serial, err)
 			}
-			if !bytes.Equal(got.DER, want.DER) || got.Subject != want.Subject || !bytes.Equal(got.SKI, want.SKI) ||
+			if !bytes.Equal(got.DER, want.DER) || got.Seq == 0 || got.Subject != want.Subject || !bytes.Equal(got.SKI, want.SKI) ||
 				got.Requester != want.Requester || got.Profile != want.Profile || got.CSRDigest != want.CSRDigest ||
 				!got.NotBefore.Equal(want.NotBefore) || !got.NotAfter.Equal(want.NotAfter) || !got.IssuedAt.Equal(fixedNow) {
 				t.Errorf("Certificate(%s) = %+v, want %+v", want.Serial, got, want)
@@ -66,10 +70,9 @@ func TestIssueAndLookup(t *testing.T) {
 		{"requester alice", func() ([]Certificate, error) { return db.CertificatesByRequester(alice.Fingerprint) }, []string{"ff", "100"}},
 		{"requester bob", func() ([]Certificate, error) { return db.CertificatesByRequester(bob.Fingerprint) }, []string{"1f", certs[3].Serial}},
 		{"requester prefix only", func() ([]Certificate, error) { return db.CertificatesByRequester(alice.Fingerprint[:8]) }, nil},
-		{"all ordered numerically", func() ([]Certificate, error) { return db.Certificates(CertFilter{}) }, []string{"1f", "ff", "100", certs[3].Serial}},
-		{"page 1", func() ([]Certificate, error) { return db.Certificates(CertFilter{Limit: 2}) }, []string{"1f", "ff"}},
-		{"page 2", func() ([]Certificate, error) { return db.Certificates(CertFilter{Limit: 2, After: "ff"}) }, []string{"100", certs[3].Serial}},
-		{"after absent cursor", func() ([]Certificate, error) { return db.Certificates(CertFilter{After: "fe"}) }, []string{"ff", "100", certs[3].Serial}},
+		{"all in issuance order", func() ([]Certificate, error) { return db.Certificates(CertFilter{}) }, []string{"ff", "100", "1f", certs[3].Serial}},
+		{"page 1", func() ([]Certificate, error) { return db.Certificates(CertFilter{Limit: 2}) }, []string{"ff", "100"}},
+		{"page 2", func() ([]Certificate, error) { return db.Certificates(CertFilter{Limit: 2, After: "100"}) }, []string{"1f", certs[3].Serial}},
 		{"after last", func() ([]Certificate, error) { return db.Certificates(CertFilter{After: certs[3].Serial}) }, nil},
 	}
 	for _, tc := range lookups {
@@ -113,6 +116,9 @@ func TestIssueAndLookup(t *testing.T) {
 		if _, err := db.Certificates(CertFilter{After: "0x1"}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("bad cursor err = %v", err)
 		}
+		if _, err := db.Certificates(CertFilter{After: "fe"}); !errors.Is(err, ErrNotFound) {
+			t.Errorf("absent cursor err = %v", err)
+		}
 	})
 }
 
@@ -132,19 +138,21 @@ type snapshot struct {
 	ski     int
 	byReq   int
 	reqs    int
+	serials int
 }
 
 func takeSnapshot(t *testing.T, db *DB) snapshot {
 	t.Helper()
 	var s snapshot
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		s.count = int(tx.Bucket(bucketCerts).Sequence())
-		s.records = tx.Bucket(bucketAudit).Stats().KeyN
-		s.head = fmt.Sprintf("%x", tx.Bucket(bucketMeta).Get(keyChainHead))
-		s.ski = tx.Bucket(bucketBySKI).Stats().KeyN
-		s.byReq = tx.Bucket(bucketByReq).Stats().KeyN
-		s.reqs = tx.Bucket(bucketRequests).Stats().KeyN
-		if n := tx.Bucket(bucketCerts).Stats().KeyN; n != s.count {
+		s.count = int(tx.Bucket(wire.BucketCerts).Sequence())
+		s.records = tx.Bucket(wire.BucketAudit).Stats().KeyN
+		s.head = fmt.Sprintf("%x", tx.Bucket(wire.BucketMeta).Get(wire.MetaChain))
+		s.ski = tx.Bucket(wire.BucketBySKI).Stats().KeyN
+		s.byReq = tx.Bucket(wire.BucketByRequester).Stats().KeyN
+		s.reqs = tx.Bucket(wire.BucketRequests).Stats().KeyN
+		s.serials = tx.Bucket(wire.BucketSerials).Stats().KeyN
+		if n := tx.Bucket(wire.BucketCerts).Stats().KeyN; n != s.count {
 			return fmt.Errorf("cert count %d != keys %d", s.count, n)
 		}
 		return nil
@@ -209,8 +217,13 @@ func TestSerialValidation(t *testing.T) {
 		"1234567890abcdef1234567890abcdef123456789": false,
 	}
 	for s, want := range cases {
-		if got := validSerial(s); got != want {
-			t.Errorf("validSerial(%q) = %v, want %v", s, got, want)
+		if got := wire.ValidSerial(s); got != want {
+			t.Errorf("ValidSerial(%q) = %v, want %v", s, got, want)
+		}
+		if got := wire.SerialKey(s); (got != nil) != want {
+			t.Errorf("SerialKey(%q) = %x", s, got)
+		} else if back, err := wire.ParseSerialKey(got); want && (err != nil || back != s) {
+			t.Errorf("ParseSerialKey(SerialKey(%q)) = %q, %v", s, back, err)
 		}
 	}
 }
@@ -272,11 +285,11 @@ func testConcurrentIssue(t *testing.T, opts Options) {
 	if n, _ := db.CountCertificates(); n != workers*each {
 		t.Errorf("count = %d", n)
 	}
-	rep, err := db.Verify(nil)
+	rep, err := db.Verify(db.opts.AuditKey)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
-	if rep.Records != workers*each || rep.LastSeq != workers*each {
+	if rep.Records != workers*each+createdRecords || rep.Certificates != workers*each {
 		t.Errorf("report %+v", rep)
 	}
 	recs, err := db.AuditRecords(AuditFilter{})
@@ -285,7 +298,9 @@ func testConcurrentIssue(t *testing.T, opts Options) {
 	}
 	seen := map[string]bool{}
 	for _, r := range recs {
-		seen[r.Serial] = true
+		if r.Event == EventIssued {
+			seen[r.Serial] = true
+		}
 	}
 	if len(seen) != workers*each {
 		t.Errorf("%d distinct serials in audit, want %d", len(seen), workers*each)
@@ -337,9 +352,9 @@ func testBatchRerun(t *testing.T, opts Options) {
 	if ok != n || dup != n {
 		t.Errorf("ok=%d dup=%d, want %d each", ok, dup, n)
 	}
-	rep, err := db.Verify(nil)
-	if err != nil || rep.Records != n {
-		t.Errorf("Verify = %+v, %v; want %d records", rep, err, n)
+	rep, err := db.Verify(db.opts.AuditKey)
+	if err != nil || rep.Records != n+createdRecords {
+		t.Errorf("Verify = %+v, %v; want %d records", rep, err, n+createdRecords)
 	}
 }
 
@@ -394,10 +409,16 @@ func TestRevoke(t *testing.T) {
 		t.Errorf("Revocations = %+v, %v", all, err)
 	}
 	recs, err := db.AuditRecords(AuditFilter{Serial: "10"})
-	if err != nil || len(recs) != 2 || recs[1].Event != EventRevoked || recs[1].Reason != "key compromise reported" {
+	if err != nil || len(recs) != 2 || recs[1].Event != EventRevoked || recs[1].Reason != "key compromise reported" ||
+		recs[1].Revocation == nil || recs[1].Revocation.Reason != 1 || !recs[1].Revocation.Time.Equal(at) {
 		t.Errorf("audit for 10 = %+v, %v", recs, err)
 	}
-	if rep, err := db.Verify(nil); err != nil || rep.Records != 4 {
+	// Each revocation is followed at once by a signed head covering it.
+	heads, err := db.Heads()
+	if err != nil || len(heads) != 3 || heads[2].Revocations != 2 || heads[1].Revocations != 1 {
+		t.Fatalf("heads after two revocations = %+v, %v", heads, err)
+	}
+	if rep, err := db.Verify(db.opts.AuditKey); err != nil || rep.Records != createdRecords+6 || rep.Revocations != 2 || rep.Unsigned != 1 {
 		t.Errorf("Verify = %+v, %v", rep, err)
 	}
 }
@@ -454,7 +475,10 @@ func TestPendingApproval(t *testing.T) {
 	if got, _ := db.Requests(""); len(got) != 2 {
 		t.Errorf("Requests(all) = %d", len(got))
 	}
-	if rep, err := db.Verify(nil); err != nil || rep.Records != 5 {
+	if _, err := db.SignHead(); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := db.Verify(db.opts.AuditKey); err != nil || rep.Records != createdRecords+6 {
 		t.Errorf("Verify = %+v, %v", rep, err)
 	}
 }
@@ -479,7 +503,7 @@ func TestAppendAndFilter(t *testing.T) {
 	if _, err := db.Issue(m.cert(t, "77", alice.Fingerprint, "c"), AuditRecord{Requester: alice, Time: t0.Add(3 * time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
-	for _, bad := range []Event{"", EventIssued, EventRevoked} {
+	for _, bad := range []Event{"", EventIssued, EventRevoked, EventHead, EventCreated, EventRestored} {
 		if _, err := db.Append(AuditRecord{Event: bad}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Append(%q) err = %v", bad, err)
 		}
@@ -489,20 +513,22 @@ func TestAppendAndFilter(t *testing.T) {
 		f    AuditFilter
 		want []uint64
 	}{
-		{"all", AuditFilter{}, []uint64{1, 2, 3, 4, 5}},
-		{"since", AuditFilter{Since: t0.Add(90 * time.Second)}, []uint64{3, 5}},
-		{"serial", AuditFilter{Serial: "77"}, []uint64{5}},
-		{"requester fingerprint", AuditFilter{Requester: alice.Fingerprint}, []uint64{3, 5}},
-		{"requester subject substring", AuditFilter{Requester: "CN=bob"}, []uint64{2}},
-		{"requester org substring", AuditFilter{Requester: "O=Acme"}, []uint64{2, 3, 5}},
-		{"limit", AuditFilter{Limit: 2}, []uint64{1, 2}},
-		{"cursor", AuditFilter{AfterSeq: 3}, []uint64{4, 5}},
-		{"cursor and limit", AuditFilter{AfterSeq: 1, Limit: 1, Requester: "Acme"}, []uint64{2}},
+		{"all", AuditFilter{}, []uint64{3, 4, 5, 6, 7}},
+		{"since", AuditFilter{Since: t0.Add(90 * time.Second)}, []uint64{5, 7}},
+		{"serial", AuditFilter{Serial: "77"}, []uint64{7}},
+		{"requester fingerprint", AuditFilter{Requester: alice.Fingerprint}, []uint64{5, 7}},
+		{"requester subject substring", AuditFilter{Requester: "CN=bob"}, []uint64{4}},
+		{"requester org substring", AuditFilter{Requester: "O=Acme"}, []uint64{4, 5, 7}},
+		{"limit", AuditFilter{Limit: 2}, []uint64{3, 4}},
+		{"cursor", AuditFilter{AfterSeq: 3}, []uint64{6, 7}},
+		{"cursor and limit", AuditFilter{AfterSeq: 1, Limit: 1, Requester: "Acme"}, []uint64{4}},
 		{"none", AuditFilter{Serial: "78"}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := db.AuditRecords(tc.f)
+			f := tc.f
+			f.AfterSeq += createdRecords // past the store's own first records
+			got, err := db.AuditRecords(f)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -515,7 +541,7 @@ func TestAppendAndFilter(t *testing.T) {
 			}
 		})
 	}
-	recs, _ := db.AuditRecords(AuditFilter{})
+	recs, _ := db.AuditRecords(AuditFilter{AfterSeq: createdRecords})
 	if r := recs[2]; r.Requester != alice || fmt.Sprint(r.Flags) != "[expired-idevid-accepted]" || !r.Time.Equal(t0.Add(2*time.Minute)) {
 		t.Errorf("record 3 round trip = %+v", r)
 	}
@@ -531,8 +557,9 @@ func TestAppendAndFilter(t *testing.T) {
 
 func TestReopenAndReadOnly(t *testing.T) {
 	t.Parallel()
+	key := auditKey(t)
 	path := filepath.Join(t.TempDir(), "s.db")
-	db, err := Open(path, Options{})
+	db, err := Create(path, withKey(Options{}, key, path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,6 +569,9 @@ func TestReopenAndReadOnly(t *testing.T) {
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := Create(path, Options{}); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Fatalf("Create over an existing store: %v", err)
 	}
 	ro, err := Open(path, Options{ReadOnly: true})
 	if err != nil {
@@ -561,7 +591,7 @@ func TestReopenAndReadOnly(t *testing.T) {
 		"Issue":    func() error { _, err := ro.Issue(m.cert(t, "6", fp("a"), "d"), AuditRecord{}); return err },
 		"Append":   func() error { _, err := ro.Append(AuditRecord{Event: EventStart}); return err },
 		"Revoke":   func() error { return ro.Revoke("5", 1, time.Time{}, AuditRecord{}) },
-		"SignHead": func() error { _, err := ro.SignHead(nil); return err },
+		"SignHead": func() error { _, err := ro.SignHead(); return err },
 		"PutPending": func() error {
 			_, err := ro.PutPending(Request{Requester: ident("a"), CSRDigest: "d"}, AuditRecord{})
 			return err
@@ -572,31 +602,43 @@ func TestReopenAndReadOnly(t *testing.T) {
 			t.Errorf("%s on read-only store err = %v", name, err)
 		}
 	}
-	if _, err := Open(filepath.Join(t.TempDir(), "absent.db"), Options{ReadOnly: true}); err == nil {
-		t.Error("read-only Open of a missing file succeeded")
+	absent := filepath.Join(t.TempDir(), "absent.db")
+	for _, ro := range []bool{true, false} {
+		if _, err := Open(absent, Options{ReadOnly: ro}); !errors.Is(err, ErrNoStore) {
+			t.Errorf("Open (read-only %v) of a missing file: %v", ro, err)
+		}
+	}
+	if _, err := os.Stat(absent); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Open created %s", absent)
 	}
 }
 
 func TestVersionMismatch(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "v.db")
-	b, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = b.Update(func(tx *bolt.Tx) error {
-		m, err := tx.CreateBucket(bucketMeta)
+	for _, v := range []uint64{1, 99} {
+		path := filepath.Join(t.TempDir(), "v.db")
+		b, err := bolt.Open(path, 0o600, nil)
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		return m.Put(keyVersion, u64(99))
-	})
-	b.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Open(path, Options{}); !errors.Is(err, ErrVersion) {
-		t.Errorf("Open err = %v, want ErrVersion", err)
+		err = b.Update(func(tx *bolt.Tx) error {
+			m, err := tx.CreateBucket(wire.BucketMeta)
+			if err != nil {
+				return err
+			}
+			return m.Put(wire.MetaVersion, wire.U64(v))
+		})
+		b.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Open(path, Options{})
+		if !errors.Is(err, ErrVersion) {
+			t.Errorf("Open of format %d err = %v, want ErrVersion", v, err)
+		}
+		if v == 1 && !strings.Contains(fmt.Sprint(err), "estca store migrate") {
+			t.Errorf("format 1 error does not say what to do: %v", err)
+		}
 	}
 }
 
@@ -604,8 +646,9 @@ func TestVersionMismatch(t *testing.T) {
 // either committed (and survives reopening) or failed with ErrClosed.
 func TestCloseDrains(t *testing.T) {
 	t.Parallel()
+	key := auditKey(t)
 	path := filepath.Join(t.TempDir(), "c.db")
-	db, err := Open(path, Options{})
+	db, err := Create(path, withKey(Options{}, key, path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,7 +674,7 @@ func TestCloseDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	wg.Wait()
-	db, err = Open(path, Options{})
+	db, err = Open(path, withKey(Options{}, key, path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -648,7 +691,7 @@ func TestCloseDrains(t *testing.T) {
 			t.Errorf("write %d: Issue err %v, lookup err %v", i, err, gerr)
 		}
 	}
-	if rep, err := db.Verify(nil); err != nil || rep.Records != committed {
+	if rep, err := db.Verify(&key.PublicKey); err != nil || rep.Certificates != committed {
 		t.Errorf("Verify = %+v, %v; %d committed", rep, err, committed)
 	}
 	if _, err := db.Append(AuditRecord{Event: EventStop}); err != nil {

@@ -63,6 +63,18 @@ type StoreConfig struct {
 	MaxBatchDelay     Duration `yaml:"max_batch_delay"`
 	MaxBatchSize      int      `yaml:"max_batch_size"`
 	AuditSignInterval Duration `yaml:"audit_sign_interval"`
+	// Checkpoint is the file that keeps the newest signed audit head outside
+	// the store; default: the store path + ".checkpoint".
+	Checkpoint string `yaml:"checkpoint"`
+	// LogCheckpoints logs every new checkpoint as one line (for a journal
+	// kept off the box); default true.
+	LogCheckpoints *bool `yaml:"log_checkpoints"`
+	// CheckPages bounds the page check at open before serving (the rest runs
+	// in the background); 0: the store's default.
+	CheckPages int `yaml:"check_pages"`
+	// RetryAfter is the Max-Age of the 5.03 answered while the store cannot
+	// write (disk full, file replaced); default 30s.
+	RetryAfter Duration `yaml:"retry_after"`
 }
 
 // ESTConfig configures the EST-coaps front end.
@@ -191,6 +203,14 @@ func (c *Config) applyDefaults() {
 	if c.Store.AuditSignInterval == 0 {
 		c.Store.AuditSignInterval = Duration(time.Minute)
 	}
+	def(&c.Store.Checkpoint, c.Store.Path+".checkpoint")
+	if c.Store.LogCheckpoints == nil {
+		t := true
+		c.Store.LogCheckpoints = &t
+	}
+	if c.Store.RetryAfter == 0 {
+		c.Store.RetryAfter = Duration(30 * time.Second)
+	}
 	if c.EST.MaxSessions == 0 {
 		c.EST.MaxSessions = 10000
 	}
@@ -295,6 +315,12 @@ func (c *Config) validate() error {
 	}
 	if c.Store.MaxBatchSize < 0 {
 		bad("store.max_batch_size must not be negative")
+	}
+	if c.Store.CheckPages < 0 {
+		bad("store.check_pages must not be negative")
+	}
+	if c.Store.AuditSignInterval.D() < time.Second {
+		bad("store.audit_sign_interval must be at least 1s")
 	}
 	if *c.EST.HandshakeRate < 0 {
 		bad("est.handshake_rate must not be negative")

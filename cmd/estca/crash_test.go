@@ -5,9 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,98 +21,144 @@ import (
 	"github.com/estca/estca/est/wire"
 )
 
-// TestCrashKeepsDeliveredCertificates enrolls from several devices at once,
-// kills `estca serve` with SIGKILL in the middle, and checks that every
-// certificate a device received is in the store after the crash, that the
-// audit chain verifies, and that the appliance serves again after a restart.
+// TestCrashKeepsDeliveredCertificates is the short form of the crash test
+// (make test); crash_long_test.go runs 20 rounds (make test-long).
 func TestCrashKeepsDeliveredCertificates(t *testing.T) {
-	dir, cfg := demoAppliance(t, false)
-	srv := startServer(t, cfg)
-	opts := demoClient(t, dir, srv.addr)
-	opts.Timeout, opts.MaxRetries = 3*time.Second, -1
+	testCrashRounds(t, 3)
+}
 
+// testCrashRounds enrolls from several devices at once and kills `estca
+// serve` with SIGKILL in the middle, rounds times on the same appliance.
+// After every crash: every certificate a device received is in the store,
+// no CSR has two certificates (the CSRs in flight at the crash are re-sent,
+// as a device would after its timeout, and get the certificate issued for
+// them or a new one, once), and `audit verify` (with the checkpoint) is
+// green. The server restarts on the store each time.
+func testCrashRounds(t *testing.T, rounds int) {
+	dir, cfg := demoAppliance(t, false)
+	delivered := map[string]bool{} // serials received by devices
+	byCSR := map[string]string{}   // CSR digest → serial received
+	var unanswered [][]byte        // CSRs sent when the server died
+	for round := range rounds {
+		srv := startServer(t, cfg)
+		opts := deviceOptions(t, dir, srv.addr, nil)
+		opts.Timeout = 2 * time.Second // how long a device waits for the dead server
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		c, err := client.Dial(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Devices whose request was cut by the last crash try again.
+		for _, csr := range unanswered {
+			cert, _, err := c.Enroll(ctx, csr, wire.FormatPKIXCert)
+			if err != nil {
+				t.Fatalf("round %d: re-sent CSR: %v\n%s", round, err, srv.logs())
+			}
+			d := csrDigest(csr)
+			if prev, ok := byCSR[d]; ok && prev != cert.SerialNumber.Text(16) {
+				t.Fatalf("round %d: a re-sent CSR got %s, it had %s", round, cert.SerialNumber.Text(16), prev)
+			}
+			byCSR[d] = cert.SerialNumber.Text(16)
+			delivered[cert.SerialNumber.Text(16)] = true
+		}
+		c.Close()
+		unanswered = nil
+
+		var (
+			mu     sync.Mutex
+			wg     sync.WaitGroup
+			enough = make(chan struct{})
+			once   sync.Once
+			got    int
+		)
+		target := 30 + round%4*10
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := client.Dial(ctx, opts)
+				if err != nil {
+					t.Errorf("round %d worker %d: %v", round, w, err)
+					return
+				}
+				defer c.Close()
+				for i := 0; ; i++ {
+					key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+					csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+						Subject: pkix.Name{CommonName: fmt.Sprintf("crash-%d-%d-%d", round, w, i)}}, key)
+					cert, _, err := c.Enroll(ctx, csr, wire.FormatPKIXCert)
+					mu.Lock()
+					if err != nil {
+						unanswered = append(unanswered, csr) // the server is gone
+						mu.Unlock()
+						return
+					}
+					s := cert.SerialNumber.Text(16)
+					delivered[s] = true
+					byCSR[csrDigest(csr)] = s
+					if got++; got >= target {
+						once.Do(func() { close(enough) })
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		select {
+		case <-enough:
+		case <-ctx.Done():
+			t.Fatalf("round %d: too few enrollments before the deadline:\n%s", round, srv.logs())
+		}
+		srv.kill(t)
+		wg.Wait()
+		cancel()
+
+		// The admin socket file of the dead server is stale: the CLI must
+		// notice and open the store itself.
+		have := storedSerials(t, cfg)
+		for s := range delivered {
+			if !have[s] {
+				t.Errorf("round %d: certificate %s was delivered but is not in the store after the crash", round, s)
+			}
+		}
+		checkNoDuplicates(t, cfg)
+		if v := mustEstca(t, "--config", cfg, "audit", "verify"); !strings.Contains(v, "audit chain ok") || !strings.Contains(v, "extends 1 checkpoint") {
+			t.Fatalf("round %d: audit verify after the crash: %s", round, v)
+		}
+		t.Logf("round %d: %d certificates delivered so far, %d in the store, %d requests cut by the crash", round, len(delivered), len(have), len(unanswered))
+	}
+	// Restart: the stale socket is replaced and enrollment works again.
+	srv := startServer(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var (
-		mu       sync.Mutex
-		received []string
-		wg       sync.WaitGroup
-	)
-	enough := make(chan struct{})
-	var once sync.Once
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := client.Dial(ctx, opts)
-			if err != nil {
-				t.Errorf("worker %d: %v", w, err)
-				return
-			}
-			defer c.Close()
-			for i := 0; ; i++ {
-				key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-				csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-					Subject: pkix.Name{CommonName: fmt.Sprintf("crash-%d-%d", w, i)}}, key)
-				cert, _, err := c.Enroll(ctx, csr, wire.FormatPKIXCert)
-				if err != nil {
-					return // the server is gone
-				}
-				mu.Lock()
-				received = append(received, cert.SerialNumber.Text(16))
-				if len(received) >= 60 {
-					once.Do(func() { close(enough) })
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	select {
-	case <-enough:
-	case <-ctx.Done():
-		t.Fatalf("too few enrollments before the deadline:\n%s", srv.logs())
-	}
-	srv.kill(t)
-	wg.Wait()
-
-	mu.Lock()
-	got := append([]string(nil), received...)
-	mu.Unlock()
-	// The admin socket file of the dead server is stale: the CLI must notice
-	// and open the store itself.
-	var stored []certView
-	if err := json.Unmarshal([]byte(mustEstca(t, "--config", cfg, "certs", "list", "--json")), &stored); err != nil {
-		t.Fatal(err)
-	}
-	have := map[string]bool{}
-	for _, c := range stored {
-		have[c.Serial] = true
-	}
-	for _, s := range got {
-		if !have[s] {
-			t.Errorf("certificate %s was delivered but is not in the store after the crash", s)
-		}
-	}
-	t.Logf("%d certificates delivered before the crash, %d in the store", len(got), len(stored))
-	if v := mustEstca(t, "--config", cfg, "audit", "verify"); !strings.Contains(v, "audit chain ok") {
-		t.Fatalf("audit verify after the crash: %s", v)
-	}
-
-	// Restart: the stale socket is replaced and enrollment works again.
-	srv2 := startServer(t, cfg)
-	opts.Server = srv2.addr
-	c, err := client.Dial(ctx, opts)
+	c, err := client.Dial(ctx, deviceOptions(t, dir, srv.addr, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "after-restart"}}, key)
-	if _, _, err := c.Enroll(ctx, csr, wire.FormatPKIXCert); err != nil {
-		t.Fatalf("enroll after restart: %v\n%s", err, srv2.logs())
+	if _, _, err := enrollNew(ctx, c, "after-restart"); err != nil {
+		t.Fatalf("enroll after restart: %v\n%s", err, srv.logs())
 	}
 	if _, err := os.Stat(filepath.Join(dir, "run", "estca.sock")); err != nil {
 		t.Fatalf("admin socket after restart: %v", err)
+	}
+}
+
+func csrDigest(csr []byte) string {
+	d := sha256.Sum256(csr)
+	return hex.EncodeToString(d[:])
+}
+
+// checkNoDuplicates fails when two stored certificates answer the same
+// requester and CSR.
+func checkNoDuplicates(t *testing.T, cfg string) {
+	t.Helper()
+	seen := map[string]string{}
+	for _, c := range storedCerts(t, cfg) {
+		k := c.Requester + "/" + c.CSRDigest
+		if prev, ok := seen[k]; ok {
+			t.Errorf("certificates %s and %s answer the same CSR %s", prev, c.Serial, c.CSRDigest)
+		}
+		seen[k] = c.Serial
 	}
 }
 

@@ -13,13 +13,25 @@
 //	issue         issue from a CSR file as the local operator
 //	ca show       show the hierarchy; ca import completes an external-root setup
 //	certs list    issued certificates; certs show one of them
-//	audit list    the audit trail; audit verify checks its hash chain and signed heads
-//	revoke        revoke a certificate
-//	backup        consistent, verified copy of the store
+//	audit list    the audit trail; audit verify checks all of it against the checkpoint(s)
+//	audit checkpoint  print the current checkpoint; --reset acknowledges a lost one
+//	revoke        revoke a certificate (a signed head covers it at once)
+//	backup        consistent, verified copy of the store (never onto the live store)
+//	restore       put a verified backup back into a stopped appliance
+//	store check   read every page of the store
+//	store migrate convert a format 1 store
 //
 // While `estca serve` runs it holds the store; the query commands then reach
 // it through the server's admin socket (a unix socket, mode 0600, HTTP with
-// JSON), and open the store file read-only otherwise.
+// JSON), and open the store file read-only otherwise. Only init creates a
+// store. serve opens it with the audit check (the checkpoint file must be
+// extended, the revocation set proven), and watches it every second: one
+// log line when writes start failing (disk full: devices get 5.03 with
+// Max-Age store.retry_after), one when they recover, one when the store file
+// is replaced under it, and one per new checkpoint for a journal kept off
+// the box. Commands that sign audit heads themselves while the server is
+// stopped (restore, revoke, audit checkpoint --reset, store migrate) open the
+// token for the audit key.
 //
 // Metrics: one Prometheus endpoint serves the EST front end's metrics
 // (est.Metrics) and those serve measures for the components that do not

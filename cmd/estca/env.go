@@ -38,18 +38,96 @@ func openToken(c *Config, observe func(hsm.Event)) (*hsm.Token, error) {
 	})
 }
 
-// openStore opens the bbolt store of the configuration.
-func openStore(c *Config, readOnly bool) (*store.DB, error) {
-	db, err := store.Open(c.path(c.Store.Path), store.Options{
+// storeOptions are the store options of the configuration; with a signer
+// the store is opened for writing with the audit check (the newest signed
+// head, the chain since the checkpoint, the revocation set).
+func storeOptions(c *Config, signer crypto.Signer, pub crypto.PublicKey) store.Options {
+	return store.Options{
 		LockTimeout:   c.Store.LockTimeout.D(),
 		MaxBatchDelay: c.Store.MaxBatchDelay.D(),
 		MaxBatchSize:  c.Store.MaxBatchSize,
-		ReadOnly:      readOnly,
-	})
-	if errors.Is(err, store.ErrLocked) {
-		return nil, fmt.Errorf("%w (is `estca serve` running? stop it, or use its admin socket %s)", err, c.path(c.EST.AdminSocket))
+		CheckPages:    c.Store.CheckPages,
+		ReadOnly:      signer == nil,
+		Signer:        signer,
+		AuditKey:      pub,
+		Checkpoint:    c.path(c.Store.Checkpoint),
 	}
-	return db, err
+}
+
+// openStore opens the store of the configuration: read-only without a
+// signer (queries), otherwise for writing with the audit check. Only `estca
+// init` creates a store; the errors say what to do.
+func openStore(c *Config, signer crypto.Signer, pub crypto.PublicKey) (*store.DB, error) {
+	path := c.path(c.Store.Path)
+	db, err := store.Open(path, storeOptions(c, signer, pub))
+	return db, explainStore(c, err)
+}
+
+// explainStore adds what the operator can do to a store error.
+func explainStore(c *Config, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrLocked):
+		return fmt.Errorf("%w (is `estca serve` running? stop it, or use its admin socket %s)", err, c.path(c.EST.AdminSocket))
+	case errors.Is(err, store.ErrNoStore), errors.Is(err, store.ErrEmpty):
+		return fmt.Errorf("%w; restore a backup with `estca restore FILE`", err)
+	case errors.Is(err, store.ErrTruncated), errors.Is(err, store.ErrDamaged), errors.Is(err, store.ErrForeign):
+		return fmt.Errorf("%w; the file is not used: restore a backup with `estca restore FILE` (the damaged file is kept aside)", err)
+	case errors.Is(err, store.ErrCheckpoint):
+		return fmt.Errorf("%w; if this is expected (a restore, a lost checkpoint), compare with the checkpoint you keep off the box and acknowledge it with `estca audit checkpoint --reset`", err)
+	}
+	return err
+}
+
+// openAuditToken opens the token of a stopped appliance for a command that
+// signs audit heads itself (restore, revoke, checkpoint reset): it refuses
+// while `estca serve` runs, and returns the token (to close), the audit
+// signer and the audit public key.
+func openAuditToken(c *Config) (*hsm.Token, crypto.Signer, crypto.PublicKey, error) {
+	if serverRunning(c) {
+		return nil, nil, nil, errors.New("estca serve is running: stop it first")
+	}
+	tok, err := openToken(c, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	signer, pub, err := auditSigner(c, tok, nil)
+	if err != nil {
+		tok.Close()
+		return nil, nil, nil, err
+	}
+	return tok, signer, pub, nil
+}
+
+// withAuditToken runs f for a command of a stopped appliance that signs
+// audit heads itself (see openAuditToken).
+func withAuditToken(a *app, f func(cfg *Config, signer crypto.Signer, pub crypto.PublicKey) error) error {
+	cfg, err := a.config()
+	if err != nil {
+		return err
+	}
+	tok, signer, pub, err := openAuditToken(cfg)
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+	return f(cfg, signer, pub)
+}
+
+// auditSigner finds the audit key in the token and reads the audit public
+// key; every signature of the key is verified under that public key
+// (ca.VerifySigner; onBad, if not nil, hears of a bad one).
+func auditSigner(c *Config, tok *hsm.Token, onBad func(error)) (crypto.Signer, crypto.PublicKey, error) {
+	k, err := tok.FindKey(c.CA.AuditKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit key %q: %w", c.CA.AuditKey, err)
+	}
+	pub, err := readAuditPublic(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ca.VerifySigner(k, pub, onBad), pub, nil
 }
 
 // requesters builds the requester trust configuration: our own hierarchy for
@@ -85,6 +163,8 @@ type authority struct {
 	ca      *ca.Authority
 	root    *x509.Certificate
 	issuing *x509.Certificate
+	// auditPub verifies signed audit heads.
+	auditPub crypto.PublicKey
 }
 
 func (x *authority) Close() error {
@@ -140,9 +220,14 @@ func openAuthority(c *Config, o authorityOptions) (_ *authority, err error) {
 		signer = o.wrap(signer)
 	}
 	verified := ca.VerifySigner(signer, x.issuing.PublicKey, o.badSignature)
-	if x.db, err = openStore(c, false); err != nil {
+	auditKey, pub, err := auditSigner(c, x.token, o.badSignature)
+	if err != nil {
 		return nil, err
 	}
+	if x.db, err = openStore(c, auditKey, pub); err != nil {
+		return nil, err
+	}
+	x.auditPub = pub
 	x.ca, err = ca.New(ca.Options{
 		Signer:         verified,
 		Certificate:    x.issuing,
@@ -151,6 +236,7 @@ func openAuthority(c *Config, o authorityOptions) (_ *authority, err error) {
 		DefaultProfile: c.DefaultProfile,
 		Store:          x.db,
 		Requesters:     reqs,
+		StoreRetry:     c.Store.RetryAfter.D(),
 	})
 	if err != nil {
 		return nil, err

@@ -161,7 +161,8 @@ func runInit(a *app, o initOptions) error {
 		return err
 	}
 
-	db, err := openStore(cfg, false)
+	// The only place a store is created.
+	db, err := store.Create(cfg.path(cfg.Store.Path), storeOptions(cfg, audit, audit.Public()))
 	if err != nil {
 		return err
 	}
@@ -172,10 +173,11 @@ func runInit(a *app, o initOptions) error {
 	}); err != nil {
 		return err
 	}
-	if _, err := db.SignHead(audit); err != nil {
+	if _, err := db.SignHead(); err != nil {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "initialised %s\n  config   %s\n", dir, cfgPath)
+	fmt.Fprintf(a.stdout, "  checkpoint %s (keep copies off the box: `estca audit checkpoint`)\n", cfg.path(cfg.Store.Checkpoint))
 	if !o.externalRoot {
 		fmt.Fprintf(a.stdout, "  root     %s\n  issuing  %s\n", cfg.path(cfg.CA.Root), cfg.path(cfg.CA.Issuing))
 	}
@@ -268,9 +270,12 @@ ca:
 
 store:
   path: store/estca.db
+  checkpoint: store/estca.db.checkpoint   # newest signed audit head, outside the store: keep a copy off the box
+  log_checkpoints: true      # also log each new checkpoint as one line, for a journal kept elsewhere
   lock_timeout: 2s
   max_batch_delay: 1ms       # group commit window
   audit_sign_interval: 1m    # how often the audit chain head is signed in the HSM
+  retry_after: 30s           # Max-Age of the 5.03 answered while the store cannot write (disk full)
 
 est:
   listen: ":5684"

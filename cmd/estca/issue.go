@@ -64,7 +64,7 @@ func issueCommand() *command {
 			if err != nil {
 				return err
 			}
-			if err := signAuditHead(cfg, x); err != nil {
+			if _, err := x.db.SignHead(); err != nil {
 				return err
 			}
 			b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw})
@@ -87,14 +87,4 @@ func hasProfile(c *Config, name string) bool {
 		}
 	}
 	return false
-}
-
-// signAuditHead signs the current audit chain head with the audit key.
-func signAuditHead(c *Config, x *authority) error {
-	k, err := x.token.FindKey(c.CA.AuditKey)
-	if err != nil {
-		return fmt.Errorf("audit key %q: %w", c.CA.AuditKey, err)
-	}
-	_, err = x.db.SignHead(k)
-	return err
 }

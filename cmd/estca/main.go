@@ -52,8 +52,12 @@ func commands() []*command {
 		certsShowCommand(),
 		auditListCommand(),
 		auditVerifyCommand(),
+		auditCheckpointCommand(),
 		revokeCommand(),
 		backupCommand(),
+		restoreCommand(),
+		storeCheckCommand(),
+		storeMigrateCommand(),
 		enrollCommand(),
 		benchCommand(),
 	}
@@ -144,9 +148,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "estca — private CA appliance for device fleets (EST-coaps, RFC 9148)\n\n")
-	fmt.Fprintf(w, "usage: estca [--config FILE] COMMAND [flags] [args]\n\ncommands:\n")
+	fmt.Fprintf(w, "usage: estca [--config FILE] COMMAND [flags] [args]\n\ncommands (estca COMMAND --help tells more):\n")
+	width := 0
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range commands() {
+		first, _, _ := strings.Cut(c.summary, "\n")
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, first)
 	}
 	fmt.Fprintf(w, "\nEvery command takes --config FILE (default %s) and --help.\n", defaultConfig)
 	fmt.Fprintf(w, "The HSM PIN comes from the file named by hsm.pin_file or from $ESTCA_HSM_PIN.\n")

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -69,7 +67,7 @@ func TestServeMetrics(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, demoClient(t, dir, srv.addr))
+	c, err := client.Dial(ctx, deviceOptions(t, dir, srv.addr, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,21 +100,6 @@ func TestServeMetrics(t *testing.T) {
 	if strings.Contains(body, `estca_hsm_operation_seconds_count{op="sign"} 0`) {
 		t.Fatalf("no HSM signature counted for an issued certificate:\n%s", body)
 	}
-}
-
-// demoClient are client options for the demo appliance in dir served at
-// addr, as its valid demo device trusting its root.
-func demoClient(t *testing.T, dir, addr string) client.Options {
-	t.Helper()
-	dev, err := tls.LoadX509KeyPair(filepath.Join(dir, "demo", "device-valid.pem"), filepath.Join(dir, "demo", "device-valid.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := readCert(filepath.Join(dir, "ca", "root.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return client.Options{Server: addr, Certificate: dev, Roots: pkitest.Pool(root), ServerName: "127.0.0.1", Timeout: 10 * time.Second}
 }
 
 // missing returns the first of wants that body lacks, or "".

@@ -124,7 +124,7 @@ func TestHSMOutage(t *testing.T) {
 		t.Fatalf("no metrics address in the log:\n%s", srv.logs())
 	}
 	metrics := m[1]
-	opts := demoClient(t, dir, srv.addr)
+	opts := deviceOptions(t, dir, srv.addr, nil)
 	opts.Timeout, opts.MaxRetries = 5*time.Second, -1
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

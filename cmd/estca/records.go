@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -26,38 +27,62 @@ type records interface {
 	Certificates(f store.CertFilter) ([]store.Certificate, error)
 	Certificate(serial string) (store.Certificate, error)
 	AuditRecords(f store.AuditFilter) ([]store.AuditRecord, error)
-	Verify() (store.VerifyReport, error)
+	// Verify verifies the whole audit chain and the buckets, and that the
+	// store extends each checkpoint.
+	Verify(checkpoints []store.Checkpoint) (store.VerifyReport, error)
+	// NewestHead returns the newest signed head (the current checkpoint).
+	NewestHead() (store.Head, error)
+	// Check reads every page of the store.
+	Check() (store.CheckReport, error)
 	Backup(w io.Writer) (int64, error)
 	Revoke(serial string, reason int) error
 	Close() error
 }
 
-// openRecords reaches the store: through the admin socket when a server is
-// running, otherwise directly. Neither path hangs: the socket has a dial
-// timeout and the store a lock timeout.
-func openRecords(c *Config, write bool) (records, error) {
+// serverRunning reports whether a server answers on the admin socket.
+func serverRunning(c *Config) bool {
 	sock := c.path(c.EST.AdminSocket)
-	if _, err := os.Stat(sock); err == nil {
-		conn, err := net.DialTimeout("unix", sock, time.Second)
-		if err == nil {
-			conn.Close()
-			return newAdminClient(sock), nil
+	if _, err := os.Stat(sock); err != nil {
+		return false
+	}
+	conn, err := net.DialTimeout("unix", sock, time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+// openRecords reaches the store: through the admin socket when a server is
+// running, otherwise directly (read-only, or for writing with the audit key
+// from the token, since a revocation is signed at once). Neither path
+// hangs: the socket has a dial timeout and the store a lock timeout; a
+// missing or damaged store is an error, never a new store.
+func openRecords(c *Config, write bool) (records, error) {
+	if serverRunning(c) {
+		return newAdminClient(c.path(c.EST.AdminSocket)), nil
+	}
+	if !write {
+		pub, err := readAuditPublic(c)
+		if err != nil {
+			return nil, err
 		}
+		db, err := openStore(c, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		return &directRecords{db: db, pub: pub}, nil
 	}
-	// Queries never create a store: a mistyped path must not "verify".
-	if _, err := os.Stat(c.path(c.Store.Path)); err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	db, err := openStore(c, !write)
+	tok, signer, pub, err := openAuditToken(c)
 	if err != nil {
 		return nil, err
 	}
-	pub, err := readAuditPublic(c)
+	db, err := openStore(c, signer, pub)
 	if err != nil {
-		db.Close()
+		tok.Close()
 		return nil, err
 	}
-	return &directRecords{db: db, pub: pub}, nil
+	return &directRecords{db: db, pub: pub, tok: tok}, nil
 }
 
 func readAuditPublic(c *Config) (crypto.PublicKey, error) {
@@ -76,6 +101,7 @@ func readAuditPublic(c *Config) (crypto.PublicKey, error) {
 type directRecords struct {
 	db  *store.DB
 	pub crypto.PublicKey
+	tok io.Closer // the token, when opened for writing
 }
 
 func (d *directRecords) Certificates(f store.CertFilter) ([]store.Certificate, error) {
@@ -85,14 +111,25 @@ func (d *directRecords) Certificate(s string) (store.Certificate, error) { retur
 func (d *directRecords) AuditRecords(f store.AuditFilter) ([]store.AuditRecord, error) {
 	return d.db.AuditRecords(f)
 }
-func (d *directRecords) Verify() (store.VerifyReport, error) { return d.db.Verify(d.pub) }
-func (d *directRecords) Backup(w io.Writer) (int64, error)   { return d.db.Backup(w) }
+func (d *directRecords) Verify(cps []store.Checkpoint) (store.VerifyReport, error) {
+	return d.db.Verify(d.pub, cps...)
+}
+func (d *directRecords) NewestHead() (store.Head, error)   { return d.db.NewestHead() }
+func (d *directRecords) Check() (store.CheckReport, error) { return d.db.Check() }
+func (d *directRecords) Backup(w io.Writer) (int64, error) { return d.db.Backup(w) }
 func (d *directRecords) Revoke(serial string, reason int) error {
 	return revokeIn(d.db, serial, reason, "operator:cli")
 }
-func (d *directRecords) Close() error { return d.db.Close() }
+func (d *directRecords) Close() error {
+	err := d.db.Close()
+	if d.tok != nil {
+		err = errors.Join(err, d.tok.Close())
+	}
+	return err
+}
 
-// revokeIn revokes serial in db with its audit record.
+// revokeIn revokes serial in db with its audit record; the store signs a
+// head over it at once.
 func revokeIn(db *store.DB, serial string, reason int, who string) error {
 	c, err := db.Certificate(serial)
 	if err != nil {
@@ -100,19 +137,38 @@ func revokeIn(db *store.DB, serial string, reason int, who string) error {
 	}
 	now := time.Now()
 	return db.Revoke(c.Serial, reason, now, store.AuditRecord{
-		Time: now, Event: store.EventRevoked, Serial: c.Serial, Profile: c.Profile,
+		Time: now, Serial: c.Serial, Profile: c.Profile,
 		Requester: store.Identity{Subject: who}, Verdict: "revoked",
 		Reason: fmt.Sprintf("reason code %d", reason),
 	})
 }
 
+// auditFailure is a verification failure reported through the admin
+// socket: the store's message, exit code 1.
+type auditFailure struct{ msg string }
+
+func (e *auditFailure) Error() string { return e.msg }
+
+// isAuditFailure reports whether err says the audit trail does not verify
+// (as opposed to not being able to check it).
+func isAuditFailure(err error) bool {
+	var ve *store.VerifyError
+	var ce *store.CheckpointError
+	var af *auditFailure
+	return errors.As(err, &ve) || errors.As(err, &ce) || errors.As(err, &af)
+}
+
 // The admin protocol: HTTP/1.1 with JSON over the 0600 unix socket.
+
+type verifyRequest struct {
+	Checkpoints []string `json:"checkpoints"`
+}
 
 type verifyResponse struct {
 	Report store.VerifyReport `json:"report"`
-	Seq    uint64             `json:"bad_seq,omitempty"`
-	Reason string             `json:"reason,omitempty"`
-	Error  string             `json:"error,omitempty"`
+	// Failure is the message of an audit verification failure.
+	Failure string `json:"failure,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 type errorResponse struct {
@@ -173,18 +229,52 @@ func adminHandler(db *store.DB, pub crypto.PublicKey) http.Handler {
 		reply(w, recs)
 	})
 	mux.HandleFunc("POST /v1/audit/verify", func(w http.ResponseWriter, r *http.Request) {
-		rep, err := db.Verify(pub)
+		var req verifyRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			fail(w, fmt.Errorf("bad request: %w", err))
+			return
+		}
+		var cps []store.Checkpoint
+		for _, text := range req.Checkpoints {
+			cp, err := store.ParseCheckpoint([]byte(text))
+			if err != nil {
+				fail(w, err)
+				return
+			}
+			cps = append(cps, cp)
+		}
+		rep, err := db.Verify(pub, cps...)
 		resp := verifyResponse{Report: rep}
-		var ve *store.VerifyError
 		switch {
-		case errors.As(err, &ve):
-			resp.Seq, resp.Reason = ve.Seq, ve.Reason
+		case isAuditFailure(err):
+			resp.Failure = err.Error()
 		case err != nil:
 			resp.Error = err.Error()
 		}
 		reply(w, resp)
 	})
+	mux.HandleFunc("GET /v1/audit/head", func(w http.ResponseWriter, r *http.Request) {
+		h, err := db.NewestHead()
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		reply(w, h)
+	})
+	mux.HandleFunc("POST /v1/store/check", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := db.Check()
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		reply(w, rep)
+	})
 	mux.HandleFunc("GET /v1/backup", func(w http.ResponseWriter, r *http.Request) {
+		// Sign what is not signed yet, so the copy ends with a signed head.
+		if _, err := db.SignHead(); err != nil && !errors.Is(err, store.ErrNoSigner) {
+			fail(w, err)
+			return
+		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		if _, err := db.Backup(w); err != nil {
 			// The status is sent already: cut the stream so that the client
@@ -221,11 +311,24 @@ func newAdminClient(sock string) *adminClient {
 }
 
 func (c *adminClient) do(method, path string, q url.Values, out any) error {
+	return c.request(method, path, q, nil, out)
+}
+
+// doBody sends in as a JSON body.
+func (c *adminClient) doBody(method, path string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return c.request(method, path, nil, bytes.NewReader(b), out)
+}
+
+func (c *adminClient) request(method, path string, q url.Values, body io.Reader, out any) error {
 	u := "http://estca" + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequest(method, u, nil)
+	req, err := http.NewRequest(method, u, body)
 	if err != nil {
 		return err
 	}
@@ -284,18 +387,36 @@ func (c *adminClient) AuditRecords(f store.AuditFilter) ([]store.AuditRecord, er
 	return out, c.do("GET", "/v1/audit", q, &out)
 }
 
-func (c *adminClient) Verify() (store.VerifyReport, error) {
+func (c *adminClient) Verify(cps []store.Checkpoint) (store.VerifyReport, error) {
+	var req verifyRequest
+	for _, cp := range cps {
+		if cp.Head != nil {
+			req.Checkpoints = append(req.Checkpoints, string(store.FormatCheckpoint(*cp.Head)))
+		} else {
+			req.Checkpoints = append(req.Checkpoints, cp.Line())
+		}
+	}
 	var out verifyResponse
-	if err := c.do("POST", "/v1/audit/verify", nil, &out); err != nil {
+	if err := c.doBody("POST", "/v1/audit/verify", req, &out); err != nil {
 		return store.VerifyReport{}, err
 	}
 	switch {
-	case out.Reason != "":
-		return out.Report, &store.VerifyError{Seq: out.Seq, Reason: out.Reason}
+	case out.Failure != "":
+		return out.Report, &auditFailure{out.Failure}
 	case out.Error != "":
 		return out.Report, errors.New(out.Error)
 	}
 	return out.Report, nil
+}
+
+func (c *adminClient) NewestHead() (store.Head, error) {
+	var h store.Head
+	return h, c.do("GET", "/v1/audit/head", nil, &h)
+}
+
+func (c *adminClient) Check() (store.CheckReport, error) {
+	var rep store.CheckReport
+	return rep, c.do("POST", "/v1/store/check", nil, &rep)
 }
 
 type countWriter struct {

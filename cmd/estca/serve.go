@@ -77,14 +77,6 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if left := time.Until(x.issuing.NotAfter); left < 30*24*time.Hour {
 		a.log.Warn("issuing CA expires soon: enrollment stops an hour before", "not_after", x.issuing.NotAfter, "left", left.Round(time.Hour))
 	}
-	auditKey, err := x.token.FindKey(cfg.CA.AuditKey)
-	if err != nil {
-		return fmt.Errorf("audit key %q: %w", cfg.CA.AuditKey, err)
-	}
-	auditPub, err := readAuditPublic(cfg)
-	if err != nil {
-		return err
-	}
 	serverKey, err := x.token.FindKey(cfg.CA.ServerKey)
 	if err != nil {
 		return fmt.Errorf("server key %q: %w", cfg.CA.ServerKey, err)
@@ -134,7 +126,7 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	adminSrv := &http.Server{Handler: adminHandler(x.db, auditPub), ReadHeaderTimeout: 10 * time.Second}
+	adminSrv := &http.Server{Handler: adminHandler(x.db, x.auditPub), ReadHeaderTimeout: 10 * time.Second}
 	go adminSrv.Serve(admin)
 	defer func() {
 		adminSrv.Close()
@@ -154,14 +146,15 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		a.log.Info("metrics listening", "addr", ml.Addr().String())
 	}
 
-	signer := &headSigner{db: x.db, key: ca.VerifySigner(auditKey, auditPub, watch.badSignature)}
 	if _, err := x.db.Append(store.AuditRecord{Event: store.EventStart, Verdict: "start",
 		Reason: "estca serve on " + srv.Addr().String()}); err != nil {
 		return err
 	}
-	if err := signer.sign(); err != nil {
+	if err := signHead(x.db); err != nil {
 		return err
 	}
+	sw := &storeWatch{db: x.db, log: a.log, logCheckpoints: *cfg.Store.LogCheckpoints, retryAfter: cfg.Store.RetryAfter.D()}
+	sw.poll(time.Now())
 	a.log.Info("estca serving", "addr", srv.Addr().String(), "admin_socket", cfg.path(cfg.EST.AdminSocket),
 		"root", cfg.path(cfg.CA.Root))
 	fmt.Fprintf(a.stdout, "estca serving EST-coaps on udp %s (admin socket %s)\n", srv.Addr(), cfg.path(cfg.EST.AdminSocket))
@@ -174,6 +167,8 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 
 	tick := time.NewTicker(cfg.Store.AuditSignInterval.D())
 	defer tick.Stop()
+	watchTick := time.NewTicker(storeWatchInterval)
+	defer watchTick.Stop()
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
@@ -183,9 +178,11 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 				return err
 			}
 			done = true
+		case now := <-watchTick.C:
+			sw.poll(now)
 		case <-tick.C:
-			if err := signer.sign(); errors.Is(err, hsm.ErrUnavailable) {
-				a.log.Debug("audit head not signed: hsm unavailable", "err", err) // the outage is logged once
+			if err := signHead(x.db); errors.Is(err, hsm.ErrUnavailable) || errors.Is(err, store.ErrUnavailable) {
+				a.log.Debug("audit head not signed", "err", err) // the outage is logged once, by its watcher
 			} else if err != nil {
 				a.log.Error("signing the audit head", "err", err)
 			}
@@ -203,7 +200,8 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if _, err := x.db.Append(store.AuditRecord{Event: store.EventStop, Verdict: "stop", Reason: "estca serve stopped"}); err != nil {
 		return err
 	}
-	err = signer.sign()
+	err = signHead(x.db)
+	sw.logHead()
 	if errors.Is(err, hsm.ErrUnavailable) {
 		// The records since the last signed head are signed at the next start.
 		a.log.Warn("audit head not signed at stop: hsm unavailable", "err", err)
@@ -212,34 +210,18 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	return err
 }
 
-// headSigner signs the audit chain head when records were added since the
-// last signature.
-type headSigner struct {
-	db   *store.DB
-	key  crypto.Signer
-	last uint64
-}
-
-func (h *headSigner) sign() error {
-	if h.last > 0 {
-		recs, err := h.db.AuditRecords(store.AuditFilter{AfterSeq: h.last, Limit: 1})
-		if err != nil || len(recs) == 0 {
-			return err
-		}
-	}
-	head, err := h.db.SignHead(h.key)
+// signHead signs the audit chain head (nothing happens when no record was
+// added since the newest head). A signature the HSM returned that does not
+// verify is not stored; the refusal goes into the trail it protects.
+func signHead(db *store.DB) error {
+	_, err := db.SignHead()
 	if errors.Is(err, ca.ErrBadSignature) {
-		// Nothing was stored; the refusal goes into the trail it protects.
-		if _, aerr := h.db.Append(store.AuditRecord{Event: store.EventDenied, Verdict: ca.VerdictRejected,
+		if _, aerr := db.Append(store.AuditRecord{Event: store.EventDenied, Verdict: ca.VerdictRejected,
 			Reason: "audit head: invalid HSM signature", Flags: []string{ca.FlagBadSignature}}); aerr != nil {
 			err = errors.Join(err, aerr)
 		}
 	}
-	if err != nil {
-		return err
-	}
-	h.last = head.Seq
-	return nil
+	return err
 }
 
 // listenAdmin opens the admin socket (mode 0600). A socket file left by a

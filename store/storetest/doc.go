@@ -1,27 +1,34 @@
 // Package storetest damages copies of store files so that tests can check
-// that tampering with the audit log is detected, and where.
+// that tampering is detected, and how, and provides a small file system to
+// fill.
 //
 // Copy makes a consistent copy of a store file in the test's temporary
 // directory; Apply performs one kind of Tamper on a closed store file, the
-// way someone with write access to the file but not the audit key would, and
-// returns the sequence number that store.Verify names in its
-// *store.VerifyError for that damage. Both report problems with t.Fatal.
+// way someone with write access to the file but not the audit key would,
+// and returns the Expect that verification reports for that damage: the
+// record and reason store.Verify names, or, for damage only the external
+// checkpoint reveals (the tail cut together with the heads over it, an
+// edited record re-chained with the later heads deleted), the checkpoint
+// reason. The kinds cover issue 6: records edited, re-chained, deleted,
+// reordered and inserted; the last 1, 10 or 60 records cut with their
+// heads, certificates and revocations (every index fixed, as a careful
+// forger would); a head signature forged and the head chain broken;
+// certificates added and deleted; revocations removed and changed. InUse
+// tells how much of a file bbolt uses (the rest is slack). SmallFS mounts a
+// small tmpfs and Fill fills it, for disk-full tests.
 //
 // Besides package store it is the only package that imports
-// go.etcd.io/bbolt. It edits the file below the store API, so it mirrors the
-// on-disk layout described in package store ("Audit chain"): bucket and key
-// names, records stored as a 32-byte SHA-256 hash followed by canonical JSON,
-// Hash = SHA-256(Prev || JSON), and signed heads stored as JSON with "seq",
-// "hash" and "sig" fields. It does not import package store, so store's own
-// tests can use it. Apply checks the layout before it writes (every record's
-// hash recomputes and every signed head names a stored hash) and fails the
-// test, rather than damaging the file blindly, when the layout drifts.
+// go.etcd.io/bbolt. It edits the file below the store API, with the
+// layout of store/internal/wire (buckets, keys, canonical record
+// encoding). It does not import package store, so store's own tests can
+// use it. Apply checks the layout before it writes (every record decodes,
+// hashes and chains, the meta chain head is the last record) and fails the
+// test, rather than damaging the file blindly, when it drifts.
 //
 // # What it does not do
 //
-// It does not verify head signatures (it has no key), create stores, or
-// touch certificates, requests or revocations. It is for tests only: it
-// imports package testing.
+// It does not verify head signatures (it has no key) or create stores. It
+// is for tests only: it imports package testing.
 //
 // # Concurrency
 //
@@ -31,9 +38,10 @@
 //
 // # Preconditions
 //
-// Apply needs a store that verifies, whose newest signed head covers at least
-// 6 records (records may follow it). Targets are chosen from c, the newest
-// signed head's sequence number, so that every kind of damage lies under a
-// signature; see the Tamper constants for the exact records and the sequence
-// number reported.
+// Apply needs a store that verifies, with at least two signed heads, the
+// newest covering at least MinCovered records; targets are chosen from the
+// record it covers so that every kind of damage lies under a signature. The
+// certificate and revocation kinds need a certificate and a revocation;
+// TruncateTail60 needs more than 60 records. SmallFS needs root (it skips
+// the test with the reason otherwise).
 package storetest

@@ -2,78 +2,116 @@ package storetest
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/estca/estca/store/internal/wire"
 )
 
-// Tamper is a kind of damage done to the audit log of a store file. In the
-// descriptions c is the sequence number of the newest signed head (at least
-// 6) and n the last record's; "/" is integer division.
+// Tamper is a kind of damage done to a store file by someone who can write
+// the file but does not hold the audit key. In the descriptions c is the
+// record the newest signed head covers and "/" is integer division.
 type Tamper int
 
 // Kinds of damage. The zero Tamper is not one of them.
 const (
-	// EditRecord changes the event of record c/2-1 and keeps its stored
-	// hash. Verify names c/2-1 ("hash mismatch").
+	// EditRecord changes the reason of record c/2-1 and keeps its stored
+	// hash. Verify: "hash mismatch" at c/2-1.
 	EditRecord Tamper = iota + 1
-	// EditRechain changes the event of record c/2-1 and recomputes its
-	// hash, leaving the records after it alone. Verify names c/2
-	// ("broken link"), or c/2-1 itself when a signed head is at c/2-1
-	// ("signed head mismatch").
+	// EditRechain changes the reason of record c/2-1 and recomputes its
+	// hash. Verify: "hash mismatch" at c/2 (the next record no longer chains).
 	EditRechain
-	// DeleteMiddle removes record c/2. Verify names c/2 ("sequence gap").
+	// EditRechainDropHeads changes the reason of record c/2-1, re-chains
+	// every record after it, and deletes the signed heads that covered the
+	// changed part (their records and index entries, renumbering the rest).
+	// The chain is consistent again: only the checkpoint tells, "behind".
+	EditRechainDropHeads
+	// DeleteMiddle removes record c/2. Verify: "sequence gap" at c/2.
 	DeleteMiddle
-	// DeleteTail removes records c-1 to n and points the chain head at c-2,
-	// as a careful forger would. Verify names c-1 ("missing records after
-	// signed head").
-	DeleteTail
-	// Reorder swaps the stored values of records c/2-2 and c/2+2. Verify
-	// names c/2-2 ("out of order").
+	// TruncateTail1, TruncateTail10 and TruncateTail60 delete the last 1,
+	// 10 or 60 records together with the heads over them, the certificates
+	// and revocations those records made, and fix every index, as a careful
+	// forger would. Only the checkpoint tells: "behind"; when the cut
+	// records are all after the newest head (unsigned), nothing tells and
+	// Apply returns an empty Expect.
+	TruncateTail1
+	TruncateTail10
+	TruncateTail60
+	// Reorder swaps the stored values of records c/2-2 and c/2+2. Verify:
+	// "out of order" at c/2-2.
 	Reorder
-	// Insert forges a record at c/2 (a copy of the record there with another
-	// event), moves records c/2 to n up by one, renumbers and rechains them
-	// and the chain head, so only signed heads can tell. Verify names the
-	// lowest signed head at or after c/2 ("signed head mismatch").
+	// Insert forges a record at c/2, renumbers and re-chains the rest and
+	// fixes every index. Verify: "signed head mismatch" at the record the
+	// first head covering c/2 or later signs.
 	Insert
-	// ForgeHeadSignature flips a bit in the signature of the newest signed
-	// head. Verify names c ("bad head signature").
+	// ForgeHeadSignature flips a bit in the newest head's signature (and
+	// re-hashes its record). Verify: "bad head signature" at that record.
 	ForgeHeadSignature
+	// BreakHeadChain deletes the second newest head (its record and index
+	// entry), renumbers and re-chains the records after it. Verify: "head
+	// chain broken" at the newest head's record.
+	BreakHeadChain
+	// AddCertificate adds a certificate (a copy of the newest, under a new
+	// serial) to the certificate bucket and the serial index. Verify:
+	// "certificate without issued record".
+	AddCertificate
+	// DeleteCertificate deletes the certificate of the issued record
+	// nearest c/2 and its serial index entry. Verify: "issued record
+	// without its certificate" at that record.
+	DeleteCertificate
+	// RemoveRevocation deletes the oldest revocation from the revocation
+	// set. Verify: "revocation missing"; Open with the audit key: "revocation
+	// set differs from the audit chain".
+	RemoveRevocation
+	// ChangeRevocation changes the reason code of the oldest revocation.
+	// Verify: "revocation differs from its record".
+	ChangeRevocation
 )
+
+var names = map[Tamper]string{
+	EditRecord: "EditRecord", EditRechain: "EditRechain", EditRechainDropHeads: "EditRechainDropHeads",
+	DeleteMiddle: "DeleteMiddle", TruncateTail1: "TruncateTail1", TruncateTail10: "TruncateTail10",
+	TruncateTail60: "TruncateTail60", Reorder: "Reorder", Insert: "Insert",
+	ForgeHeadSignature: "ForgeHeadSignature", BreakHeadChain: "BreakHeadChain",
+	AddCertificate: "AddCertificate", DeleteCertificate: "DeleteCertificate",
+	RemoveRevocation: "RemoveRevocation", ChangeRevocation: "ChangeRevocation",
+}
 
 // Tampers returns every kind of damage, in declaration order.
 func Tampers() []Tamper {
-	return []Tamper{EditRecord, EditRechain, DeleteMiddle, DeleteTail, Reorder, Insert, ForgeHeadSignature}
+	out := make([]Tamper, 0, len(names))
+	for k := EditRecord; k <= ChangeRevocation; k++ {
+		out = append(out, k)
+	}
+	return out
 }
 
 // String returns the constant's name, e.g. "EditRecord".
 func (k Tamper) String() string {
-	switch k {
-	case EditRecord:
-		return "EditRecord"
-	case EditRechain:
-		return "EditRechain"
-	case DeleteMiddle:
-		return "DeleteMiddle"
-	case DeleteTail:
-		return "DeleteTail"
-	case Reorder:
-		return "Reorder"
-	case Insert:
-		return "Insert"
-	case ForgeHeadSignature:
-		return "ForgeHeadSignature"
+	if n, ok := names[k]; ok {
+		return n
 	}
 	return fmt.Sprintf("Tamper(%d)", int(k))
+}
+
+// Expect is what verification reports after a Tamper. The zero Expect means
+// that verification cannot see the damage (records after the newest signed
+// head were cut).
+type Expect struct {
+	// Seq is the record store.Verify names (0: none, or not about a record).
+	Seq uint64
+	// Reason is the store.VerifyError reason, or the store.CheckpointError
+	// reason when Checkpoint is set.
+	Reason string
+	// Checkpoint is set when only the checkpoint reveals the damage: the
+	// store verifies on its own.
+	Checkpoint bool
 }
 
 // MinCovered is how many records the newest signed head must cover for Apply.
@@ -103,33 +141,33 @@ func Copy(t testing.TB, src string) string {
 	return dst
 }
 
-// Apply does k to the audit log of the store file at path, which must be
-// closed, in one bbolt transaction, and returns the sequence number that
-// store.Verify names in its *store.VerifyError afterwards (see the Tamper
-// constants). It fails the test without writing when the file is missing or
-// locked, k is unknown, or the preconditions do not hold: the records must
-// form a valid chain from seq 1 matching the chain head, every signed head
-// must name a stored record's hash, and the newest must cover at least
-// MinCovered records. Head signatures are not checked.
-func Apply(t testing.TB, path string, k Tamper) uint64 {
+// Apply does k to the store file at path, which must be closed, in one
+// bbolt transaction, and returns what verification reports afterwards (see
+// the Tamper constants). It fails the test without writing when the file is
+// missing or locked, k is unknown, or the preconditions do not hold: the
+// records must form a valid chain matching the meta bucket, the newest
+// signed head must cover at least MinCovered records, at least two heads
+// must exist, and the certificate and revocation kinds need a certificate
+// and a revocation. Head signatures are not checked.
+func Apply(t testing.TB, path string, k Tamper) Expect {
 	t.Helper()
-	if k < EditRecord || k > ForgeHeadSignature {
+	if _, ok := names[k]; !ok {
 		t.Fatalf("storetest: unknown tamper %v", k)
 	}
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("storetest: %v: %v", k, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, FreelistType: bolt.FreelistMapType})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
 	if err != nil {
 		t.Fatalf("storetest: %v: open %s (is it still open?): %v", k, path, err)
 	}
-	var seq uint64
+	var exp Expect
 	err = db.Update(func(tx *bolt.Tx) error {
-		c, err := load(tx)
+		s, err := load(tx)
 		if err != nil {
 			return err
 		}
-		seq, err = c.apply(k)
+		exp, err = s.apply(k)
 		return err
 	})
 	cerr := db.Close()
@@ -139,383 +177,444 @@ func Apply(t testing.TB, path string, k Tamper) uint64 {
 	if cerr != nil {
 		t.Fatalf("storetest: close %s: %v", path, cerr)
 	}
-	return seq
+	return exp
 }
-
-// Layout of package store (see its doc.go, "Audit chain").
-const (
-	bucketAudit  = "audit"
-	bucketHeads  = "audit_heads"
-	bucketMeta   = "meta"
-	keyChainHead = "chain_head"
-)
 
 // errPrecondition marks a store Apply cannot meaningfully damage.
 var errPrecondition = errors.New("precondition")
 
-// chain is the audit log of a store inside a write transaction.
-type chain struct {
-	audit, heads, meta *bolt.Bucket
-	// n is the last sequence number; records are keyed 1..n.
-	n uint64
-	// signed holds the seq of each signed head, by bucket key.
-	signed []uint64
-	// headKeys holds the bucket key of each signed head.
-	headKeys [][]byte
-	// newest is the highest signed seq (c in the Tamper descriptions).
-	newest uint64
+// store is a store file's audit chain and buckets inside a write transaction.
+type store struct {
+	tx                                                          *bolt.Tx
+	audit, heads, meta, certs, serials, requests, revs, ski, rq *bolt.Bucket
+	// recs[i] is record i+1; hashes[i] its stored hash.
+	recs   []wire.Record
+	hashes [][]byte
+	// newest is the newest head; covered the record it signs (c).
+	newest  *wire.Head
+	covered uint64
+	nheads  int
 }
 
-// load reads the audit log in tx and checks the preconditions of Apply.
-func load(tx *bolt.Tx) (*chain, error) {
-	c := &chain{
-		audit: tx.Bucket([]byte(bucketAudit)),
-		heads: tx.Bucket([]byte(bucketHeads)),
-		meta:  tx.Bucket([]byte(bucketMeta)),
-	}
-	if c.audit == nil || c.heads == nil || c.meta == nil {
-		return nil, fmt.Errorf("%w: not a store file (buckets %q, %q, %q)", errPrecondition, bucketAudit, bucketHeads, bucketMeta)
+func load(tx *bolt.Tx) (*store, error) {
+	b := func(name []byte) *bolt.Bucket { return tx.Bucket(name) }
+	s := &store{tx: tx, audit: b(wire.BucketAudit), heads: b(wire.BucketHeads), meta: b(wire.BucketMeta),
+		certs: b(wire.BucketCerts), serials: b(wire.BucketSerials), requests: b(wire.BucketRequests),
+		revs: b(wire.BucketRevocations), ski: b(wire.BucketBySKI), rq: b(wire.BucketByRequester)}
+	for _, bk := range []*bolt.Bucket{s.audit, s.heads, s.meta, s.certs, s.serials, s.requests, s.revs, s.ski, s.rq} {
+		if bk == nil {
+			return nil, fmt.Errorf("%w: not a format %d store (a bucket is missing)", errPrecondition, wire.Version)
+		}
 	}
 	var prev []byte
-	err := c.audit.ForEach(func(k, _ []byte) error {
-		if len(k) != 8 || binary.BigEndian.Uint64(k) != c.n+1 {
-			return fmt.Errorf("%w: audit key %x after seq %d", errPrecondition, k, c.n)
+	err := s.audit.ForEach(func(k, v []byte) error {
+		seq, err := wire.ParseU64(k)
+		if err != nil || seq != uint64(len(s.recs))+1 {
+			return fmt.Errorf("%w: audit key %x after record %d", errPrecondition, k, len(s.recs))
 		}
-		c.n++
-		hash, obj, err := c.record(c.n)
+		hash, enc, err := wire.SplitStored(v)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: record %d: %v", errPrecondition, seq, err)
 		}
-		var seq uint64
-		if err := obj.get("seq", &seq); err != nil || seq != c.n {
-			return fmt.Errorf("%w: record %d has seq %d (%v)", errPrecondition, c.n, seq, err)
+		r, err := wire.DecodeRecord(enc)
+		if err != nil || r.Seq != seq || !bytes.Equal(wire.RecordHash(prev, enc), hash) {
+			return fmt.Errorf("%w: record %d does not verify (damaged already, or the layout changed): %v", errPrecondition, seq, err)
 		}
-		if !bytes.Equal(chainHash(prev, obj), hash) {
-			return fmt.Errorf("%w: record %d: hash does not recompute; damaged already, or the record layout changed", errPrecondition, c.n)
-		}
+		s.recs = append(s.recs, r)
+		s.hashes = append(s.hashes, bytes.Clone(hash))
 		prev = hash
+		if r.Head != nil {
+			s.newest, s.covered = r.Head, r.Head.Seq
+			s.nheads++
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	if h := c.meta.Get([]byte(keyChainHead)); !bytes.Equal(h, append(u64(c.n), prev...)) {
-		return nil, fmt.Errorf("%w: chain head %x is not record %d", errPrecondition, h, c.n)
+	if v := s.meta.Get(wire.MetaChain); !bytes.Equal(v, append(wire.U64(uint64(len(s.recs))), prev...)) {
+		return nil, fmt.Errorf("%w: the meta chain head is not the last record", errPrecondition)
 	}
-	err = c.heads.ForEach(func(k, v []byte) error {
-		obj, err := parseObject(v)
-		if err != nil {
-			return fmt.Errorf("%w: signed head %x: %v", errPrecondition, k, err)
-		}
-		var seq uint64
-		var hash []byte
-		if err := obj.get("seq", &seq); err != nil {
-			return fmt.Errorf("%w: signed head %x: %v", errPrecondition, k, err)
-		}
-		if err := obj.get("hash", &hash); err != nil {
-			return fmt.Errorf("%w: signed head %x: %v", errPrecondition, k, err)
-		}
-		if seq < 1 || seq > c.n || !bytes.Equal(storedHash(c.audit.Get(u64(seq))), hash) {
-			return fmt.Errorf("%w: signed head %x (seq %d) does not match the log", errPrecondition, k, seq)
-		}
-		c.signed = append(c.signed, seq)
-		c.headKeys = append(c.headKeys, bytes.Clone(k))
-		c.newest = max(c.newest, seq)
-		return nil
-	})
-	if err != nil {
-		return nil, err
+	if s.covered < MinCovered || s.nheads < 2 {
+		return nil, fmt.Errorf("%w: %d records, %d heads, the newest covering %d: need two heads, the newest covering at least %d records",
+			errPrecondition, len(s.recs), s.nheads, s.covered, MinCovered)
 	}
-	if c.newest < MinCovered {
-		return nil, fmt.Errorf("%w: %d records, %d signed heads, newest covering %d: need a signed head covering at least %d records",
-			errPrecondition, c.n, len(c.signed), c.newest, MinCovered)
-	}
-	return c, nil
+	return s, nil
 }
 
-// apply does k and returns the seq Verify is expected to name.
-func (c *chain) apply(k Tamper) (uint64, error) {
-	mid := c.newest / 2
+func (s *store) n() uint64 { return uint64(len(s.recs)) }
+
+func (s *store) apply(k Tamper) (Expect, error) {
+	mid := s.covered / 2
 	switch k {
 	case EditRecord:
-		return mid - 1, c.edit(mid-1, false)
+		return Expect{Seq: mid - 1, Reason: "hash mismatch"}, s.edit(mid-1, false)
 	case EditRechain:
-		if err := c.edit(mid-1, true); err != nil {
-			return 0, err
-		}
-		if c.isSigned(mid - 1) {
-			return mid - 1, nil
-		}
-		return mid, nil
+		return Expect{Seq: mid, Reason: "hash mismatch"}, s.edit(mid-1, true)
+	case EditRechainDropHeads:
+		return Expect{Reason: "behind", Checkpoint: true}, s.editDropHeads(mid - 1)
 	case DeleteMiddle:
-		return mid, c.audit.Delete(u64(mid))
-	case DeleteTail:
-		return c.newest - 1, c.deleteFrom(c.newest - 1)
+		return Expect{Seq: mid, Reason: "sequence gap"}, s.audit.Delete(wire.U64(mid))
+	case TruncateTail1, TruncateTail10, TruncateTail60:
+		n := map[Tamper]uint64{TruncateTail1: 1, TruncateTail10: 10, TruncateTail60: 60}[k]
+		if n >= s.n() {
+			return Expect{}, fmt.Errorf("%w: %d records, cannot delete the last %d", errPrecondition, s.n(), n)
+		}
+		from := s.n() - n + 1
+		if s.covered < from && !s.headsFrom(from) {
+			// Only records no head covers: nothing can tell.
+			return Expect{}, s.rewrite(from, nil)
+		}
+		return Expect{Reason: "behind", Checkpoint: true}, s.rewrite(from, nil)
 	case Reorder:
-		return mid - 2, c.swap(mid-2, mid+2)
+		va, vb := bytes.Clone(s.audit.Get(wire.U64(mid-2))), bytes.Clone(s.audit.Get(wire.U64(mid+2)))
+		if err := s.audit.Put(wire.U64(mid-2), vb); err != nil {
+			return Expect{}, err
+		}
+		return Expect{Seq: mid - 2, Reason: "out of order"}, s.audit.Put(wire.U64(mid+2), va)
 	case Insert:
-		if err := c.insert(mid); err != nil {
-			return 0, err
-		}
-		first := c.newest
-		for _, s := range c.signed {
-			if s >= mid {
-				first = min(first, s)
-			}
-		}
-		return first, nil
+		return s.insert(mid)
 	case ForgeHeadSignature:
-		return c.newest, c.forgeNewestHead()
+		return s.forgeNewest()
+	case BreakHeadChain:
+		return s.breakHeads()
+	case AddCertificate:
+		return Expect{Reason: "certificate without issued record"}, s.addCert()
+	case DeleteCertificate:
+		return s.deleteCert(mid)
+	case RemoveRevocation, ChangeRevocation:
+		return s.tamperRevocation(k == RemoveRevocation)
 	}
-	return 0, fmt.Errorf("unknown tamper %v", k)
+	return Expect{}, fmt.Errorf("unknown tamper %v", k)
 }
 
-func (c *chain) isSigned(seq uint64) bool {
-	for _, s := range c.signed {
-		if s == seq {
+// headsFrom reports whether a head record lies at seq from or later.
+func (s *store) headsFrom(from uint64) bool {
+	for _, r := range s.recs[from-1:] {
+		if r.Head != nil {
 			return true
 		}
 	}
 	return false
 }
 
-// edit changes record seq's event; rehash recomputes its stored hash.
-func (c *chain) edit(seq uint64, rehash bool) error {
-	hash, obj, err := c.record(seq)
-	if err != nil {
-		return err
+// forge changes record r's reason.
+func forge(r wire.Record) wire.Record {
+	r.Reason += " (forged)"
+	return r
+}
+
+// put stores record r under its seq with the given hash and returns its encoding.
+func (s *store) put(r *wire.Record, hash []byte) ([]byte, error) {
+	enc := wire.EncodeRecord(r)
+	if hash == nil {
+		var prev []byte
+		if r.Seq > 1 {
+			prev = s.hashes[r.Seq-2]
+		}
+		hash = wire.RecordHash(prev, enc)
 	}
-	if err := otherEvent(obj); err != nil {
-		return err
+	s.hashes[r.Seq-1] = hash
+	return hash, s.audit.Put(wire.U64(r.Seq), wire.StoredRecord(hash, enc))
+}
+
+// edit changes record seq's reason; rehash recomputes its stored hash.
+func (s *store) edit(seq uint64, rehash bool) error {
+	r := forge(s.recs[seq-1])
+	var hash []byte
+	if !rehash {
+		hash = s.hashes[seq-1]
 	}
-	if rehash {
-		prev, _, err := c.record(seq - 1)
+	_, err := s.put(&r, hash)
+	return err
+}
+
+// entry is a record to write, with the seq it had (0 for a forged one).
+type entry struct {
+	rec wire.Record
+	old uint64
+}
+
+// tail returns records from seq on as entries.
+func (s *store) tail(from uint64) []entry {
+	var out []entry
+	for i := from; i <= s.n(); i++ {
+		out = append(out, entry{s.recs[i-1], i})
+	}
+	return out
+}
+
+// rewrite replaces records from seq from on with entries (renumbered from
+// from and re-chained) the way a careful forger would: the records' own
+// references are fixed (certificate → issued record, revocation → revoked
+// record, heads index), certificates and revocations of records no longer
+// written are deleted with their indexes, and the meta bucket is made to
+// agree. Signed heads cannot be fixed: their signatures cover the old chain.
+func (s *store) rewrite(from uint64, entries []entry) error {
+	kept := map[uint64]bool{}
+	for _, e := range entries {
+		kept[e.old] = true
+	}
+	for i := from; i <= s.n(); i++ {
+		if err := s.audit.Delete(wire.U64(i)); err != nil {
+			return err
+		}
+		if !kept[i] {
+			if err := s.drop(&s.recs[i-1]); err != nil {
+				return err
+			}
+		}
+	}
+	s.recs, s.hashes = s.recs[:from-1], s.hashes[:from-1]
+	for i, e := range entries {
+		r := e.rec
+		r.Seq = from + uint64(i)
+		s.recs = append(s.recs, r)
+		s.hashes = append(s.hashes, nil)
+		if _, err := s.put(&r, nil); err != nil {
+			return err
+		}
+		if err := s.relink(&r); err != nil {
+			return err
+		}
+	}
+	return s.fixMeta()
+}
+
+// drop deletes what a record no longer written had made.
+func (s *store) drop(r *wire.Record) error {
+	switch {
+	case r.Event == "issued":
+		v := s.certs.Get(wire.U64(r.CertSeq))
+		c, err := wire.DecodeCert(v)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: certificate %d: %v", errPrecondition, r.CertSeq, err)
 		}
-		hash = chainHash(prev, obj)
-	}
-	return c.put(seq, hash, obj)
-}
-
-// deleteFrom removes records from..n and points the chain head at from-1.
-func (c *chain) deleteFrom(from uint64) error {
-	for s := from; s <= c.n; s++ {
-		if err := c.audit.Delete(u64(s)); err != nil {
-			return err
+		for _, del := range []struct {
+			b *bolt.Bucket
+			k []byte
+		}{
+			{s.certs, wire.U64(r.CertSeq)}, {s.serials, wire.SerialKey(c.Serial)},
+			{s.requests, wire.RequestKey(c.Requester, c.CSRDigest)}, {s.ski, wire.IndexKey(c.SKI, r.CertSeq)},
+			{s.rq, wire.IndexKey(wire.RequesterPart(c.Requester), r.CertSeq)},
+		} {
+			if err := del.b.Delete(del.k); err != nil {
+				return err
+			}
 		}
+	case r.Event == "revoked":
+		return s.revs.Delete(wire.SerialKey(r.Serial))
+	case r.Head != nil:
+		return s.heads.Delete(wire.U64(r.Head.Counter))
 	}
-	hash, _, err := c.record(from - 1)
-	if err != nil {
-		return err
-	}
-	return c.setHead(from-1, hash)
+	return nil
 }
 
-// swap exchanges the stored values of records a and b.
-func (c *chain) swap(a, b uint64) error {
-	va := bytes.Clone(c.audit.Get(u64(a)))
-	vb := bytes.Clone(c.audit.Get(u64(b)))
-	if err := c.audit.Put(u64(a), vb); err != nil {
-		return err
-	}
-	return c.audit.Put(u64(b), va)
-}
-
-// insert forges a record at p and rechains p..n as p+1..n+1.
-func (c *chain) insert(p uint64) error {
-	objs := make([]object, 0, c.n-p+2)
-	_, forged, err := c.record(p)
-	if err != nil {
-		return err
-	}
-	if err := otherEvent(forged); err != nil {
-		return err
-	}
-	objs = append(objs, forged)
-	for s := p; s <= c.n; s++ {
-		_, obj, err := c.record(s)
+// relink points the indexes at a record's new seq.
+func (s *store) relink(r *wire.Record) error {
+	switch {
+	case r.Event == "issued":
+		c, err := wire.DecodeCert(s.certs.Get(wire.U64(r.CertSeq)))
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: certificate %d: %v", errPrecondition, r.CertSeq, err)
 		}
-		if err := obj.set("seq", s+1); err != nil {
-			return err
-		}
-		objs = append(objs, obj)
-	}
-	prev, _, err := c.record(p - 1)
-	if err != nil {
-		return err
-	}
-	for i, obj := range objs {
-		if err := obj.set("prev", prev); err != nil {
-			return err
-		}
-		prev = chainHash(prev, obj)
-		if err := c.put(p+uint64(i), prev, obj); err != nil {
-			return err
-		}
-	}
-	return c.setHead(c.n+1, prev)
-}
-
-// forgeNewestHead flips a bit in the signature of the last head with seq c.newest.
-func (c *chain) forgeNewestHead() error {
-	var key []byte
-	for i, s := range c.signed {
-		if s == c.newest {
-			key = c.headKeys[i]
-		}
-	}
-	obj, err := parseObject(c.heads.Get(key))
-	if err != nil {
-		return err
-	}
-	var sig []byte
-	if err := obj.get("sig", &sig); err != nil || len(sig) == 0 {
-		return fmt.Errorf("%w: signed head %x has no signature (%v)", errPrecondition, key, err)
-	}
-	sig[len(sig)/2] ^= 0x40
-	if err := obj.set("sig", sig); err != nil {
-		return err
-	}
-	return c.heads.Put(key, obj.encode())
-}
-
-// record returns a copy of record seq's stored hash and its parsed encoding.
-func (c *chain) record(seq uint64) ([]byte, object, error) {
-	v := c.audit.Get(u64(seq))
-	if len(v) <= sha256.Size {
-		return nil, nil, fmt.Errorf("%w: record %d missing or short", errPrecondition, seq)
-	}
-	obj, err := parseObject(v[sha256.Size:])
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: record %d: %v", errPrecondition, seq, err)
-	}
-	return bytes.Clone(v[:sha256.Size]), obj, nil
-}
-
-// put stores obj under seq with the given hash.
-func (c *chain) put(seq uint64, hash []byte, obj object) error {
-	return c.audit.Put(u64(seq), append(bytes.Clone(hash), obj.encode()...))
-}
-
-// setHead points the meta chain head at seq and hash.
-func (c *chain) setHead(seq uint64, hash []byte) error {
-	return c.meta.Put([]byte(keyChainHead), append(u64(seq), hash...))
-}
-
-// otherEvent changes a record's event to a different one.
-func otherEvent(obj object) error {
-	var ev string
-	if err := obj.get("event", &ev); err != nil {
-		return err
-	}
-	forged := "approved"
-	if ev == forged {
-		forged = "denied"
-	}
-	return obj.set("event", forged)
-}
-
-// chainHash is SHA-256(prev || encoding), the store's record hash.
-func chainHash(prev []byte, obj object) []byte {
-	h := sha256.New()
-	h.Write(prev)
-	h.Write(obj.encode())
-	return h.Sum(nil)
-}
-
-// storedHash returns the hash prefix of a stored record (nil if short).
-func storedHash(v []byte) []byte {
-	if len(v) < sha256.Size {
-		return nil
-	}
-	return v[:sha256.Size]
-}
-
-func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
-
-// member is one field of a JSON object, its value kept as encoded.
-type member struct {
-	key string
-	val json.RawMessage
-}
-
-// object is a JSON object that keeps its field order, so that editing one
-// field of the store's canonical encoding leaves the rest byte for byte.
-type object []member
-
-// parseObject parses a compact JSON object; it fails unless re-encoding
-// gives back exactly b.
-func parseObject(b []byte) (object, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil, fmt.Errorf("not a JSON object")
-	}
-	var o object
-	for dec.More() {
-		tok, err := dec.Token()
+		c.AuditSeq = r.Seq
+		return s.certs.Put(wire.U64(r.CertSeq), wire.EncodeCert(&c))
+	case r.Event == "revoked":
+		sk := wire.SerialKey(r.Serial)
+		v, err := wire.DecodeRevocation(s.revs.Get(sk))
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("%w: revocation of %s: %v", errPrecondition, r.Serial, err)
 		}
-		key, _ := tok.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, err
-		}
-		o = append(o, member{key: key, val: v})
+		v.RecordSeq = r.Seq
+		return s.revs.Put(sk, wire.EncodeRevocation(v))
+	case r.Head != nil:
+		return s.heads.Put(wire.U64(r.Head.Counter), wire.U64(r.Seq))
 	}
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
-		return nil, fmt.Errorf("unterminated JSON object")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("data after JSON object")
-	}
-	if !bytes.Equal(o.encode(), b) {
-		return nil, fmt.Errorf("JSON object is not in compact canonical form")
-	}
-	return o, nil
+	return nil
 }
 
-// encode writes the object back in compact form, fields in order.
-func (o object) encode() []byte {
-	var b bytes.Buffer
-	b.WriteByte('{')
-	for i, m := range o {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		k, _ := json.Marshal(m.key)
-		b.Write(k)
-		b.WriteByte(':')
-		b.Write(m.val)
-	}
-	b.WriteByte('}')
-	return b.Bytes()
-}
-
-// get decodes field key into v.
-func (o object) get(key string, v any) error {
-	for _, m := range o {
-		if m.key == key {
-			return json.Unmarshal(m.val, v)
-		}
-	}
-	return fmt.Errorf("%w: no field %q", errPrecondition, key)
-}
-
-// set replaces the value of an existing field key with v encoded.
-func (o object) set(key string, v any) error {
-	enc, err := json.Marshal(v)
-	if err != nil {
+// fixMeta makes the meta bucket agree with the records.
+func (s *store) fixMeta() error {
+	last := s.n()
+	if err := s.meta.Put(wire.MetaChain, append(wire.U64(last), s.hashes[last-1]...)); err != nil {
 		return err
 	}
-	for i := range o {
-		if o[i].key == key {
-			o[i].val = enc
-			return nil
+	acc, count := wire.ZeroAcc(), uint64(0)
+	var head []byte
+	var ack []byte
+	for _, r := range s.recs {
+		if r.Rev != nil {
+			acc = wire.RevAccNext(acc, r.Seq, r.Serial, r.Rev.Reason, r.Rev.At)
+			count++
+		}
+		if r.Head != nil {
+			head = append(append(wire.U64(r.Head.Counter), wire.U64(r.Seq)...), wire.HeadDigest(r.Head)...)
+		}
+		if r.Ack != nil {
+			ack = wire.U64(r.Seq)
 		}
 	}
-	return fmt.Errorf("%w: no field %q", errPrecondition, key)
+	var lastCert uint64
+	if k, _ := s.certs.Cursor().Last(); k != nil {
+		lastCert, _ = wire.ParseU64(k)
+	}
+	if err := s.certs.SetSequence(lastCert); err != nil {
+		return err
+	}
+	if err := s.meta.Put(wire.MetaRevocations, append(wire.U64(count), acc...)); err != nil {
+		return err
+	}
+	if err := s.meta.Put(wire.MetaHead, head); err != nil {
+		return err
+	}
+	if ack == nil {
+		return s.meta.Delete(wire.MetaAck)
+	}
+	return s.meta.Put(wire.MetaAck, ack)
+}
+
+// editDropHeads forges record seq, re-chains the rest and drops the heads
+// covering the forged part.
+func (s *store) editDropHeads(seq uint64) error {
+	entries := []entry{{forge(s.recs[seq-1]), seq}}
+	for _, e := range s.tail(seq + 1) {
+		if e.rec.Head != nil && e.rec.Head.Seq >= seq {
+			continue
+		}
+		entries = append(entries, e)
+	}
+	return s.rewrite(seq, entries)
+}
+
+// insert forges a record at p and renumbers the rest.
+func (s *store) insert(p uint64) (Expect, error) {
+	entries := append([]entry{{forge(s.recs[p-1]), 0}}, s.tail(p)...)
+	var first *wire.Head
+	for _, e := range entries {
+		if h := e.rec.Head; h != nil && h.Seq >= p && (first == nil || h.Counter < first.Counter) {
+			first = h
+		}
+	}
+	if first == nil {
+		return Expect{}, fmt.Errorf("%w: no head covers record %d", errPrecondition, p)
+	}
+	// The forged copy must not repeat the certificate or revocation of the
+	// record it copies: make it a plain record.
+	entries[0].rec.Event, entries[0].rec.CertSeq, entries[0].rec.CertDigest = "approved", 0, nil
+	entries[0].rec.Rev, entries[0].rec.Head, entries[0].rec.Ack = nil, nil, nil
+	return Expect{Seq: first.Seq, Reason: "signed head mismatch"}, s.rewrite(p, entries)
+}
+
+// forgeNewest flips a bit in the newest head's signature.
+func (s *store) forgeNewest() (Expect, error) {
+	for i := len(s.recs) - 1; i >= 0; i-- {
+		r := s.recs[i]
+		if r.Head == nil {
+			continue
+		}
+		h := *r.Head
+		h.Signature = bytes.Clone(h.Signature)
+		h.Signature[len(h.Signature)/2] ^= 0x40
+		r.Head = &h
+		entries := append([]entry{{r, r.Seq}}, s.tail(r.Seq+1)...)
+		return Expect{Seq: r.Seq, Reason: "bad head signature"}, s.rewrite(r.Seq, entries)
+	}
+	return Expect{}, fmt.Errorf("%w: no head", errPrecondition)
+}
+
+// breakHeads deletes the second newest head.
+func (s *store) breakHeads() (Expect, error) {
+	var heads []uint64
+	for _, r := range s.recs {
+		if r.Head != nil {
+			heads = append(heads, r.Seq)
+		}
+	}
+	victim := heads[len(heads)-2]
+	if err := s.heads.Delete(wire.U64(s.recs[victim-1].Head.Counter)); err != nil {
+		return Expect{}, err
+	}
+	newestNew := heads[len(heads)-1] - 1 // renumbered one down
+	return Expect{Seq: newestNew, Reason: "head chain broken"}, s.rewrite(victim, s.tail(victim+1))
+}
+
+// addCert copies the newest certificate under a new issuance number and serial.
+func (s *store) addCert() error {
+	n := s.certs.Sequence()
+	c, err := wire.DecodeCert(s.certs.Get(wire.U64(n)))
+	if err != nil {
+		return fmt.Errorf("%w: no certificate to copy: %v", errPrecondition, err)
+	}
+	c.Serial = "7e57ab1e" + fmt.Sprintf("%x", n)
+	if err := s.certs.Put(wire.U64(n+1), wire.EncodeCert(&c)); err != nil {
+		return err
+	}
+	if err := s.certs.SetSequence(n + 1); err != nil {
+		return err
+	}
+	return s.serials.Put(wire.SerialKey(c.Serial), wire.U64(n+1))
+}
+
+// deleteCert deletes the certificate of the issued record nearest p.
+func (s *store) deleteCert(p uint64) (Expect, error) {
+	best := uint64(0)
+	for _, r := range s.recs[:s.covered] {
+		if r.Event == "issued" && (best == 0 || absDiff(r.Seq, p) < absDiff(best, p)) {
+			best = r.Seq
+		}
+	}
+	if best == 0 {
+		return Expect{}, fmt.Errorf("%w: no issued record under the newest head", errPrecondition)
+	}
+	r := s.recs[best-1]
+	if err := s.certs.Delete(wire.U64(r.CertSeq)); err != nil {
+		return Expect{}, err
+	}
+	return Expect{Seq: best, Reason: "issued record without its certificate"}, s.serials.Delete(wire.SerialKey(r.Serial))
+}
+
+func absDiff(a, b uint64) uint64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
+
+// tamperRevocation removes or changes the oldest revocation.
+func (s *store) tamperRevocation(remove bool) (Expect, error) {
+	for _, r := range s.recs {
+		if r.Rev == nil {
+			continue
+		}
+		sk := wire.SerialKey(r.Serial)
+		if remove {
+			return Expect{Reason: "revocation missing"}, s.revs.Delete(sk)
+		}
+		v, err := wire.DecodeRevocation(s.revs.Get(sk))
+		if err != nil {
+			return Expect{}, fmt.Errorf("%w: revocation of %s: %v", errPrecondition, r.Serial, err)
+		}
+		v.Reason = 6 // certificateHold: a revocation that can be lifted
+		if v.Reason == r.Rev.Reason {
+			v.Reason = 5
+		}
+		return Expect{Reason: "revocation differs from its record"}, s.revs.Put(sk, wire.EncodeRevocation(v))
+	}
+	return Expect{}, fmt.Errorf("%w: no revocation", errPrecondition)
+}
+
+// InUse returns how many bytes of the store file at path its newest
+// transaction uses (the high-water mark); the rest of the file is slack
+// bbolt grew into. The file must be closed.
+func InUse(t testing.TB, path string) int64 {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
+	if err != nil {
+		t.Fatalf("storetest: open %s: %v", path, err)
+	}
+	defer db.Close()
+	var n int64
+	_ = db.View(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
+	return n
 }

@@ -20,40 +20,40 @@ import (
 
 var fixedNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// build makes a closed store file: for each step, that many audit records
-// (alternately Append and Issue), then a signed head when sign is set.
-func build(t *testing.T, key *ecdsa.PrivateKey, steps []step) string {
+// build makes a closed store: rounds of (denied record, issued certificate,
+// signed head), the certificate of round 2 revoked, then unsigned more
+// records that no head covers. The checkpoint is path + ".checkpoint".
+func build(t *testing.T, key *ecdsa.PrivateKey, rounds, unsigned int) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "estca.db")
-	db, err := store.Open(path, store.Options{Now: func() time.Time { return fixedNow }})
+	db, err := store.Create(path, store.Options{Signer: key, AuditKey: &key.PublicKey, Checkpoint: path + ".checkpoint",
+		Now: func() time.Time { return fixedNow }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	i := 0
-	for _, st := range steps {
-		for range st.records {
-			i++
-			if i%2 == 0 {
-				c := store.Certificate{
-					Serial:    fmt.Sprintf("%x", 0x1000+i),
-					DER:       []byte{0x30, 0x03, 0x02, 0x01, byte(i)}, // not parsed by the store
-					Requester: "fp-dev",
-					Profile:   "default",
-					NotBefore: fixedNow,
-					NotAfter:  fixedNow.Add(time.Hour),
-				}
-				if _, err := db.Issue(c, store.AuditRecord{}); err != nil {
-					t.Fatal(err)
-				}
-			} else if _, err := db.Append(store.AuditRecord{Event: store.EventDenied, Reason: fmt.Sprint("r", i)}); err != nil {
+	for i := 1; i <= rounds; i++ {
+		if _, err := db.Append(store.AuditRecord{Event: store.EventDenied, Reason: fmt.Sprint("r", i)}); err != nil {
+			t.Fatal(err)
+		}
+		serial := fmt.Sprintf("%x", 0x1000+i)
+		c := store.Certificate{Serial: serial, DER: []byte{0x30, 0x03, 0x02, 0x01, byte(i)}, SKI: []byte(serial),
+			Requester: "fp-dev", CSRDigest: fmt.Sprintf("%064x", i), Profile: "default", NotBefore: fixedNow, NotAfter: fixedNow.Add(time.Hour)}
+		if _, err := db.Issue(c, store.AuditRecord{}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			if err := db.Revoke(serial, 4, fixedNow, store.AuditRecord{}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if st.sign {
-			if _, err := db.SignHead(key); err != nil {
-				t.Fatal(err)
-			}
+		if _, err := db.SignHead(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range unsigned {
+		if _, err := db.Append(store.AuditRecord{Event: store.EventDenied, Reason: fmt.Sprint("u", i)}); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if err := db.Close(); err != nil {
@@ -62,33 +62,19 @@ func build(t *testing.T, key *ecdsa.PrivateKey, steps []step) string {
 	return path
 }
 
-type step struct {
-	records int
-	sign    bool
-}
-
-// verify opens path read-only and verifies it with pub.
-func verify(t *testing.T, path string, pub *ecdsa.PublicKey) (store.VerifyReport, error) {
+// verify opens path read-only and verifies it with pub against the checkpoint at cp.
+func verify(t *testing.T, path, cp string, pub *ecdsa.PublicKey) (store.VerifyReport, error) {
 	t.Helper()
 	db, err := store.Open(path, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	return db.Verify(pub)
-}
-
-// reasons are the VerifyError reasons each kind causes, as documented.
-func reasons(k storetest.Tamper) string {
-	return map[storetest.Tamper]string{
-		storetest.EditRecord:         "hash mismatch",
-		storetest.EditRechain:        "broken link",
-		storetest.DeleteMiddle:       "sequence gap",
-		storetest.DeleteTail:         "missing records after signed head",
-		storetest.Reorder:            "out of order",
-		storetest.Insert:             "signed head mismatch",
-		storetest.ForgeHeadSignature: "bad head signature",
-	}[k]
+	k, err := store.ReadCheckpoint(cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db.Verify(pub, k)
 }
 
 func TestApply(t *testing.T) {
@@ -98,77 +84,45 @@ func TestApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	shapes := []struct {
-		name  string
-		steps []step
-		want  map[storetest.Tamper]uint64 // the seq each kind must report
-		// reasons overrides the VerifyError.Reason expected for some kinds.
-		reasons map[storetest.Tamper]string
+		name             string
+		rounds, unsigned int
 	}{
-		{
-			// 8 records, heads at 4 and 8: c = 8.
-			name:  "two heads, last at the end",
-			steps: []step{{4, true}, {4, true}},
-			want: map[storetest.Tamper]uint64{
-				storetest.EditRecord: 3, storetest.EditRechain: 4, storetest.DeleteMiddle: 4,
-				storetest.DeleteTail: 7, storetest.Reorder: 2, storetest.Insert: 4,
-				storetest.ForgeHeadSignature: 8,
-			},
-		},
-		{
-			// 9 records, heads at 3 and 7, records 8 and 9 unsigned: c = 7.
-			name:  "unsigned records after the newest head",
-			steps: []step{{3, true}, {4, true}, {2, false}},
-			want: map[storetest.Tamper]uint64{
-				storetest.EditRecord: 2, storetest.EditRechain: 3, storetest.DeleteMiddle: 3,
-				storetest.DeleteTail: 6, storetest.Reorder: 1, storetest.Insert: 3,
-				storetest.ForgeHeadSignature: 7,
-			},
-		},
-		{
-			// 6 records, heads at 2 and 6: c = 6, a head on the edited record.
-			name:  "minimal, head on the edited record",
-			steps: []step{{2, true}, {4, true}},
-			want: map[storetest.Tamper]uint64{
-				storetest.EditRecord: 2, storetest.EditRechain: 2, storetest.DeleteMiddle: 3,
-				storetest.DeleteTail: 5, storetest.Reorder: 1, storetest.Insert: 6,
-				storetest.ForgeHeadSignature: 6,
-			},
-			reasons: map[storetest.Tamper]string{storetest.EditRechain: "signed head mismatch"},
-		},
+		{"heads at the end", 24, 0},
+		{"unsigned records after the newest head", 24, 3},
 	}
 	for _, sh := range shapes {
 		t.Run(sh.name, func(t *testing.T) {
 			t.Parallel()
-			orig := build(t, key, sh.steps)
+			orig := build(t, key, sh.rounds, sh.unsigned)
+			cp := orig + ".checkpoint"
 			before, err := os.ReadFile(orig)
 			if err != nil {
 				t.Fatal(err)
 			}
-			clean, err := verify(t, storetest.Copy(t, orig), &key.PublicKey)
+			clean, err := verify(t, storetest.Copy(t, orig), cp, &key.PublicKey)
 			if err != nil {
 				t.Fatalf("untouched copy: %v", err)
 			}
 			for _, k := range storetest.Tampers() {
 				t.Run(k.String(), func(t *testing.T) {
 					path := storetest.Copy(t, orig)
-					seq := storetest.Apply(t, path, k)
-					if want := sh.want[k]; seq != want {
-						t.Errorf("Apply returned seq %d, want %d", seq, want)
-					}
-					rep, err := verify(t, path, &key.PublicKey)
+					want := storetest.Apply(t, path, k)
+					rep, err := verify(t, path, cp, &key.PublicKey)
 					var ve *store.VerifyError
-					if !errors.As(err, &ve) {
+					var ce *store.CheckpointError
+					switch {
+					case want == storetest.Expect{}:
+						if err != nil {
+							t.Fatalf("Apply expects invisible damage, Verify = %v", err)
+						}
+					case want.Checkpoint:
+						if !errors.As(err, &ce) || ce.Reason != want.Reason {
+							t.Fatalf("Verify = %+v, %v; want checkpoint %q", rep, err, want.Reason)
+						}
+					case !errors.As(err, &ve):
 						t.Fatalf("Verify = %+v, %v; want *store.VerifyError", rep, err)
-					}
-					if ve.Seq != seq {
-						t.Errorf("Verify names seq %d (%s), Apply returned %d", ve.Seq, ve.Reason, seq)
-					}
-					want, ok := sh.reasons[k]
-					if !ok {
-						want = reasons(k)
-					}
-					if ve.Reason != want {
-						t.Errorf("Verify reason %q, want %q", ve.Reason, want)
+					case ve.Seq != want.Seq || ve.Reason != want.Reason:
+						t.Errorf("Verify names record %d %q (%s), Apply expects %d %q", ve.Seq, ve.Reason, ve.Detail, want.Seq, want.Reason)
 					}
 				})
 			}
@@ -179,7 +133,7 @@ func TestApply(t *testing.T) {
 			if !bytes.Equal(before, after) {
 				t.Error("the original store file changed")
 			}
-			if rep, err := verify(t, orig, &key.PublicKey); err != nil || rep != clean {
+			if rep, err := verify(t, orig, cp, &key.PublicKey); err != nil || rep.LastSeq != clean.LastSeq || rep.Heads != clean.Heads {
 				t.Errorf("original: %+v, %v; want %+v", rep, err, clean)
 			}
 		})
@@ -196,7 +150,7 @@ func TestTamperString(t *testing.T) {
 		}
 		seen[s] = true
 	}
-	if len(seen) != 7 || storetest.Tamper(0).String() != "Tamper(0)" {
+	if len(seen) != len(storetest.Tampers()) || storetest.Tamper(0).String() != "Tamper(0)" {
 		t.Errorf("names %v, zero %q", seen, storetest.Tamper(0).String())
 	}
 }
@@ -238,9 +192,8 @@ func TestApplyPreconditions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	short := build(t, key, []step{{5, true}, {3, false}})
-	unsigned := build(t, key, []step{{8, false}})
-	good := build(t, key, []step{{6, true}})
+	short := build(t, key, 1, 0)
+	good := build(t, key, 4, 0)
 	broken := storetest.Copy(t, good)
 	storetest.Apply(t, broken, storetest.EditRecord)
 	missing := filepath.Join(t.TempDir(), "absent.db")
@@ -250,12 +203,12 @@ func TestApplyPreconditions(t *testing.T) {
 		k    storetest.Tamper
 		want string
 	}{
-		{"newest head covers 5", short, storetest.DeleteMiddle, "at least 6"},
-		{"no signed head", unsigned, storetest.Insert, "at least 6"},
-		{"already damaged", broken, storetest.Reorder, "hash does not recompute"},
+		{"newest head covers too little", short, storetest.DeleteMiddle, "at least 6"},
+		{"too few records to cut 60", good, storetest.TruncateTail60, "cannot delete the last 60"},
+		{"already damaged", broken, storetest.Reorder, "does not verify"},
 		{"missing file", missing, storetest.EditRecord, "no such file"},
 		{"unknown kind", good, storetest.Tamper(0), "unknown tamper"},
-		{"unknown kind past the end", good, storetest.ForgeHeadSignature + 1, "unknown tamper"},
+		{"unknown kind past the end", good, storetest.ChangeRevocation + 1, "unknown tamper"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
