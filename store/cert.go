@@ -25,6 +25,10 @@ type Certificate struct {
 	SKI []byte
 	// Requester is the Identity.Fingerprint of the requester (indexed); "" for none.
 	Requester string
+	// Identity is the policy identity the certificate counts for in rate
+	// limits (policy.IdentityOf; indexed with its issue time, see
+	// IssuedTo); "" for none.
+	Identity string
 	// Profile names the certificate profile.
 	Profile string
 	// CSRDigest is the hex SHA-256 of the CSR DER; "" when there was no CSR.
@@ -45,7 +49,7 @@ type CertFilter struct {
 
 func certFromWire(seq uint64, w *wire.Cert) Certificate {
 	return Certificate{Seq: seq, Serial: w.Serial, DER: w.DER, Subject: w.Subject, SKI: w.SKI,
-		Requester: w.Requester, Profile: w.Profile, CSRDigest: w.CSRDigest,
+		Requester: w.Requester, Identity: w.Identity, Profile: w.Profile, CSRDigest: w.CSRDigest,
 		NotBefore: fromUnixNano(w.NotBefore), NotAfter: fromUnixNano(w.NotAfter), IssuedAt: fromUnixNano(w.IssuedAt)}
 }
 
@@ -116,7 +120,7 @@ func prepareIssue(c Certificate, rec AuditRecord, now time.Time) (*issue, error)
 	}
 	wc := wire.Cert{Serial: c.Serial, DER: c.DER, Subject: c.Subject, SKI: c.SKI, Requester: c.Requester,
 		Profile: c.Profile, CSRDigest: c.CSRDigest, NotBefore: unixNano(c.NotBefore),
-		NotAfter: unixNano(c.NotAfter), IssuedAt: unixNano(c.IssuedAt)}
+		NotAfter: unixNano(c.NotAfter), IssuedAt: unixNano(c.IssuedAt), Identity: c.Identity}
 	return &issue{c: c, wc: wc, rec: rec, sk: sk, now: now}, nil
 }
 
@@ -163,7 +167,61 @@ func (p *issue) write(tx *bolt.Tx) (AuditRecord, error) {
 			return AuditRecord{}, err
 		}
 	}
+	if c.Identity != "" {
+		ib, err := addedBucket(tx, wire.BucketByIdentity)
+		if err != nil {
+			return AuditRecord{}, err
+		}
+		if err := ib.Put(wire.IndexKey(wire.IdentityPart(c.Identity), seq), wire.U64(uint64(p.wc.IssuedAt))); err != nil {
+			return AuditRecord{}, err
+		}
+	}
 	return out, nil
+}
+
+// IssuedTo counts the certificates issued to the policy identity at or
+// after since, newest first, stopping at limit (0: no limit); oldest is the
+// issue time of the oldest one counted (zero if none). With limit N it reads
+// at most N index entries: what a rate limit of N per window needs (the
+// oldest of the N newest is the one whose leaving the window frees a slot).
+func (db *DB) IssuedTo(identity string, since time.Time, limit int) (n int, oldest time.Time, err error) {
+	if identity == "" {
+		return 0, time.Time{}, nil
+	}
+	prefix := wire.IndexPrefix(wire.IdentityPart(identity))
+	from := unixNano(since)
+	err = db.view(func(tx *bolt.Tx) error {
+		ib := tx.Bucket(wire.BucketByIdentity)
+		if ib == nil {
+			return nil
+		}
+		c := ib.Cursor()
+		// The entries of one identity are in issuance order: start after the
+		// last one and walk back.
+		end := binary.BigEndian.AppendUint64(bytes.Clone(prefix), ^uint64(0))
+		k, v := c.Seek(end)
+		if k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Prev() {
+			if len(k) != len(prefix)+8 || len(v) != 8 {
+				return fmt.Errorf("%w: identity index entry %x", ErrDamaged, k)
+			}
+			at := int64(binary.BigEndian.Uint64(v))
+			if at < from {
+				break
+			}
+			n++
+			oldest = fromUnixNano(at)
+			if limit > 0 && n >= limit {
+				break
+			}
+		}
+		return nil
+	})
+	return n, oldest, err
 }
 
 // Certificate returns the certificate with the given serial, or ErrNotFound.

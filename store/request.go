@@ -1,7 +1,10 @@
 package store
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -41,6 +44,9 @@ type Request struct {
 	// Requester is who asked. Only the fingerprint is kept for requests that
 	// were issued at once (the issued audit record holds the rest).
 	Requester Identity
+	// Identity is the policy identity of the requester (policy.IdentityOf):
+	// pending requests are counted per identity (PendingCount).
+	Identity string
 	// CSRDigest is the hex SHA-256 of the CSR DER.
 	CSRDigest string
 	// CSR is the DER CSR, kept for pending requests so they can be issued later.
@@ -63,8 +69,29 @@ type storedRequest struct {
 	requester, csrDigest string
 }
 
+// putRequest stores q and keeps the pending index in step with its state.
 func putRequest(tx *bolt.Tx, requester, csrDigest string, q *wire.Request) error {
-	return tx.Bucket(wire.BucketRequests).Put(wire.RequestKey(requester, csrDigest), wire.EncodeRequest(q))
+	if err := tx.Bucket(wire.BucketRequests).Put(wire.RequestKey(requester, csrDigest), wire.EncodeRequest(q)); err != nil {
+		return err
+	}
+	pb, err := addedBucket(tx, wire.BucketPending)
+	if err != nil {
+		return err
+	}
+	k := wire.PendingKey(q.Identity, requester, csrDigest)
+	if q.State == stateCodes[StatePending] {
+		return pb.Put(k, nil)
+	}
+	return pb.Delete(k)
+}
+
+// addedBucket returns one of wire.AddedBuckets in a write transaction,
+// creating it in a store made before it existed.
+func addedBucket(tx *bolt.Tx, name []byte) (*bolt.Bucket, error) {
+	if b := tx.Bucket(name); b != nil {
+		return b, nil
+	}
+	return tx.CreateBucket(name)
 }
 
 func getRequest(tx *bolt.Tx, requester, csrDigest string) (storedRequest, error) {
@@ -91,6 +118,7 @@ func (q storedRequest) public(tx *bolt.Tx) (Request, error) {
 	r := Request{
 		Requester: Identity{Fingerprint: q.requester, Subject: q.Subject, IDevIDSerial: q.IDevIDSerial,
 			Anchor: q.Anchor, Kind: q.Kind},
+		Identity:  q.Identity,
 		CSRDigest: q.csrDigest, CSR: q.CSR, Profile: q.Profile, State: st, Reason: q.Reason,
 		Created: fromUnixNano(q.Created), Decided: fromUnixNano(q.Decided),
 	}
@@ -116,7 +144,7 @@ func markIssued(tx *bolt.Tx, c Certificate, certSeq uint64, now time.Time) error
 			return fmt.Errorf("%w: requester already has certificate %s for this CSR", ErrDuplicateRequest, prev.Serial)
 		}
 	default:
-		q = storedRequest{Request: wire.Request{Profile: c.Profile, Created: unixNano(now)}}
+		q = storedRequest{Request: wire.Request{Profile: c.Profile, Created: unixNano(now), Identity: c.Identity}}
 	}
 	q.State = stateCodes[StateIssued]
 	q.CertSeq = certSeq
@@ -143,7 +171,7 @@ func (db *DB) PutPending(r Request, rec AuditRecord) (AuditRecord, error) {
 	}
 	q := wire.Request{State: stateCodes[StatePending], Subject: r.Requester.Subject,
 		IDevIDSerial: r.Requester.IDevIDSerial, Anchor: r.Requester.Anchor, Kind: r.Requester.Kind,
-		CSR: r.CSR, Profile: r.Profile, Created: unixNano(now)}
+		CSR: r.CSR, Profile: r.Profile, Created: unixNano(now), Identity: r.Identity}
 	var out AuditRecord
 	err := db.batch(func(tx *bolt.Tx) error {
 		if tx.Bucket(wire.BucketRequests).Get(wire.RequestKey(r.Requester.Fingerprint, r.CSRDigest)) != nil {
@@ -223,8 +251,12 @@ func (db *DB) Request(requester, csrDigest string) (Request, error) {
 }
 
 // Requests returns the requests in the given state ("" for all), ordered by
-// requester fingerprint then CSR digest (as stored).
+// requester fingerprint then CSR digest (as stored); pending requests come
+// from the pending index, ordered by identity, requester and CSR digest.
 func (db *DB) Requests(state RequestState) ([]Request, error) {
+	if state == StatePending {
+		return db.pending("")
+	}
 	out := []Request{}
 	err := db.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(wire.BucketRequests).ForEach(func(k, v []byte) error {
@@ -248,4 +280,98 @@ func (db *DB) Requests(state RequestState) ([]Request, error) {
 		})
 	})
 	return out, err
+}
+
+// pending returns the pending requests whose identity starts with prefix
+// ("" for all), from the pending index.
+func (db *DB) pending(prefix string) ([]Request, error) {
+	out := []Request{}
+	err := db.view(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(wire.BucketPending)
+		if pb == nil {
+			return nil
+		}
+		return pb.ForEach(func(k, _ []byte) error {
+			identity, requester, digest, err := wire.ParsePendingKey(k)
+			if err != nil {
+				return fmt.Errorf("%w: pending index key %x: %v", ErrDamaged, k, err)
+			}
+			if !strings.HasPrefix(identity, prefix) {
+				return nil
+			}
+			q, err := getRequest(tx, requester, digest)
+			if err != nil {
+				return fmt.Errorf("%w: pending index names a missing request: %v", ErrDamaged, err)
+			}
+			r, err := q.public(tx)
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// PendingCount returns how many requests of the policy identity wait for an
+// operator decision (constant work per pending request of that identity).
+func (db *DB) PendingCount(identity string) (int, error) {
+	n := 0
+	prefix := wire.IndexPrefix(wire.IdentityPart(identity))
+	err := db.view(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(wire.BucketPending)
+		if pb == nil {
+			return nil
+		}
+		c := pb.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// RequestID is the short name operators use for a request: the first 16 hex
+// digits of its CSR digest (FindPending also takes a longer prefix, or the
+// whole digest).
+func (r Request) ID() string {
+	if len(r.CSRDigest) < 16 {
+		return r.CSRDigest
+	}
+	return r.CSRDigest[:16]
+}
+
+// ErrAmbiguous is returned by FindPending when an ID names several requests.
+var ErrAmbiguous = errors.New("store: ambiguous request id")
+
+// MinRequestID is the shortest ID prefix FindPending accepts.
+const MinRequestID = 8
+
+// FindPending returns the pending request whose CSR digest starts with id
+// (lowercase hex, at least MinRequestID digits), ErrNotFound if none does,
+// ErrAmbiguous if several do.
+func (db *DB) FindPending(id string) (Request, error) {
+	id = strings.ToLower(id)
+	if len(id) < MinRequestID || len(id) > 64 || strings.Trim(id, "0123456789abcdef") != "" {
+		return Request{}, fmt.Errorf("%w: request id %q: want at least %d hex digits of the CSR digest", ErrInvalid, id, MinRequestID)
+	}
+	all, err := db.pending("")
+	if err != nil {
+		return Request{}, err
+	}
+	var found []Request
+	for _, r := range all {
+		if strings.HasPrefix(r.CSRDigest, id) {
+			found = append(found, r)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return Request{}, fmt.Errorf("%w: no pending request %s", ErrNotFound, id)
+	case 1:
+		return found[0], nil
+	}
+	return Request{}, fmt.Errorf("%w: %s names %d pending requests; give more digits", ErrAmbiguous, id, len(found))
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -212,7 +213,7 @@ func Create(path string, opts Options) (_ *DB, err error) {
 		return nil, err
 	}
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
-		for _, name := range wire.Buckets {
+		for _, name := range append(slices.Clone(wire.Buckets), wire.AddedBuckets...) {
 			if _, err := tx.CreateBucket(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
@@ -275,6 +276,10 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	if err := db.load(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := db.addBuckets(); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -368,6 +373,33 @@ func (db *DB) load() error {
 			return err
 		}
 		db.revs = revs
+		return nil
+	})
+}
+
+// addBuckets adds the wire.AddedBuckets a store opened for writing lacks
+// (made by an estca before they existed); they start empty.
+func (db *DB) addBuckets() error {
+	if db.readOnly {
+		return nil
+	}
+	var missing [][]byte
+	if err := db.view(func(tx *bolt.Tx) error {
+		for _, name := range wire.AddedBuckets {
+			if tx.Bucket(name) == nil {
+				missing = append(missing, name)
+			}
+		}
+		return nil
+	}); err != nil || len(missing) == 0 {
+		return err
+	}
+	return db.batch(func(tx *bolt.Tx) error {
+		for _, name := range missing {
+			if _, err := addedBucket(tx, name); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 }

@@ -303,14 +303,20 @@ func DecodeRevocation(b []byte) (Revocation, error) {
 		Time: int64(binary.BigEndian.Uint64(b[9:]))}, nil
 }
 
-// certVersion is the first byte of a certificate value.
-const certVersion = 2
+// certVersion is the first byte of a certificate value without an
+// identity; certVersionIdentity of one with an identity.
+const (
+	certVersion         = 2
+	certVersionIdentity = 3
+)
 
 // Cert is the value of the certs bucket (key: 8-byte issuance sequence,
 // from 1, in issuance order): version byte 2, Serial as serial bytes, DER
 // bytes, Subject str, SKI bytes, Requester kstr, Profile str, CSRDigest
 // kstr, NotBefore, NotAfter, IssuedAt int64, AuditSeq uvarint (the seq of
-// its issued record).
+// its issued record). Version byte 3 has the same fields followed by
+// Identity str (the policy identity the certificate was counted for); a
+// certificate with an empty Identity is always encoded as version 2.
 type Cert struct {
 	Serial                        string
 	DER                           []byte
@@ -321,12 +327,17 @@ type Cert struct {
 	CSRDigest                     string
 	NotBefore, NotAfter, IssuedAt int64
 	AuditSeq                      uint64
+	Identity                      string
 }
 
 // EncodeCert returns the canonical value.
 func EncodeCert(c *Cert) []byte {
-	w := Writer{B: make([]byte, 0, len(c.DER)+160)}
-	w.Byte(certVersion)
+	w := Writer{B: make([]byte, 0, len(c.DER)+160+len(c.Identity))}
+	if c.Identity != "" {
+		w.Byte(certVersionIdentity)
+	} else {
+		w.Byte(certVersion)
+	}
 	w.Bytes(SerialKey(c.Serial))
 	w.Bytes(c.DER)
 	w.String(c.Subject)
@@ -338,14 +349,18 @@ func EncodeCert(c *Cert) []byte {
 	w.Int64(c.NotAfter)
 	w.Int64(c.IssuedAt)
 	w.Uvarint(c.AuditSeq)
+	if c.Identity != "" {
+		w.String(c.Identity)
+	}
 	return w.B
 }
 
 // DecodeCert parses a certs bucket value strictly.
 func DecodeCert(v []byte) (Cert, error) {
 	r := Reader{B: v}
-	if b := r.Byte(); r.Err == nil && b != certVersion {
-		return Cert{}, malformed("certificate version %d", b)
+	version := r.Byte()
+	if r.Err == nil && version != certVersion && version != certVersionIdentity {
+		return Cert{}, malformed("certificate version %d", version)
 	}
 	var c Cert
 	var err error
@@ -362,6 +377,9 @@ func DecodeCert(v []byte) (Cert, error) {
 	c.NotAfter = r.Int64()
 	c.IssuedAt = r.Int64()
 	c.AuditSeq = r.Uvarint()
+	if version == certVersionIdentity {
+		c.Identity = r.String()
+	}
 	if err := r.Done(); err != nil {
 		return Cert{}, err
 	}
@@ -377,13 +395,20 @@ func CertDigest(der []byte) []byte {
 	return d[:]
 }
 
-// requestVersion is the first byte of a request value.
-const requestVersion = 2
+// requestVersion is the first byte of a request value without an
+// identity; requestVersionIdentity of one with an identity.
+const (
+	requestVersion         = 2
+	requestVersionIdentity = 3
+)
 
 // Request is the value of the requests bucket (key: RequestKey): version
 // byte 2, State byte, CertSeq uvarint (0: none), Subject, IDevIDSerial,
 // Anchor, Kind str (the requester, kept for pending requests), CSR bytes,
-// Profile, Reason str, Created, Decided int64.
+// Profile, Reason str, Created, Decided int64. Version byte 3 has the same
+// fields followed by Identity str (the policy identity of the requester, the
+// key of the pending index); a request with an empty Identity is always
+// encoded as version 2.
 type Request struct {
 	State                               byte
 	CertSeq                             uint64
@@ -391,12 +416,17 @@ type Request struct {
 	CSR                                 []byte
 	Profile, Reason                     string
 	Created, Decided                    int64
+	Identity                            string
 }
 
 // EncodeRequest returns the canonical value.
 func EncodeRequest(q *Request) []byte {
-	w := Writer{B: make([]byte, 0, 48+len(q.CSR))}
-	w.Byte(requestVersion)
+	w := Writer{B: make([]byte, 0, 48+len(q.CSR)+len(q.Identity))}
+	if q.Identity != "" {
+		w.Byte(requestVersionIdentity)
+	} else {
+		w.Byte(requestVersion)
+	}
 	w.Byte(q.State)
 	w.Uvarint(q.CertSeq)
 	w.String(q.Subject)
@@ -408,18 +438,25 @@ func EncodeRequest(q *Request) []byte {
 	w.String(q.Reason)
 	w.Int64(q.Created)
 	w.Int64(q.Decided)
+	if q.Identity != "" {
+		w.String(q.Identity)
+	}
 	return w.B
 }
 
 // DecodeRequest parses a requests bucket value strictly.
 func DecodeRequest(v []byte) (Request, error) {
 	r := Reader{B: v}
-	if b := r.Byte(); r.Err == nil && b != requestVersion {
-		return Request{}, malformed("request version %d", b)
+	version := r.Byte()
+	if r.Err == nil && version != requestVersion && version != requestVersionIdentity {
+		return Request{}, malformed("request version %d", version)
 	}
 	q := Request{State: r.Byte(), CertSeq: r.Uvarint(), Subject: r.String(), IDevIDSerial: r.String(),
 		Anchor: r.String(), Kind: r.String(), CSR: r.Bytes(), Profile: r.String(), Reason: r.String(),
 		Created: r.Int64(), Decided: r.Int64()}
+	if version == requestVersionIdentity {
+		q.Identity = r.String()
+	}
 	if err := r.Done(); err != nil {
 		return Request{}, err
 	}

@@ -23,9 +23,20 @@ var (
 	BucketAudit       = []byte("audit")
 	BucketHeads       = []byte("heads")
 
-	// Buckets lists every bucket of a format 2 store.
+	// BucketByIdentity indexes certificates by the policy identity they
+	// were issued to: IdentityKey → the issue time (int64).
+	BucketByIdentity = []byte("certs_by_identity")
+	// BucketPending indexes the requests waiting for an operator:
+	// PendingKey → empty.
+	BucketPending = []byte("requests_pending")
+
+	// Buckets lists every bucket a format 2 store must have.
 	Buckets = [][]byte{BucketMeta, BucketCerts, BucketSerials, BucketBySKI, BucketByRequester,
 		BucketRequests, BucketRevocations, BucketAudit, BucketHeads}
+	// AddedBuckets are index buckets added within format 2: Create makes
+	// them, a writable Open adds them to an older store, and a store
+	// without them reads as if they were empty.
+	AddedBuckets = [][]byte{BucketByIdentity, BucketPending}
 )
 
 // Keys of the meta bucket.
@@ -294,6 +305,28 @@ func IndexPrefix(part []byte) []byte {
 	k := make([]byte, 0, 2+len(part)+8)
 	k = binary.BigEndian.AppendUint16(k, uint16(min(len(part), math.MaxUint16)))
 	return append(k, part...)
+}
+
+// IdentityPart is the index part of a policy identity (its text).
+func IdentityPart(identity string) []byte { return []byte(identity) }
+
+// PendingKey is the key of the pending index: IndexPrefix of the identity,
+// then the RequestKey of the request.
+func PendingKey(identity, requester, csrDigest string) []byte {
+	return append(IndexPrefix(IdentityPart(identity)), RequestKey(requester, csrDigest)...)
+}
+
+// ParsePendingKey is the inverse of PendingKey.
+func ParsePendingKey(k []byte) (identity, requester, csrDigest string, err error) {
+	if len(k) < 2 {
+		return "", "", "", malformed("pending key")
+	}
+	n := int(binary.BigEndian.Uint16(k))
+	if len(k) < 2+n {
+		return "", "", "", malformed("pending key")
+	}
+	requester, csrDigest, err = ParseRequestKey(k[2+n:])
+	return string(k[2 : 2+n]), requester, csrDigest, err
 }
 
 // RequesterPart is the index part of a requester fingerprint (its compact string).
