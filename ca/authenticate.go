@@ -11,34 +11,33 @@ import (
 )
 
 // Authenticate establishes who the DTLS client is from its certificate chain
-// (leaf first, as received; RFC 9148 §3, RFC 7030 §3.3.2). A leaf issued by
-// this CA, within its validity and not revoked in the store, is
-// KindOperational; otherwise the chain must verify as an IDevID under a
-// manufacturer anchor, with the anchor's expiry rule (RFC 9148 §3). Errors are
-// *Error of KindUnauthenticated, KindForbidden (revoked or deny-listed) or
+// (leaf first, as received; RFC 9148 §3, RFC 7030 §3.3.2), with the policy
+// engine in force (policy.Engine.Verify): a leaf issued by this CA, within
+// its validity (or the longest renewal grace of the profiles) and not
+// revoked in the store, is KindOperational; otherwise the chain must verify
+// as an IDevID under a manufacturer anchor, with the anchor's expiry rule
+// (RFC 9148 §3), deny and allow lists and CRLs. Errors are *Error of
+// KindUnauthenticated, KindForbidden (revoked, deny-listed, on a CRL) or
 // KindInternal (store failure). It costs one signature verification for an
-// operational leaf and one path validation for an IDevID, plus one store
-// read for operational leaves.
+// operational leaf and one path validation for an IDevID, plus two store
+// reads (revocation from memory, the issuing profile) for operational
+// leaves.
 func (a *Authority) Authenticate(chain []*x509.Certificate) (Requester, error) {
-	v, err := a.verifier.Verify(chain, a.now())
+	v, err := a.Policy().Verify(chain, a.now())
 	if err != nil {
 		kind := KindUnauthenticated
 		if errors.Is(err, policy.ErrDenied) {
 			kind = KindForbidden
 		}
-		return Requester{}, &Error{Kind: kind, Reason: policyReason(err), Err: err}
+		var pe *policy.Error
+		reason, code := "request rejected", policy.Code(0)
+		if errors.As(err, &pe) {
+			reason, code = pe.Reason, pe.Code
+		}
+		return Requester{}, &Error{Kind: kind, Reason: reason, Code: code, Err: err}
 	}
 	leaf := chain[0]
 	serial := leaf.SerialNumber.Text(16)
-	if v.Kind == policy.KindOperational {
-		_, err := a.store.Revocation(serial)
-		switch {
-		case err == nil:
-			return Requester{}, &Error{Kind: KindForbidden, Reason: "certificate revoked"}
-		case !errors.Is(err, store.ErrNotFound):
-			return Requester{}, &Error{Kind: KindInternal, Reason: "revocation lookup failed", Err: err}
-		}
-	}
 	sum := sha256.Sum256(leaf.Raw)
 	r := Requester{
 		Identity: store.Identity{
@@ -52,8 +51,22 @@ func (a *Authority) Authenticate(chain []*x509.Certificate) (Requester, error) {
 		Chain:           v.Chain,
 		Anchor:          v.Anchor,
 		ExpiredAccepted: v.ExpiredAccepted,
+		InGrace:         v.InGrace,
 	}
-	if v.Kind == policy.KindIDevID {
+	switch v.Kind {
+	case policy.KindOperational:
+		if revoked, err := a.revoked(serial); err != nil {
+			return Requester{}, err
+		} else if revoked {
+			return Requester{}, &Error{Kind: KindForbidden, Reason: policy.CodeCertRevoked.Text(), Code: policy.CodeCertRevoked}
+		}
+		switch c, err := a.store.Certificate(serial); {
+		case err == nil:
+			r.IssuedProfile = c.Profile
+		case !errors.Is(err, store.ErrNotFound):
+			return Requester{}, &Error{Kind: KindInternal, Reason: "certificate lookup failed", Err: err}
+		}
+	case policy.KindIDevID:
 		// IEEE 802.1AR puts the device serial in the subject's
 		// serialNumber attribute; fall back to the certificate serial.
 		r.Identity.IDevIDSerial = leaf.Subject.SerialNumber
@@ -62,4 +75,69 @@ func (a *Authority) Authenticate(chain []*x509.Certificate) (Requester, error) {
 		}
 	}
 	return r, nil
+}
+
+// revoked looks serial up in the revocation set the store proved at open.
+func (a *Authority) revoked(serial string) (bool, error) {
+	switch _, err := a.store.Revocation(serial); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	default:
+		return false, &Error{Kind: KindInternal, Reason: "revocation lookup failed", Err: err}
+	}
+}
+
+// policyRequester is who as the policy engine sees it, with the revocation
+// state of an operational certificate looked up now.
+func (a *Authority) policyRequester(who *Requester) (policy.Requester, error) {
+	r := policy.Requester{
+		Verified: policy.Verified{Kind: string(who.Kind), Anchor: who.Anchor, Chain: who.Chain,
+			ExpiredAccepted: who.ExpiredAccepted, InGrace: who.InGrace},
+		IssuedProfile: who.IssuedProfile,
+	}
+	if who.Kind == KindOperational && who.Leaf != nil {
+		revoked, err := a.revoked(who.Leaf.SerialNumber.Text(16))
+		if err != nil {
+			return policy.Requester{}, err
+		}
+		r.Revoked = revoked
+	}
+	return r, nil
+}
+
+// Check re-checks an authenticated requester under the policy in force, as
+// the EST front end does on every request and periodically on every open
+// DTLS session (policy.Engine.Recheck): an operational certificate revoked
+// since the handshake, an IDevID whose manufacturer was removed or
+// deny-listed by a reload, a certificate expired during the session. It
+// returns nil, or an *Error (KindForbidden with the reason's text) for a
+// requester that may no longer be served.
+func (a *Authority) Check(who Requester) error {
+	pr, err := a.policyRequester(&who)
+	if err != nil {
+		return err
+	}
+	r, ok := a.Policy().Recheck(pr, a.now())
+	if ok {
+		return nil
+	}
+	return &Error{Kind: kindOfClass(r.Class()), Reason: r.Text(), Code: r.Code, Err: errors.New(r.String())}
+}
+
+// kindOfClass maps a policy class onto the authority's error kinds (the EST
+// front end then maps those onto CoAP codes, RFC 9148 §4.5).
+func kindOfClass(c policy.Class) ErrorKind {
+	switch c {
+	case policy.ClassBadRequest:
+		return KindBadRequest
+	case policy.ClassForbidden:
+		return KindForbidden
+	case policy.ClassNotFound:
+		return KindNotFound
+	case policy.ClassRetry:
+		return KindUnavailable
+	}
+	return KindInternal
 }

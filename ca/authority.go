@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/estca/estca/policy"
 	"github.com/estca/estca/store"
@@ -26,16 +24,34 @@ type Store interface {
 	// IssuedFor returns the certificate issued for requester + CSR digest, or
 	// store.ErrNotFound.
 	IssuedFor(requesterFingerprint, csrDigestHex string) (store.Certificate, error)
+	// Request returns the request of requester + CSR digest (its state: an
+	// operator's decision, pending, issued), or store.ErrNotFound.
+	Request(requesterFingerprint, csrDigestHex string) (store.Request, error)
+	// PutPending durably stores a request waiting for an operator with its
+	// audit record; store.ErrDuplicateRequest if it is known already.
+	PutPending(r store.Request, rec store.AuditRecord) (store.AuditRecord, error)
+	// IssuedTo counts the certificates of a policy identity issued at or
+	// after since, at most limit, and the issue time of the oldest counted.
+	IssuedTo(identity string, since time.Time, limit int) (int, time.Time, error)
+	// PendingCount counts the requests of a policy identity waiting for an
+	// operator.
+	PendingCount(identity string) (int, error)
 	// Append adds an audit record (denials).
 	Append(rec store.AuditRecord) (store.AuditRecord, error)
+	// Certificate returns the certificate with that serial, or store.ErrNotFound.
+	Certificate(serial string) (store.Certificate, error)
 	// Revocation returns the revocation of serial, or store.ErrNotFound.
 	// *store.DB answers from the revocation set it proved against the
 	// signed audit chain when it was opened, never from the file.
 	Revocation(serial string) (store.Revocation, error)
+	// Revocations returns every revocation in force (for CRLs).
+	Revocations() ([]store.Revocation, error)
+	// Revoke durably revokes a certificate with its audit record.
+	Revoke(serial string, reason int, at time.Time, rec store.AuditRecord) error
 }
 
-// Options configure an Authority. Every field except Now, Rand and
-// DefaultProfile is required.
+// Options configure an Authority. Every field except Now, Rand, StoreRetry
+// and CRL is required.
 type Options struct {
 	// Signer is the issuing CA's private key, normally in the HSM. Every
 	// signature it returns is verified under Certificate's public key before
@@ -47,16 +63,16 @@ type Options struct {
 	// Root is the root CA certificate that signed Certificate (the same
 	// certificate when the issuing CA is itself the root).
 	Root *x509.Certificate
-	// Profiles are the certificate profiles; names must be unique and non-empty.
-	Profiles []Profile
-	// DefaultProfile names the profile used for requests without a path label;
-	// "" means the first profile.
-	DefaultProfile string
+	// Policy configures the policy engine that decides every request: the
+	// manufacturer anchors, the profiles, reserved names (see policy.New).
+	// Policy.Requesters.Operational is filled in from Certificate and Root
+	// when empty. SetPolicy replaces it while serving.
+	Policy policy.Options
 	// Store records certificates and audit records.
 	Store Store
-	// Requesters configures client authentication. Its Operational field is
-	// filled in from Certificate and Root when empty.
-	Requesters policy.Requesters
+	// CRL configures the revocation lists and the CRL distribution point
+	// of issued certificates.
+	CRL CRLOptions
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Rand is the randomness for serial numbers and signatures; nil means
@@ -71,31 +87,26 @@ type Options struct {
 // DefaultStoreRetry is the Max-Age of a 5.03 answered while the store cannot write.
 const DefaultStoreRetry = 30 * time.Second
 
-type profile struct {
-	Profile
-	rules    policy.Rules
-	csrAttrs []byte
-	exts     []byte // DER keyUsage, extKeyUsage, basicConstraints (fast path)
-}
-
 // Authority is estca's certificate authority. It is safe for concurrent use.
 type Authority struct {
-	signer   crypto.Signer
-	issuing  *x509.Certificate
-	root     *x509.Certificate
-	chain    []*x509.Certificate
-	profiles map[string]*profile
-	def      *profile
-	store    Store
-	verifier *policy.Verifier
-	fast     *fastSigner // nil: issue through x509.CreateCertificate
-	now      func() time.Time
-	rand     io.Reader
+	signer  crypto.Signer
+	issuing *x509.Certificate
+	root    *x509.Certificate
+	chain   []*x509.Certificate
+	policy  atomic.Pointer[policy.Engine]
+	store   Store
+	fast    *fastSigner // nil: issue through x509.CreateCertificate
+	now     func() time.Time
+	rand    io.Reader
+	crlDP   []byte // DER extnValue of cRLDistributionPoints; nil: none
 
 	storeRetry time.Duration
 
 	mu       sync.Mutex
 	inflight map[string]*flight
+	idLocks  [identityStripes]sync.Mutex
+
+	crl crlState
 }
 
 // New validates opts, reporting every problem at once, and returns an Authority.
@@ -130,8 +141,7 @@ func New(opts Options) (*Authority, error) {
 	}
 	a := &Authority{
 		signer: opts.Signer, issuing: opts.Certificate, root: opts.Root, store: opts.Store,
-		profiles: map[string]*profile{}, now: opts.Now, rand: opts.Rand,
-		inflight: map[string]*flight{}, storeRetry: opts.StoreRetry,
+		now: opts.Now, rand: opts.Rand, inflight: map[string]*flight{}, storeRetry: opts.StoreRetry,
 	}
 	if a.storeRetry <= 0 {
 		a.storeRetry = DefaultStoreRetry
@@ -142,61 +152,23 @@ func New(opts Options) (*Authority, error) {
 	if a.rand == nil {
 		a.rand = rand.Reader
 	}
-	if len(opts.Profiles) == 0 {
-		bad("no profiles")
-	}
-	for i := range opts.Profiles {
-		p := opts.Profiles[i]
-		if p.Name == "" {
-			bad("profile %d has no name", i)
-		} else if a.profiles[p.Name] != nil {
-			bad("profile %q is defined twice", p.Name)
-		}
-		if p.Validity <= 0 {
-			bad("profile %q: validity must be positive", p.Name)
-		}
-		for _, kt := range p.KeyTypes {
-			if !policy.KnownKeyType(kt) {
-				bad("profile %q: unknown key type %q", p.Name, kt)
-			}
-		}
-		if p.MaxSANs < 0 {
-			bad("profile %q: negative MaxSANs", p.Name)
-		}
-		attrs, err := encodeCSRAttrs(p.CSRAttrs)
-		if err != nil {
-			bad("profile %q: %v", p.Name, err)
-		}
-		if p.KeyUsage == 0 {
-			p.KeyUsage = x509.KeyUsageDigitalSignature
-		}
-		exts, err := profileExtensions(p)
-		if err != nil {
-			bad("profile %q: %v", p.Name, err)
-		}
-		pp := &profile{Profile: p, csrAttrs: attrs, exts: exts,
-			rules: policy.Rules{KeyTypes: p.KeyTypes, AllowSAN: p.AllowSAN, MaxSANs: p.MaxSANs}}
-		if p.Name != "" && a.profiles[p.Name] == nil {
-			a.profiles[p.Name] = pp
-		}
-		if i == 0 && opts.DefaultProfile == "" {
-			a.def = pp
-		}
-	}
-	if opts.DefaultProfile != "" {
-		if a.def = a.profiles[opts.DefaultProfile]; a.def == nil {
-			bad("default profile %q is not defined", opts.DefaultProfile)
-		}
-	}
-	req := opts.Requesters
-	if len(req.Operational) == 0 && opts.Certificate != nil && opts.Root != nil {
-		req.Operational = []*x509.Certificate{opts.Certificate, opts.Root}
-	}
-	v, err := policy.NewVerifier(req)
-	if err != nil {
+	if err := a.crl.init(opts.CRL); err != nil {
 		errs = append(errs, err)
 	}
-	a.verifier = v
+	if opts.CRL.DistributionPoint != "" {
+		dp, err := crlDistributionPoint(opts.CRL.DistributionPoint)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		a.crlDP = dp
+	}
+	if opts.Certificate != nil && opts.Root != nil {
+		e, err := a.newEngine(opts.Policy)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		a.policy.Store(e)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -210,6 +182,35 @@ func New(opts Options) (*Authority, error) {
 	}
 	return a, nil
 }
+
+// newEngine builds a policy engine for this authority: its own
+// certificates are the operational requesters' CA.
+func (a *Authority) newEngine(o policy.Options) (*policy.Engine, error) {
+	if len(o.Requesters.Operational) == 0 {
+		o.Requesters.Operational = []*x509.Certificate{a.issuing, a.root}
+		if a.issuing.Equal(a.root) {
+			o.Requesters.Operational = o.Requesters.Operational[:1]
+		}
+	}
+	return policy.New(o)
+}
+
+// SetPolicy validates o and, if it is valid, atomically replaces the policy
+// (profiles, manufacturer anchors and their CRLs, reserved names): requests
+// decided after it returns use the new one, also on DTLS sessions opened
+// before. An invalid o leaves the policy in force unchanged; the error
+// lists every problem (policy.New).
+func (a *Authority) SetPolicy(o policy.Options) error {
+	e, err := a.newEngine(o)
+	if err != nil {
+		return err
+	}
+	a.policy.Store(e)
+	return nil
+}
+
+// Policy returns the policy engine in force.
+func (a *Authority) Policy() *policy.Engine { return a.policy.Load() }
 
 // signerKey is the public key of s as the signer itself (the token) reports
 // it, also under a VerifyingSigner, whose Public is the key it checks with.
@@ -225,17 +226,14 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 	return ok && k.Equal(b)
 }
 
-// HasProfile reports whether label names a profile.
-func (a *Authority) HasProfile(label string) bool { return a.profiles[label] != nil }
+// HasProfile reports whether label names a profile ("" the default).
+func (a *Authority) HasProfile(label string) bool { return a.Policy().HasProfile(label) }
 
-func (a *Authority) profile(name string) (*profile, error) {
-	if name == "" {
-		return a.def, nil
+func (a *Authority) checkProfile(label string) error {
+	if !a.HasProfile(label) {
+		return &Error{Kind: KindNotFound, Reason: "unknown profile", Code: policy.CodeProfileUnknown}
 	}
-	if p := a.profiles[name]; p != nil {
-		return p, nil
-	}
-	return nil, &Error{Kind: KindNotFound, Reason: "unknown profile"}
+	return nil
 }
 
 // CACertificates returns the certificates for /crts (RFC 7030 §4.1, RFC 9148
@@ -243,38 +241,28 @@ func (a *Authority) profile(name string) (*profile, error) {
 // profile is KindNotFound. The returned slice is fresh; the certificates are
 // shared and must not be modified.
 func (a *Authority) CACertificates(profile string) ([]*x509.Certificate, error) {
-	if _, err := a.profile(profile); err != nil {
+	if err := a.checkProfile(profile); err != nil {
 		return nil, err
 	}
 	return append([]*x509.Certificate(nil), a.chain...), nil
 }
 
-// CSRAttributes returns the DER CsrAttrs (RFC 7030 §4.5.2: SEQUENCE OF
-// AttrOrOID, here OIDs only) of the profile, possibly an empty SEQUENCE; an
-// unknown profile is KindNotFound.
-func (a *Authority) CSRAttributes(profile string) ([]byte, error) {
-	p, err := a.profile(profile)
+// CSRAttributes returns the DER CsrAttrs of /att (RFC 7030 §4.5.2, RFC 9908)
+// for the requester under the profile, derived from the profile's rules by
+// the policy engine (policy.Engine.CSRAttrs), so that a client following it
+// makes a CSR the profile accepts; an unknown profile is KindNotFound.
+func (a *Authority) CSRAttributes(profile string, who Requester) ([]byte, error) {
+	pr, err := a.policyRequester(&who)
 	if err != nil {
 		return nil, err
 	}
-	return append([]byte(nil), p.csrAttrs...), nil
-}
-
-func encodeCSRAttrs(oids []string) ([]byte, error) {
-	var b cryptobyte.Builder
-	var errs []error
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		for _, s := range oids {
-			oid, err := parseOID(s)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			b.AddASN1ObjectIdentifier(oid)
+	der, err := a.Policy().CSRAttrs(profile, pr)
+	if err != nil {
+		var pe *policy.Error
+		if errors.As(err, &pe) && pe.Code == policy.CodeProfileUnknown {
+			return nil, &Error{Kind: KindNotFound, Reason: "unknown profile", Code: pe.Code, Err: err}
 		}
-	})
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, &Error{Kind: KindInternal, Reason: "csr attributes", Err: err}
 	}
-	return b.Bytes()
+	return der, nil
 }

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/asn1"
 	"strings"
 	"testing"
@@ -17,19 +16,29 @@ import (
 )
 
 func TestNewReportsAllProblems(t *testing.T) {
-	t.Parallel()
-	_, err := New(Options{Profiles: []Profile{
-		{Name: "a", Validity: time.Hour, KeyTypes: []string{"dsa"}, CSRAttrs: []string{"1.x"}},
-		{Name: "a"},
-		{Validity: time.Hour},
-	}, DefaultProfile: "zzz"})
+	_, err := New(Options{CRL: CRLOptions{DistributionPoint: "ftp://x", Validity: time.Second}})
 	if err == nil {
 		t.Fatal("New accepted empty options")
 	}
 	for _, want := range []string{"no issuing signer", "no issuing certificate", "no root certificate", "no store",
-		`unknown key type "dsa"`, `bad OID "1.x"`, `profile "a" is defined twice`, `validity must be positive`,
-		"profile 2 has no name", `default profile "zzz" is not defined`} {
+		"CRL distribution point", "CRL validity"} {
 		if !strings.Contains(err.Error(), want) {
+			t.Errorf("New error lacks %q:\n%v", want, err)
+		}
+	}
+	// Policy problems are reported with the others, all at once.
+	f := newFixture(t)
+	o := f.opts
+	o.Store = nil
+	o.Policy.Profiles = []policy.Profile{
+		{Name: "a", Validity: time.Hour, KeyTypes: []string{"dsa"}, CSRAttrs: []string{"1.x"}},
+		{Name: "a", Validity: time.Hour},
+		{Validity: time.Hour},
+	}
+	o.Policy.DefaultProfile = "zzz"
+	_, err = New(o)
+	for _, want := range []string{"no store", `"dsa"`, `"1.x"`, `profile "a" is defined twice`, "profile 2 has no name", `default profile "zzz"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("New error lacks %q:\n%v", want, err)
 		}
 	}
@@ -66,18 +75,29 @@ func TestAuthenticate(t *testing.T) {
 	_, err = f.a.Authenticate(nil)
 	wantKind(t, err, KindUnauthenticated, "no client certificate")
 
-	// The DTLS server certificate is issued by us but is a server cert; an
-	// operational device certificate authenticates until revoked.
-	res := f.enroll(t, Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "op"}), Requester: r})
+	// The DTLS server certificate is issued by us but is a server cert.
+	_, err = f.a.Authenticate([]*x509.Certificate{f.h.Server})
+	wantKind(t, err, KindUnauthenticated, "")
+	// An operational device certificate authenticates, with the profile
+	// it was issued under, until revoked.
+	res := f.enroll(t, Request{CSR: f.csr(t, f.demo.Valid), Profile: "plain", Requester: r})
 	op, err := f.a.Authenticate([]*x509.Certificate{res.Certificate, f.h.Issuing})
-	if err != nil || op.Kind != KindOperational || op.Anchor != "" {
+	if err != nil || op.Kind != KindOperational || op.Anchor != "" || op.IssuedProfile != "plain" {
 		t.Fatalf("operational: %+v, %v", op, err)
+	}
+	if err := f.a.Check(op); err != nil {
+		t.Fatalf("Check before revocation: %v", err)
 	}
 	if err := f.db.Revoke(res.Serial, 1, f.now, store.AuditRecord{}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = f.a.Authenticate([]*x509.Certificate{res.Certificate})
-	wantKind(t, err, KindForbidden, "certificate revoked")
+	wantCode(t, err, KindForbidden, policy.CodeCertRevoked)
+	// The session authenticated before the revocation is refused from now on.
+	wantCode(t, f.a.Check(op), KindForbidden, policy.CodeCertRevoked)
+	if err := f.a.Check(r); err != nil {
+		t.Fatalf("Check of the IDevID: %v", err)
+	}
 }
 
 func TestAuthenticateDenyListAndExpiry(t *testing.T) {
@@ -97,7 +117,7 @@ func TestAuthenticateDenyListAndExpiry(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := f.opts
-			o.Requesters = policy.Requesters{Anchors: []policy.Anchor{tc.anchor}}
+			o.Policy.Requesters = policy.Requesters{Anchors: []policy.Anchor{tc.anchor}}
 			a, err := New(o)
 			if err != nil {
 				t.Fatal(err)
@@ -124,25 +144,45 @@ func TestCACertificatesAndCSRAttributes(t *testing.T) {
 	}
 	_, err := f.a.CACertificates("nope")
 	wantKind(t, err, KindNotFound, "")
-	if !f.a.HasProfile("device") || f.a.HasProfile("nope") || f.a.HasProfile("") {
+	if !f.a.HasProfile("device") || f.a.HasProfile("nope") || !f.a.HasProfile("") {
 		t.Error("HasProfile")
 	}
 
-	att, err := f.a.CSRAttributes("")
+	// /att tells the device its bound values (RFC 9908 template), then the
+	// profile's extra OIDs.
+	idev := f.requester(t, f.demo.Valid)
+	att, err := f.a.CSRAttributes("", idev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var oids []asn1.ObjectIdentifier
-	if rest, err := asn1.Unmarshal(att, &oids); err != nil || len(rest) != 0 || len(oids) != 2 ||
-		oids[0].String() != "1.2.840.10045.2.1" || oids[1].String() != "1.2.840.10045.4.3.2" {
-		t.Fatalf("CsrAttrs %x: %v %v", att, oids, err)
+	var attrs []asn1.RawValue
+	if rest, err := asn1.Unmarshal(att, &attrs); err != nil || len(rest) != 0 {
+		t.Fatalf("CsrAttrs %x: %v", att, err)
 	}
-	att, err = f.a.CSRAttributes("plain")
-	if err != nil || !bytes.Equal(att, []byte{0x30, 0x00}) {
-		t.Fatalf("empty CsrAttrs = %x, %v", att, err)
+	for _, want := range [][]byte{mustOID(t, policy.OIDCertificationRequestInfoTemplate), mustOID(t, asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}),
+		[]byte("DEMO-0001")} {
+		if !bytes.Contains(att, want) {
+			t.Errorf("CsrAttrs lacks %x", want)
+		}
 	}
-	_, err = f.a.CSRAttributes("nope")
+	// Without DNS names the SAN is determined: the identity's
+	// hardwareModuleName, in an extensionRequest.
+	plain, err := f.a.CSRAttributes("plain", idev)
+	if err != nil || bytes.Equal(plain, att) || !bytes.Contains(plain, mustOID(t, policy.OIDHardwareModuleName)) ||
+		!bytes.Contains(plain, mustOID(t, policy.OIDExtensionRequest)) {
+		t.Fatalf("plain CsrAttrs = %x, %v", plain, err)
+	}
+	_, err = f.a.CSRAttributes("nope", idev)
 	wantKind(t, err, KindNotFound, "")
+}
+
+func mustOID(t testing.TB, oid asn1.ObjectIdentifier) []byte {
+	t.Helper()
+	b, err := asn1.Marshal(oid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestDemo(t *testing.T) {
@@ -183,15 +223,5 @@ func TestDemo(t *testing.T) {
 	}
 	if e := pkitest.PEMCert(t, d.Expired.Cert); !e.NotAfter.Before(now) {
 		t.Error("expired device is not expired")
-	}
-}
-
-func TestEncodeCSRAttrs(t *testing.T) {
-	t.Parallel()
-	if _, err := encodeCSRAttrs([]string{"1.2.3", "1", "3.1", "1.40.1"}); err == nil {
-		t.Fatal("bad OIDs accepted")
-	}
-	if b, err := encodeCSRAttrs([]string{"2.999.1"}); err != nil || len(b) == 0 {
-		t.Fatalf("2.999.1: %v", err)
 	}
 }

@@ -1,15 +1,36 @@
 // Package ca is estca's certificate authority: the CA hierarchy kept in a
-// PKCS#11 token, certificate profiles, client authentication, issuance and
-// serial numbers.
+// PKCS#11 token, client authentication, issuance from the policy engine's
+// decisions, serial numbers, revocation and CRLs.
 //
-// An Authority (New) serves the EST front end: Authenticate turns a DTLS client
-// chain into a Requester (operational certificate of this CA, or manufacturer
-// IDevID under a trust anchor's expiry rule, RFC 9148 §3); Enroll decides a
-// PKCS#10 request with package policy and, if accepted, issues and stores the
-// certificate (RFC 7030 §4.2.1, §4.2.2 for re-enrollment); CACertificates and
-// CSRAttributes answer /crts and /att (RFC 7030 §4.1, §4.5); the EST front
-// end encodes their answers (the certs-only SignedData of Content-Format 281
-// is est/wire's, shared with the device client).
+// An Authority (New) serves the EST front end. Every decision is the policy
+// engine's (package policy; Options.Policy, replaced atomically by
+// SetPolicy on a configuration reload, without touching open sessions):
+// Authenticate turns a DTLS client chain into a Requester with
+// policy.Engine.Verify (operational certificate of this CA, not revoked in
+// the store, or manufacturer IDevID under a trust anchor's expiry rule,
+// lists and CRLs, RFC 9148 §3); Check re-checks an authenticated requester
+// (policy.Engine.Recheck: revoked since, anchor removed or deny-listed by a
+// reload, expired), which the front end does on every request and on every
+// open session each second; Enroll decides a PKCS#10 request with
+// policy.Engine.Evaluate on the requester re-checked, the CSR and the
+// store's counters for the requester's identity, and issues from the
+// engine's template, keeps the request for an operator (manual approval,
+// 5.03 with Max-Age until `estca requests approve|deny`, RFC 9148 §4.7) or
+// refuses it with the engine's reason (RFC 7030 §4.2.1, §4.2.2 for
+// re-enrollment); CACertificates and CSRAttributes answer /crts and /att
+// (RFC 7030 §4.1, §4.5; /att from policy.Engine.CSRAttrs, RFC 9908); the
+// EST front end encodes their answers (the certs-only SignedData of
+// Content-Format 281 is est/wire's, shared with the device client).
+//
+// Revoke revokes a certificate for a CRLReason a leaf may have (not
+// cACompromise, certificateHold, removeFromCRL, aACompromise) and publishes
+// a new CRL; PublishCRL makes one (RFC 5280 §5: cRLNumber that only grows,
+// also across restarts through CRLOptions.LastNumber, nextUpdate,
+// authorityKeyIdentifier, reasonCode per entry), signed by the issuing key
+// through the verifying signer; CRL returns the newest. Scheduling,
+// storage and serving of CRLs are the caller's (cmd/estca, est). With
+// CRLOptions.DistributionPoint every certificate carries that URL in a
+// cRLDistributionPoints extension.
 //
 // Init, ImportIssuing and LoadSigners create and load the hierarchy in the
 // token (root, issuing CA, DTLS server key and certificate, audit key); Demo
@@ -17,10 +38,18 @@
 //
 // Guarantees of Enroll:
 //   - The certificate and its audit record (event issued, requester identity,
-//     CSR digest, serial, profile, flags such as "expired-idevid-accepted") are
-//     durable in the store before Enroll returns. Every denial after the
-//     requester and profile are known is audited too (event denied, with the
-//     client-safe reason); if the audit write fails the request fails.
+//     CSR digest, serial, profile, the operation, flags such as
+//     "expired-idevid-accepted", "renew" or "rekey", "renewal-grace") are
+//     durable in the store before Enroll returns. Every denial of an
+//     authenticated requester is audited too (event denied, naming each
+//     reason code of the engine with its class and detail, e.g.
+//     "sen: subject-not-bound (forbidden): CN ..."), as is every request
+//     kept pending (event pending); if the audit write fails the request
+//     fails.
+//   - Rate limits and pending caps count in the store per policy identity
+//     (policy.IdentityOf: an IDevID's anchor and serialNumber, an
+//     operational certificate's subject, which renewals keep), under a lock
+//     per identity, so that concurrent requests cannot pass a limit.
 //   - The same requester sending the same CSR (by SHA-256 of its DER) gets the
 //     certificate already issued for it, Existing set, never a second one:
 //     concurrent duplicates wait for the one in flight, later ones find it in
@@ -28,11 +57,14 @@
 //     processes (RFC 9148 §4.7).
 //   - Serial numbers are 127-bit random positive integers (RFC 5280
 //     §4.1.2.2), retried on a store collision.
-//   - notBefore is one minute in the past; notAfter never exceeds the issuing
-//     CA's. The subject and the SubjectAltName extension are copied verbatim
-//     from the CSR (so otherName hardwareModuleName, RFC 4108, survives),
-//     after policy.CheckCSR has vetted them. The subject key identifier is
-//     RFC 7093 §2 method 1; the authority key identifier is the issuing CA's.
+//   - The certificate is the engine's template: subject and SubjectAltName
+//     bound to the requester's identity (DER as the engine built it, so
+//     otherName hardwareModuleName, RFC 4108, survives; a critical SAN when
+//     the subject is empty), key usage per key algorithm, extended key
+//     usage, validity (notBefore backdated by the profile, notAfter never
+//     past the issuing CA's), copied CSR extensions. The subject key
+//     identifier is RFC 7093 §2 method 1; the authority key identifier is
+//     the issuing CA's.
 //
 // Every signature the HSM returns is verified before anything signed with it
 // is stored or sent. New wraps the issuing key in a VerifyingSigner that
@@ -93,11 +125,19 @@
 // revocation set the store proved against its signed audit chain when it
 // was opened, never the file.
 //
-// Concurrency: an *Authority is safe for concurrent use; its configuration is
-// immutable after New, and the only shared mutable state is the in-flight
-// request table, guarded by a mutex. Init, ImportIssuing and Demo are not
+// Concurrency: an *Authority is safe for concurrent use; the policy engine
+// is swapped atomically (requests decided with the old one finish with it),
+// the in-flight request table and the CRL state are guarded by mutexes, and
+// the enrollments of one identity under a rate limit or manual approval are
+// serialised by a striped lock. Init, ImportIssuing and Demo are not
 // meant to run concurrently on one token.
 //
-// Standards: RFC 5280, RFC 7093, RFC 2986, RFC 5652, RFC 8551, RFC 7030,
-// RFC 9148, RFC 4108, IEEE 802.1AR.
+// Standards: RFC 5280 (certificates, CRLs, CRLReason), RFC 7093, RFC 2986,
+// RFC 5652, RFC 8551, RFC 7030, RFC 9148, RFC 9908, RFC 4108, IEEE 802.1AR.
+//
+// Caveats: the rate-limit and pending indexes of the store are not covered
+// by the audit chain (the decisions are): someone who edits the store file
+// can reset a device's counters, not forge its certificates. CRL numbers
+// start from the Unix time of thisUpdate, so a fresh appliance's first CRL
+// has a large number; CRLs list revoked certificates also after they expire.
 package ca

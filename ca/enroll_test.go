@@ -3,6 +3,9 @@ package ca
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -29,8 +32,8 @@ func TestEnrollIssuesVerifiableCertificate(t *testing.T) {
 		t.Fatalf("requester = %+v", req)
 	}
 	key := pkitest.Key(t)
-	subj := pkix.Name{CommonName: "dev-1", SerialNumber: "DEMO-0001"}
-	csr := pkitest.CSR(t, key, subj, hmnExt(t, "DEMO-0001", "dev-1.example.com"))
+	leafSubject := pkitest.PEMCert(t, f.demo.Valid.Cert).RawSubject
+	csr := pkitest.RawCSR(t, key, leafSubject, hmnExt(t, "DEMO-0001", "dev-1.example.com"))
 	res := f.enroll(t, Request{CSR: csr, Requester: req})
 	c := res.Certificate
 	if res.Existing || res.Serial != c.SerialNumber.Text(16) {
@@ -69,10 +72,13 @@ func TestEnrollIssuesVerifiableCertificate(t *testing.T) {
 		t.Errorf("DNSNames = %v", c.DNSNames)
 	}
 
-	// Template details.
+	// Template details: the subject is the device's identity.
 	parsed, _ := x509.ParseCertificateRequest(csr)
-	if !bytes.Equal(c.RawSubject, parsed.RawSubject) {
-		t.Error("subject not copied from CSR")
+	if !bytes.Equal(c.RawSubject, leafSubject) || c.Subject.SerialNumber != "DEMO-0001" {
+		t.Errorf("subject %s is not the identity's", c.Subject)
+	}
+	if c.KeyUsage != x509.KeyUsageDigitalSignature || !slices.Equal(c.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}) {
+		t.Errorf("key usage %v %v", c.KeyUsage, c.ExtKeyUsage)
 	}
 	ski, _ := subjectKeyID(parsed.RawSubjectPublicKeyInfo)
 	if !bytes.Equal(c.SubjectKeyId, ski) || len(ski) != 20 {
@@ -97,21 +103,21 @@ func TestEnrollIssuesVerifiableCertificate(t *testing.T) {
 		t.Fatalf("store certificate: %v", err)
 	}
 	sum := sha256.Sum256(csr)
-	if sc.CSRDigest != hex.EncodeToString(sum[:]) || sc.Requester != req.Identity.Fingerprint || sc.Profile != "device" {
+	if sc.CSRDigest != hex.EncodeToString(sum[:]) || sc.Requester != req.Identity.Fingerprint || sc.Profile != "device" ||
+		sc.Identity != "idevid/demo/sn:DEMO-0001" {
 		t.Errorf("stored metadata %+v", sc)
 	}
 	rec := f.lastAudit(t)
 	if rec.Event != store.EventIssued || rec.Serial != res.Serial || rec.Verdict != VerdictAccepted ||
 		rec.Requester.Fingerprint != req.Identity.Fingerprint || rec.Requester.Anchor != "demo" ||
-		rec.Requester.Kind != "idevid" || rec.CSRDigest != sc.CSRDigest || len(rec.Flags) != 0 {
+		rec.Requester.Kind != "idevid" || rec.CSRDigest != sc.CSRDigest || len(rec.Flags) != 0 || rec.Reason != "sen" {
 		t.Errorf("audit record %+v", rec)
 	}
 }
 
 func TestNotAfterCappedAtIssuer(t *testing.T) {
 	f := newFixture(t)
-	res := f.enroll(t, Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "x"}), Profile: "long",
-		Requester: f.requester(t, f.demo.Valid)})
+	res := f.enroll(t, Request{CSR: f.csr(t, f.demo.Valid), Profile: "long", Requester: f.requester(t, f.demo.Valid)})
 	if !res.Certificate.NotAfter.Equal(f.h.Issuing.NotAfter) {
 		t.Fatalf("notAfter %v, issuing %v", res.Certificate.NotAfter, f.h.Issuing.NotAfter)
 	}
@@ -124,7 +130,8 @@ func TestSerialsUniqueOver1000Issuances(t *testing.T) {
 	const n, workers = 1000, 16
 	csrs := make([][]byte, n)
 	for i := range csrs {
-		csrs[i] = pkitest.CSR(t, key, pkix.Name{CommonName: fmt.Sprintf("dev-%d", i)})
+		// One key, one subject: the ECDSA signatures make every CSR distinct.
+		csrs[i] = pkitest.RawCSR(t, key, req.Leaf.RawSubject)
 	}
 	serials := make([]string, n)
 	var wg sync.WaitGroup
@@ -165,7 +172,8 @@ func TestSerialsUniqueOver1000Issuances(t *testing.T) {
 func TestIdenticalCSRIssuedOnce(t *testing.T) {
 	f := newFixture(t)
 	req := f.requester(t, f.demo.Valid)
-	csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "dev-1"})
+	// An empty subject: the certificate gets each requester's identity.
+	csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{})
 	first := f.enroll(t, Request{CSR: csr, Requester: req})
 	second := f.enroll(t, Request{CSR: csr, Requester: req})
 	if first.Existing || !second.Existing || first.Serial != second.Serial || !first.Certificate.Equal(second.Certificate) {
@@ -177,8 +185,8 @@ func TestIdenticalCSRIssuedOnce(t *testing.T) {
 	// Another requester sending the same CSR is a different request.
 	other := f.requester(t, f.demo.Expired)
 	third := f.enroll(t, Request{CSR: csr, Requester: other})
-	if third.Existing || third.Serial == first.Serial {
-		t.Fatal("same CSR from another requester was deduplicated")
+	if third.Existing || third.Serial == first.Serial || third.Certificate.Subject.SerialNumber != "DEMO-0002" {
+		t.Fatal("same CSR from another requester was deduplicated, or not bound to it")
 	}
 	// A fresh authority over the same store still finds it.
 	a2, err := New(f.opts)
@@ -198,7 +206,7 @@ func TestConcurrentIdenticalCSRIssuedOnce(t *testing.T) {
 	f := newFixture(t)
 	req := f.requester(t, f.demo.Valid)
 	for round := range 3 {
-		csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: fmt.Sprintf("dev-%d", round)})
+		csr := f.csr(t, f.demo.Valid)
 		const n = 16
 		results := make([]*Result, n)
 		errs := make([]error, n)
@@ -233,46 +241,63 @@ func TestConcurrentIdenticalCSRIssuedOnce(t *testing.T) {
 	}
 }
 
+// TestEnrollRejections: the attacks of issue 8, refused by the policy
+// engine with the reason's class and code, and audited.
 func TestEnrollRejections(t *testing.T) {
 	f := newFixture(t)
 	idev := f.requester(t, f.demo.Valid)
 	key := pkitest.Key(t)
-	good := pkitest.CSR(t, key, pkix.Name{CommonName: "dev-1"})
+	good := f.csr(t, f.demo.Valid)
 	badSig := bytes.Clone(good)
 	badSig[len(badSig)-5] ^= 0xff // inside the ECDSA signature
-	sanCSR := pkitest.CSR(t, key, pkix.Name{CommonName: "dev-1"}, hmnExt(t, "X"))
+	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	longCN := strings.Repeat("A", 4000) + "\x00\x1b[2J"
 	tests := []struct {
-		name   string
-		req    Request
-		kind   ErrorKind
-		reason string
-		audit  bool
+		name  string
+		req   Request
+		kind  ErrorKind
+		code  policy.Code
+		audit bool
 	}{
-		{"bad signature", Request{CSR: badSig, Requester: idev}, KindBadRequest, "bad CSR signature", true},
-		{"not DER", Request{CSR: []byte("hello"), Requester: idev}, KindBadRequest, "malformed CSR", true},
-		{"truncated", Request{CSR: good[:len(good)-10], Requester: idev}, KindBadRequest, "malformed CSR", true},
-		{"SAN under plain profile", Request{CSR: sanCSR, Profile: "plain", Requester: idev}, KindBadRequest, "SAN not allowed by profile", true},
-		{"no CN", Request{CSR: pkitest.CSR(t, key, pkix.Name{Organization: []string{"x"}}), Requester: idev}, KindBadRequest, "subject commonName missing", true},
-		{"renew with IDevID", Request{CSR: good, Requester: idev, Renew: true}, KindForbidden, "re-enrollment needs an operational certificate", true},
-		{"unknown profile", Request{CSR: good, Profile: "nope", Requester: idev}, KindNotFound, "unknown profile", false},
-		{"unauthenticated", Request{CSR: good}, KindUnauthenticated, "requester not authenticated", false},
+		{"bad signature", Request{CSR: badSig, Requester: idev}, KindBadRequest, policy.CodeCSRSignatureInvalid, true},
+		{"not DER", Request{CSR: []byte("hello"), Requester: idev}, KindBadRequest, policy.CodeCSRMalformed, true},
+		{"truncated", Request{CSR: good[:len(good)-10], Requester: idev}, KindBadRequest, policy.CodeCSRMalformed, true},
+		{"CN=admin", Request{CSR: pkitest.CSR(t, key, pkix.Name{CommonName: "admin"}), Requester: idev}, KindForbidden, policy.CodeSubjectNotBound, true},
+		{"foreign serialNumber", Request{CSR: pkitest.CSR(t, key, pkix.Name{SerialNumber: "DEMO-0002"}), Requester: idev}, KindForbidden, policy.CodeSubjectNotBound, true},
+		{"foreign hardwareModuleName", Request{CSR: f.csr(t, f.demo.Valid, hmnExt(t, "DEMO-0002")), Requester: idev}, KindForbidden, policy.CodeHardwareNameNotBound, true},
+		{"DNS name on a profile without", Request{CSR: f.csr(t, f.demo.Valid, hmnExt(t, "DEMO-0001", "dev-1.example.com")), Profile: "plain", Requester: idev}, KindBadRequest, policy.CodeSANTypeNotAllowed, true},
+		{"DNS name outside the pattern", Request{CSR: f.csr(t, f.demo.Valid, hmnExt(t, "DEMO-0001", "evil.example.org")), Requester: idev}, KindBadRequest, policy.CodeSANNotAllowed, true},
+		{"server's name", Request{CSR: pkitest.CSR(t, key, pkix.Name{CommonName: "est"}, hmnExt(t, "X", "est.example")), Profile: "ops", Requester: operator()}, KindForbidden, policy.CodeNameReserved, true},
+		{"P-224 key", Request{CSR: pkitest.RawCSR(t, p224, idev.Leaf.RawSubject), Requester: idev}, KindBadRequest, policy.CodeKeyWeak, true},
+		{"4000-byte CN with NUL and escapes", Request{CSR: pkitest.CSR(t, key, pkix.Name{CommonName: longCN}), Profile: "ops", Requester: operator()}, KindBadRequest, policy.CodeSubjectCharacters, true},
+		{"renew with IDevID", Request{CSR: good, Requester: idev, Operation: policy.OpSren}, KindForbidden, policy.CodeRenewalNeedsOperational, true},
+		{"operator profile", Request{CSR: good, Profile: "ops", Requester: idev}, KindForbidden, policy.CodeRequesterNotAllowed, true},
+		{"unknown profile", Request{CSR: good, Profile: "nope", Requester: idev}, KindNotFound, policy.CodeProfileUnknown, true},
+		{"unauthenticated", Request{CSR: good}, KindUnauthenticated, 0, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before, _ := f.db.AuditRecords(store.AuditFilter{})
 			_, err := f.a.Enroll(context.Background(), tc.req)
-			wantKind(t, err, tc.kind, tc.reason)
+			if tc.code != 0 {
+				wantCode(t, err, tc.kind, tc.code)
+			} else {
+				wantKind(t, err, tc.kind, "")
+			}
 			after, _ := f.db.AuditRecords(store.AuditFilter{})
 			if !tc.audit {
-				if len(after) != len(before) {
+				if len(after) != len(before) || Audited(err) {
 					t.Fatal("audited a request that never reached a decision")
 				}
 				return
 			}
 			rec := after[len(after)-1]
-			if len(after) != len(before)+1 || rec.Event != store.EventDenied || rec.Reason != tc.reason ||
-				rec.Verdict != VerdictRejected || rec.Requester.Fingerprint != idev.Identity.Fingerprint {
+			if len(after) != len(before)+1 || rec.Event != store.EventDenied || !strings.Contains(rec.Reason, tc.code.String()) ||
+				rec.Verdict != VerdictRejected || rec.Requester.Fingerprint != tc.req.Requester.Identity.Fingerprint || !Audited(err) {
 				t.Fatalf("denial not audited: %+v", rec)
+			}
+			if strings.ContainsAny(rec.Reason, "\x00\x1b") || len(rec.Reason) > 1024 {
+				t.Fatalf("audit reason carries raw request bytes: %q", rec.Reason)
 			}
 		})
 	}
@@ -285,39 +310,58 @@ func TestRenew(t *testing.T) {
 	f := newFixture(t)
 	idev := f.requester(t, f.demo.Valid)
 	key := pkitest.Key(t)
-	subj := pkix.Name{CommonName: "dev-1", Organization: []string{"Acme"}}
 	san := hmnExt(t, "DEMO-0001", "dev-1.example.com")
-	first := f.enroll(t, Request{CSR: pkitest.CSR(t, key, subj, san), Requester: idev})
+	first := f.enroll(t, Request{CSR: f.csr(t, f.demo.Valid, san), Requester: idev})
+	curSAN := pkix.Extension{Id: policy.OIDSubjectAltName}
+	for _, x := range first.Certificate.Extensions {
+		if x.Id.Equal(policy.OIDSubjectAltName) {
+			curSAN.Value = x.Value
+		}
+	}
+	subject := first.Certificate.RawSubject
 
 	op, err := f.a.Authenticate([]*x509.Certificate{first.Certificate})
 	if err != nil || op.Kind != KindOperational || op.Identity.Kind != "operational" || op.Identity.IDevIDSerial != "" {
 		t.Fatalf("Authenticate operational: %+v, %v", op, err)
 	}
 	// Rekey with identical subject and SAN.
-	renewed := f.enroll(t, Request{CSR: pkitest.CSR(t, pkitest.Key(t), subj, san), Requester: op, Renew: true})
-	if renewed.Serial == first.Serial || !bytes.Equal(renewed.Certificate.RawSubject, first.Certificate.RawSubject) {
+	renewed := f.enroll(t, Request{CSR: pkitest.RawCSR(t, key, subject, curSAN), Requester: op, Operation: policy.OpSren})
+	if renewed.Serial == first.Serial || !bytes.Equal(renewed.Certificate.RawSubject, subject) {
 		t.Fatal("renewal did not issue a new certificate with the same subject")
 	}
-	if rec := f.lastAudit(t); !slices.Contains(rec.Flags, FlagRenew) {
-		t.Errorf("renewal audit flags %v", rec.Flags)
+	if rec := f.lastAudit(t); !slices.Contains(rec.Flags, "rekey") || rec.Reason != "sren" {
+		t.Errorf("renewal audit record %+v", rec)
+	}
+	// The same key again: renew, flagged so.
+	op2, err := f.a.Authenticate([]*x509.Certificate{renewed.Certificate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.enroll(t, Request{CSR: pkitest.RawCSR(t, key, subject, curSAN), Requester: op2, Operation: policy.OpSren})
+	if rec := f.lastAudit(t); !slices.Contains(rec.Flags, "renew") || !slices.Contains(rec.Flags, "key-reused") {
+		t.Errorf("renew audit flags %v", rec.Flags)
+	}
+	// Another subject or SAN: refused (RFC 7030 §4.2.2), and the identity
+	// binding says so first.
+	_, err = f.a.Enroll(context.Background(), Request{
+		CSR: pkitest.CSR(t, key, pkix.Name{CommonName: "dev-2"}, curSAN), Requester: op, Operation: policy.OpSren})
+	wantCode(t, err, KindForbidden, policy.CodeSubjectNotBound)
+	if rec := f.lastAudit(t); !strings.Contains(rec.Reason, "renewal-name-changed") {
+		t.Errorf("audit reason %q", rec.Reason)
 	}
 	_, err = f.a.Enroll(context.Background(), Request{
-		CSR: pkitest.CSR(t, key, pkix.Name{CommonName: "dev-2", Organization: []string{"Acme"}}, san), Requester: op, Renew: true})
-	wantKind(t, err, KindBadRequest, "subject differs from current certificate")
-	_, err = f.a.Enroll(context.Background(), Request{
-		CSR: pkitest.CSR(t, key, subj, hmnExt(t, "DEMO-0002", "dev-1.example.com")), Requester: op, Renew: true})
-	wantKind(t, err, KindBadRequest, "SAN differs from current certificate")
-	// An operational certificate may also enroll (not renew) under /sen.
-	dev9 := pkitest.CSR(t, key, pkix.Name{CommonName: "dev-9"})
-	f.enroll(t, Request{CSR: dev9, Requester: op})
-	// Re-sending that CSR to /sren is still a renewal with another subject.
-	_, err = f.a.Enroll(context.Background(), Request{CSR: dev9, Requester: op, Renew: true})
-	wantKind(t, err, KindBadRequest, "subject differs from current certificate")
-	// An IDevID re-sending a CSR it enrolled with to /sren is refused too.
-	csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "dev-10"})
+		CSR: pkitest.RawCSR(t, key, subject, hmnExt(t, "DEMO-0001")), Requester: op, Operation: policy.OpSren})
+	wantCode(t, err, KindBadRequest, policy.CodeRenewalNameChanged)
+	// /sen with an operational certificate is a renewal of its identity
+	// too: not a free enrollment.
+	_, err = f.a.Enroll(context.Background(), Request{CSR: pkitest.CSR(t, key, pkix.Name{CommonName: "dev-9"}), Requester: op})
+	wantCode(t, err, KindForbidden, policy.CodeSubjectNotBound)
+	f.enroll(t, Request{CSR: pkitest.RawCSR(t, pkitest.Key(t), subject, curSAN), Requester: op})
+	// An IDevID re-sending a CSR it enrolled with to /sren is refused.
+	csr := f.csr(t, f.demo.Valid)
 	f.enroll(t, Request{CSR: csr, Requester: idev})
-	_, err = f.a.Enroll(context.Background(), Request{CSR: csr, Requester: idev, Renew: true})
-	wantKind(t, err, KindForbidden, "re-enrollment needs an operational certificate")
+	_, err = f.a.Enroll(context.Background(), Request{CSR: csr, Requester: idev, Operation: policy.OpSren})
+	wantCode(t, err, KindForbidden, policy.CodeRenewalNeedsOperational)
 }
 
 func TestExpiredIDevIDFlagged(t *testing.T) {
@@ -326,7 +370,7 @@ func TestExpiredIDevIDFlagged(t *testing.T) {
 	if !req.ExpiredAccepted || req.Identity.IDevIDSerial == "" {
 		t.Fatalf("requester %+v", req)
 	}
-	f.enroll(t, Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "old"}), Requester: req})
+	f.enroll(t, Request{CSR: f.csr(t, f.demo.Expired), Requester: req})
 	if rec := f.lastAudit(t); !slices.Contains(rec.Flags, FlagExpiredIDevID) {
 		t.Fatalf("audit flags %v", rec.Flags)
 	}
@@ -336,7 +380,7 @@ func TestEnrollCancelled(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := f.a.Enroll(ctx, Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "x"}), Requester: f.requester(t, f.demo.Valid)})
+	_, err := f.a.Enroll(ctx, Request{CSR: f.csr(t, f.demo.Valid), Requester: f.requester(t, f.demo.Valid)})
 	wantKind(t, err, KindUnavailable, "")
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v does not wrap context.Canceled", err)
@@ -348,7 +392,7 @@ func TestEnrollCancelled(t *testing.T) {
 func TestResendAfterRevocationOrProfileChange(t *testing.T) {
 	f := newFixture(t)
 	req := f.requester(t, f.demo.Valid)
-	csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "dev-r"})
+	csr := f.csr(t, f.demo.Valid)
 	first := f.enroll(t, Request{CSR: csr, Requester: req})
 
 	_, err := f.a.Enroll(context.Background(), Request{CSR: csr, Profile: "plain", Requester: req})
@@ -378,8 +422,7 @@ func TestExpiredIssuingCARefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.Enroll(context.Background(), Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "late"}),
-		Requester: f.requester(t, f.demo.Valid)})
+	_, err = a.Enroll(context.Background(), Request{CSR: f.csr(t, f.demo.Valid), Requester: f.requester(t, f.demo.Valid)})
 	wantKind(t, err, KindUnavailable, "issuing CA expired")
 	if n := f.count(t); n != 0 {
 		t.Fatalf("store holds %d certificates, want 0", n)
@@ -400,13 +443,13 @@ func TestStoreUnavailable(t *testing.T) {
 	if err := os.Rename(other, f.db.Path()); err != nil {
 		t.Fatal(err)
 	}
-	csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "dev-unavailable"})
+	csr := f.csr(t, f.demo.Valid)
 	_, err := f.a.Enroll(context.Background(), Request{CSR: csr, Requester: req})
 	var e *Error
 	if !errors.As(err, &e) || e.Kind != KindUnavailable || e.MaxAge != DefaultStoreRetry || !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("Enroll with an unavailable store: %v", err)
 	}
-	bad := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "dev-unavailable"})
+	bad := f.csr(t, f.demo.Valid)
 	bad[len(bad)-1] ^= 1 // a denial needs an audit record too
 	if _, err := f.a.Enroll(context.Background(), Request{CSR: bad, Requester: req}); KindOf(err) != KindUnavailable || Audited(err) {
 		t.Fatalf("denial with an unavailable store: %v", err)

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,19 +24,37 @@ type fixture struct {
 	h    *Hierarchy
 	tok  *hsm.Token
 	demo *DemoSet
-	now  time.Time
+	now  time.Time // the fixture's start time
 	opts Options
+	// clock is what the authority's Now returns (Unix nanoseconds); set
+	// it with at.
+	clock *atomic.Int64
 }
 
+// at moves the authority's clock to t.
+func (f *fixture) at(t time.Time) { f.clock.Store(t.UnixNano()) }
+
+// The fixture's profiles: "device" (the default) binds the subject and
+// hardwareModuleName to the requester's identity and lets devices add DNS
+// names under example.com; "plain" is the bare default binding; "long"
+// outlives the issuing CA; "manual" waits for an operator; "rated" allows
+// two certificates an hour per device; "ops" is the local operator's.
 var (
-	profDevice = Profile{
-		Name: "device", Validity: 365 * 24 * time.Hour, AllowSAN: true,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		CSRAttrs:    []string{"1.2.840.10045.2.1", "1.2.840.10045.4.3.2"},
+	profDevice = policy.Profile{
+		Name: "device", Validity: 365 * 24 * time.Hour, RenewalGrace: 30 * 24 * time.Hour,
+		SAN:      policy.SANPolicy{DNS: policy.NamePolicy{Patterns: []string{`[a-z0-9-]+\.example\.com`}}},
+		CSRAttrs: []string{"1.2.840.10045.2.1", "1.2.840.10045.4.3.2"},
 	}
-	profPlain = Profile{Name: "plain", Validity: 30 * 24 * time.Hour}
-	profLong  = Profile{Name: "long", Validity: 100 * 365 * 24 * time.Hour, AllowSAN: true}
+	profPlain  = policy.Profile{Name: "plain", Validity: 30 * 24 * time.Hour}
+	profLong   = policy.Profile{Name: "long", Validity: 100 * 365 * 24 * time.Hour}
+	profManual = policy.Profile{Name: "manual", Validity: 24 * time.Hour, Approval: policy.ApprovalManual,
+		PendingMaxAge: 2 * time.Minute}
+	profRated = policy.Profile{Name: "rated", Validity: 24 * time.Hour,
+		RateLimit: policy.RateLimit{Count: 2, Window: time.Hour}}
+	profOps = policy.Profile{Name: "ops", Validity: 24 * time.Hour, Requesters: []string{policy.KindOperator},
+		Subject: []policy.SubjectAttr{{Type: "CN", From: policy.SourceCSR}, {Type: "O", From: policy.SourceCSR, Optional: true}},
+		SAN: policy.SANPolicy{HardwareModuleName: policy.HardwareNameCSR,
+			DNS: policy.NamePolicy{Patterns: []string{`.*`}}}}
 )
 
 // newFixture builds a real SoftHSM hierarchy, a real bbolt store and an
@@ -43,7 +63,9 @@ func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	_, tok := softhsmtest.New(t)
 	now := time.Now().UTC().Truncate(time.Second)
-	clock := func() time.Time { return now }
+	cur := &atomic.Int64{}
+	cur.Store(now.UnixNano())
+	clock := func() time.Time { return time.Unix(0, cur.Load()).UTC() }
 	h, err := Init(tok, InitOptions{Now: clock, ServerDNSNames: []string{"est.example"}})
 	if err != nil {
 		t.Fatal(err)
@@ -63,19 +85,22 @@ func newFixture(t testing.TB) *fixture {
 	}
 	opts := Options{
 		Signer: signers[0], Certificate: h.Issuing, Root: h.Root,
-		Profiles:       []Profile{profDevice, profPlain, profLong},
-		DefaultProfile: "device",
-		Store:          db,
-		Requesters: policy.Requesters{Anchors: []policy.Anchor{{
-			Name: "demo", Roots: []*x509.Certificate{pkitest.PEMCert(t, demo.ManufacturerCA.Cert)}, TolerateExpiry: true,
-		}}},
-		Now: clock,
+		Policy: policy.Options{
+			Profiles:       []policy.Profile{profDevice, profPlain, profLong, profManual, profRated, profOps},
+			DefaultProfile: "device",
+			Requesters: policy.Requesters{Anchors: []policy.Anchor{{
+				Name: "demo", Roots: []*x509.Certificate{pkitest.PEMCert(t, demo.ManufacturerCA.Cert)}, TolerateExpiry: true,
+			}}},
+			Reserved: []*x509.Certificate{h.Server},
+		},
+		Store: db,
+		Now:   clock,
 	}
 	a, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{a: a, db: db, h: h, tok: tok, demo: demo, now: now, opts: opts}
+	return &fixture{a: a, db: db, h: h, tok: tok, demo: demo, now: now, opts: opts, clock: cur}
 }
 
 // requester authenticates a demo device through the real Authenticate path.
@@ -86,6 +111,18 @@ func (f *fixture) requester(t testing.TB, p PEMPair) Requester {
 		t.Fatalf("Authenticate: %v", err)
 	}
 	return r
+}
+
+// csr makes a CSR for the identity of the demo device p (its IDevID's
+// subject) with a fresh key.
+func (f *fixture) csr(t testing.TB, p PEMPair, exts ...pkix.Extension) []byte {
+	t.Helper()
+	return pkitest.RawCSR(t, pkitest.Key(t), pkitest.PEMCert(t, p.Cert).RawSubject, exts...)
+}
+
+// operator is the local operator as `estca issue` makes it.
+func operator() Requester {
+	return Requester{Kind: KindOperator, Identity: store.Identity{Fingerprint: "operator:test", Subject: "operator:test", Kind: "operator"}}
 }
 
 func hmnExt(t testing.TB, serial string, dns ...string) pkix.Extension {
@@ -104,6 +141,18 @@ func (f *fixture) enroll(t testing.TB, req Request) *Result {
 		t.Fatalf("Enroll: %v", err)
 	}
 	return res
+}
+
+// wantCode checks that err is an *Error of kind with the policy code.
+func wantCode(t testing.TB, err error, kind ErrorKind, code policy.Code) {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) || e.Kind != kind || e.Code != code {
+		t.Fatalf("error %v: want %v %v", err, kind, code)
+	}
+	if e.Reason != code.Text() {
+		t.Fatalf("error %v: reason %q, want %q", err, e.Reason, code.Text())
+	}
 }
 
 func wantKind(t testing.TB, err error, kind ErrorKind, reason string) {

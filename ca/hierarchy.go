@@ -273,6 +273,11 @@ func serverCertificate(ks KeyStore, o InitOptions, issuing *x509.Certificate, is
 	return c, nil
 }
 
+// backdate is subtracted from the notBefore of the CA and server
+// certificates to absorb clock skew (device certificates get their
+// profile's, policy.Profile.Backdate).
+const backdate = time.Minute
+
 func caTemplate(o InitOptions, name pkix.Name, pub crypto.PublicKey, nb, na time.Time) (*x509.Certificate, error) {
 	serial, err := newSerial(o.Rand)
 	if err != nil {

@@ -81,7 +81,7 @@ func (a *Authority) RecordRejection(r Rejection) error {
 			rec.Flags = append(rec.Flags, FlagExpiredIDevID)
 		}
 	}
-	if r.Profile != "" && a.profiles[r.Profile] != nil {
+	if r.Profile != "" && a.HasProfile(r.Profile) {
 		rec.Profile = r.Profile
 	}
 	count := max(r.Count, 1)

@@ -71,9 +71,13 @@ func TestDenialsMarkedAudited(t *testing.T) {
 		t.Fatalf("malformed CSR denial not marked audited: %#v", err)
 	}
 	good := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "dev-1"})
-	_, err = f.a.Enroll(context.Background(), Request{CSR: good, Profile: "nope", Requester: idev})
+	_, err = f.a.Enroll(context.Background(), Request{CSR: good, Requester: idev})
+	if !Audited(err) {
+		t.Fatalf("policy denial not marked audited: %v", err)
+	}
+	_, err = f.a.Enroll(context.Background(), Request{CSR: good})
 	if err == nil || Audited(err) {
-		t.Fatalf("unknown profile marked audited: %v", err)
+		t.Fatalf("unauthenticated request marked audited: %v", err)
 	}
 	if Audited(nil) || Audited(errors.New("x")) {
 		t.Fatal("Audited of a foreign error")

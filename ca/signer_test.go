@@ -10,7 +10,6 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
-	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 	"io"
@@ -21,7 +20,6 @@ import (
 	"testing"
 
 	"github.com/estca/estca/hsm"
-	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/store"
 )
 
@@ -180,7 +178,7 @@ func TestBadHSMSignature(t *testing.T) {
 			}
 			req := Request{Requester: f.requester(t, f.demo.Valid)}
 			for _, m := range []fault{faultFlip, faultWrongKey, faultGarbage} {
-				req.CSR = pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "fault-" + path})
+				req.CSR = f.csr(t, f.demo.Valid)
 				before := f.count(t)
 				fs.set(m)
 				res, err := a.Enroll(context.Background(), req)
@@ -195,7 +193,7 @@ func TestBadHSMSignature(t *testing.T) {
 					t.Fatalf("fault %d: %d certificates stored by a bad signature", m, n-before)
 				}
 				rec := f.lastAudit(t)
-				if rec.Event != store.EventDenied || rec.Reason != "invalid HSM signature" || !slices.Contains(rec.Flags, FlagBadSignature) {
+				if rec.Event != store.EventDenied || rec.Reason != "sen: invalid HSM signature" || !slices.Contains(rec.Flags, FlagBadSignature) {
 					t.Fatalf("fault %d: audit record %+v", m, rec)
 				}
 				// The same CSR goes through once the HSM behaves: nothing
@@ -229,7 +227,7 @@ func TestHSMUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := Request{Requester: f.requester(t, f.demo.Valid), CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "down"})}
+	req := Request{Requester: f.requester(t, f.demo.Valid), CSR: f.csr(t, f.demo.Valid)}
 	_, err = a.Enroll(context.Background(), req)
 	wantKind(t, err, KindUnavailable, "hsm unavailable")
 	if e := err.(*Error); e.MaxAge != HSMRetryAfter || !errors.Is(err, ErrHSMUnavailable) {

@@ -7,13 +7,10 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"fmt"
-	"math/big"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
-
-	"github.com/estca/estca/policy"
 )
 
 // The authority encodes end-entity TBSCertificates itself when the issuing
@@ -87,15 +84,15 @@ func newFastSigner(signer crypto.Signer, issuing *x509.Certificate) *fastSigner 
 	return f
 }
 
-// profileExtensions returns the DER Extensions a profile adds to every
-// certificate, in crypto/x509's order: keyUsage, extKeyUsage,
-// basicConstraints (cA false).
-func profileExtensions(p Profile) ([]byte, error) {
+// builtinExtensions returns the DER Extensions every end-entity
+// certificate starts with, in crypto/x509's order: keyUsage (if any),
+// extKeyUsage (if any), basicConstraints (cA false).
+func builtinExtensions(ku x509.KeyUsage, eku []x509.ExtKeyUsage) ([]byte, error) {
 	var b cryptobyte.Builder
-	if p.KeyUsage != 0 {
+	if ku != 0 {
 		var bits [2]byte
-		bits[0] = reverseBits(byte(p.KeyUsage))
-		bits[1] = reverseBits(byte(p.KeyUsage >> 8))
+		bits[0] = reverseBits(byte(ku))
+		bits[1] = reverseBits(byte(ku >> 8))
 		n := 1
 		if bits[1] != 0 {
 			n = 2
@@ -106,9 +103,9 @@ func profileExtensions(p Profile) ([]byte, error) {
 		}
 		b.AddBytes(extension(oidExtKeyUsage, true, func(b *cryptobyte.Builder) { b.AddBytes(v) }))
 	}
-	if len(p.ExtKeyUsage) > 0 {
+	if len(eku) > 0 {
 		var oids []asn1.ObjectIdentifier
-		for _, u := range p.ExtKeyUsage {
+		for _, u := range eku {
 			oid, ok := extKeyUsageOIDs[u]
 			if !ok {
 				return nil, fmt.Errorf("unknown extended key usage %d", u)
@@ -174,30 +171,32 @@ func addTime(b *cryptobyte.Builder, t time.Time) {
 }
 
 // certificate encodes, signs and returns the DER of an end-entity
-// certificate (RFC 5280 §4.1) for the fast path.
-func (f *fastSigner) certificate(a *Authority, exts []byte, serial *big.Int, csr *x509.CertificateRequest,
-	notBefore, notAfter time.Time, ski, san []byte) ([]byte, error) {
+// certificate (RFC 5280 §4.1) for the fast path: the extensions are the
+// built-in ones, subjectKeyIdentifier, authorityKeyIdentifier, then the
+// extra ones in order (what x509.CreateCertificate makes of the same
+// template with them as ExtraExtensions).
+func (f *fastSigner) certificate(a *Authority, s *certSpec) ([]byte, error) {
 	var tb cryptobyte.Builder
 	tb.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) { b.AddASN1Int64(2) })
-		b.AddASN1BigInt(serial)
+		b.AddASN1BigInt(s.serial)
 		b.AddBytes(f.sigAlg)
 		b.AddBytes(a.issuing.RawSubject)
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			addTime(b, notBefore)
-			addTime(b, notAfter)
+			addTime(b, s.notBefore)
+			addTime(b, s.notAfter)
 		})
-		b.AddBytes(csr.RawSubject)
-		b.AddBytes(csr.RawSubjectPublicKeyInfo)
+		b.AddBytes(s.subject)
+		b.AddBytes(s.spki)
 		b.AddASN1(cbasn1.Tag(3).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				b.AddBytes(exts)
+				b.AddBytes(s.builtin)
 				b.AddBytes(extension(oidExtSubjectKeyID, false, func(b *cryptobyte.Builder) {
-					b.AddASN1OctetString(ski)
+					b.AddASN1OctetString(s.ski)
 				}))
 				b.AddBytes(f.aki)
-				if san != nil {
-					b.AddBytes(extension(policy.OIDSubjectAltName, false, func(b *cryptobyte.Builder) { b.AddBytes(san) }))
+				for _, x := range s.extra {
+					b.AddBytes(extension(x.Id, x.Critical, func(b *cryptobyte.Builder) { b.AddBytes(x.Value) }))
 				}
 			})
 		})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/estca/estca/policy"
 	"github.com/estca/estca/store"
 )
 
@@ -38,6 +39,12 @@ type Requester struct {
 	// ExpiredAccepted is set when an expired IDevID was accepted because its
 	// anchor tolerates expiry (RFC 9148 §3); the audit record is flagged.
 	ExpiredAccepted bool
+	// InGrace is set when an expired operational certificate was accepted
+	// within the longest renewal grace of the profiles (for renewal only).
+	InGrace bool
+	// IssuedProfile is the profile an operational certificate was issued
+	// under, from the store ("" if unknown).
+	IssuedProfile string
 }
 
 // Request is one enrollment request (RFC 7030 §4.2, RFC 9148 §4.2).
@@ -48,8 +55,9 @@ type Request struct {
 	Profile string
 	// Requester is the authenticated client.
 	Requester Requester
-	// Renew marks a re-enrollment (/sren, RFC 7030 §4.2.2).
-	Renew bool
+	// Operation is the EST function: policy.OpSen (the zero value means
+	// OpSen) or policy.OpSren (re-enrollment, RFC 7030 §4.2.2).
+	Operation policy.Operation
 }
 
 // Result is the outcome of a successful enrollment.
@@ -115,6 +123,9 @@ type Error struct {
 	Reason string        // short, fixed, client-safe text, e.g. "bad CSR signature"
 	MaxAge time.Duration // for KindPending and KindUnavailable
 	Err    error         // cause; may be nil
+	// Code is the policy reason of a refusal the policy engine decided (its
+	// first reason), 0 for other errors.
+	Code policy.Code
 	// Audited is set when the authority has already written the audit record
 	// of this refusal (Enroll's denials); the front end must not write a
 	// second one (see Audited and RecordRejection).
@@ -140,24 +151,4 @@ func KindOf(err error) ErrorKind {
 		return e.Kind
 	}
 	return KindInternal
-}
-
-// Profile is a named certificate profile, selected by the EST path label
-// (/est/<label>/sen) or the default profile.
-type Profile struct {
-	Name        string
-	Validity    time.Duration
-	KeyUsage    x509.KeyUsage
-	ExtKeyUsage []x509.ExtKeyUsage
-	// KeyTypes lists the accepted CSR key types: "ecdsa-p256", "ecdsa-p384",
-	// "rsa-2048", "rsa-3072", "ed25519"; empty means ecdsa-p256 and ecdsa-p384.
-	KeyTypes []string
-	// AllowSAN lets DNS/IP/URI/email SANs and otherName hardwareModuleName
-	// (RFC 4108) pass from the CSR into the certificate.
-	AllowSAN bool
-	// MaxSANs bounds the number of SAN entries in a CSR; zero means
-	// policy.DefaultMaxSANs.
-	MaxSANs int
-	// CSRAttrs are the OIDs advertised by /att (RFC 7030 §4.5); may be empty.
-	CSRAttrs []string
 }

@@ -243,6 +243,9 @@ func (c *session) HandshakeContext(ctx context.Context) error {
 		return err
 	}
 	c.ready.Store(true)
+	c.srv.liveMu.Lock()
+	c.srv.live[c] = struct{}{}
+	c.srv.liveMu.Unlock()
 	return nil
 }
 
@@ -250,6 +253,9 @@ func (c *session) HandshakeContext(ctx context.Context) error {
 func (c *session) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
+		c.srv.liveMu.Lock()
+		delete(c.srv.live, c)
+		c.srv.liveMu.Unlock()
 		c.srv.sessionDone()
 	})
 	return err

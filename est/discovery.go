@@ -22,15 +22,21 @@ type discoveryLink struct {
 const DiscoveryRoot = wire.LabelRoot
 
 // discoveryLinks lists what exists (RFC 9148 §4.1): crts, sen, sren (MUST)
-// and att; skg and skc are left out until they are implemented.
+// and att; skg and skc are left out until they are implemented; then the
+// CRL (CRLPath), with a resource type of estca's own: EST-coaps defines
+// none, and ace.est.* names are registered by RFC 9148.
 func discoveryLinks() []discoveryLink {
 	return []discoveryLink{
 		{wire.ResourceCrts, "ace.est.crts", `"281 287"`},
 		{wire.ResourceSen, "ace.est.sen", `"281 287"`},
 		{wire.ResourceSren, "ace.est.sren", `"281 287"`},
 		{wire.ResourceAtt, "ace.est.att", "285"},
+		{wire.ResourceCRL, RTCRL, "281"},
 	}
 }
+
+// RTCRL is the resource type of the CRL in discovery.
+const RTCRL = "estca.crl"
 
 func (l discoveryLink) String() string {
 	return "<" + DiscoveryRoot + "/" + l.resource + `>;rt="` + l.rt + `";ct=` + l.ct

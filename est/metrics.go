@@ -22,12 +22,14 @@ import (
 //	estca_est_handshake_failures_total{reason}   counter
 //	estca_est_issuance_seconds{outcome}          histogram
 //	estca_est_sessions_active                    gauge
+//	estca_est_sessions_closed_total{reason}      counter (requester refused by the re-check)
 type Metrics struct {
 	reg               *prometheus.Registry
 	requests          *prometheus.CounterVec
 	handshakeFailures *prometheus.CounterVec
 	issuance          *prometheus.HistogramVec
 	sessions          prometheus.Gauge
+	closed            *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them in a new registry.
@@ -51,8 +53,12 @@ func NewMetrics() *Metrics {
 			Namespace: "estca", Subsystem: "est", Name: "sessions_active",
 			Help: "DTLS sessions currently open (handshaking or established).",
 		}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "estca", Subsystem: "est", Name: "sessions_closed_total",
+			Help: "DTLS sessions the server closed because their requester failed the re-check, by reason.",
+		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.requests, m.handshakeFailures, m.issuance, m.sessions)
+	m.reg.MustRegister(m.requests, m.handshakeFailures, m.issuance, m.sessions, m.closed)
 	return m
 }
 
@@ -96,6 +102,12 @@ func (m *Metrics) observeIssuance(d time.Duration, err error) {
 		outcome = KindOf(err).String()
 	}
 	m.issuance.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+func (m *Metrics) sessionClosed(reason string) {
+	if m != nil {
+		m.closed.WithLabelValues(reason).Inc()
+	}
 }
 
 func (m *Metrics) sessionDelta(n float64) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/estca/estca/ca"
 	"github.com/estca/estca/est/wire"
+	"github.com/estca/estca/policy"
 )
 
 // Authority is what the EST-coaps server needs from the certificate
@@ -20,14 +21,24 @@ type Authority interface {
 	// chain, leaf first (RFC 9148 §3, §9.1). Failures are KindUnauthenticated
 	// or KindForbidden; the handshake is then aborted with an alert.
 	Authenticate(chain []*x509.Certificate) (ca.Requester, error)
+	// Check re-checks an authenticated requester under the policy in
+	// force (revoked since the handshake, manufacturer removed or
+	// deny-listed by a reload, expired): on every request before it is
+	// served, and on every open session each RecheckInterval; a failure
+	// refuses the request and closes the session.
+	Check(who ca.Requester) error
 	// CACertificates returns the CA certificates for /crts, issuing CA first
 	// (RFC 7030 §4.1, RFC 9148 §4.1).
 	CACertificates(profile string) ([]*x509.Certificate, error)
-	// Enroll serves /sen and /sren (req.Renew), RFC 7030 §4.2; it is
+	// Enroll serves /sen and /sren (req.Operation), RFC 7030 §4.2; it is
 	// idempotent per requester and CSR (RFC 9148 §4.7).
 	Enroll(ctx context.Context, req ca.Request) (*ca.Result, error)
-	// CSRAttributes returns the DER CsrAttrs of /att (RFC 7030 §4.5).
-	CSRAttributes(profile string) ([]byte, error)
+	// CSRAttributes returns the DER CsrAttrs of /att (RFC 7030 §4.5, RFC
+	// 9908) for the requester under the profile.
+	CSRAttributes(profile string, who ca.Requester) ([]byte, error)
+	// CRL returns the newest certificate revocation list (RFC 5280 §5) for
+	// /est/crl.
+	CRL() (*ca.CRL, error)
 	// HasProfile reports whether a path label names a profile.
 	HasProfile(label string) bool
 	// RecordRejection durably audits a refusal the authority did not decide
@@ -37,8 +48,19 @@ type Authority interface {
 	RecordRejection(r ca.Rejection) error
 }
 
-// Resource names the server routes besides the EST ones of format.go.
-const resourceCore = "core"
+// Resource names the server routes besides the EST ones of format.go:
+// discovery, and the CRL (EST-coaps defines no CRL resource; estca serves
+// its CRL to devices at /est/crl, see CRLPath).
+const (
+	resourceCore = "core"
+	resourceCRL  = wire.ResourceCRL
+)
+
+// CRLPath is where devices fetch the CA's CRL over CoAP (GET, Content-Format
+// 281: a certs-only SignedData that carries the CRL in its crls field, RFC
+// 8551 §3.6), announced in discovery with rt="estca.crl". It is not an EST
+// resource: it has no /.well-known/est or label form.
+const CRLPath = wire.LabelRoot + "/" + wire.ResourceCRL
 
 // target is the routing decision for a request path.
 type target struct {
@@ -52,6 +74,7 @@ type target struct {
 //	/.well-known/est/<res>      default profile
 //	/est/<res>                  default profile (alias)
 //	/est/<label>/<res>          profile <label>; unknown label → 4.04
+//	/est/crl                    the CRL (CRLPath)
 //
 // Unknown paths and resources are KindNotFound.
 func route(path []string, hasProfile func(string) bool) (target, error) {
@@ -59,6 +82,8 @@ func route(path []string, hasProfile func(string) bool) (target, error) {
 	switch {
 	case len(path) == 2 && path[0] == ".well-known" && path[1] == "core":
 		return target{resource: resourceCore}, nil
+	case len(path) == 2 && path[0] == "est" && path[1] == resourceCRL:
+		return target{resource: resourceCRL}, nil
 	case len(path) == 3 && path[0] == ".well-known" && path[1] == "est":
 		if !isESTResource(path[2]) {
 			return target{}, notFound
@@ -132,6 +157,10 @@ func (s *Server) check(r *request, t target) error {
 		if r.accept != -1 && r.accept != int(message.AppLinkFormat) {
 			return protoErr(KindNotAcceptable, "not acceptable")
 		}
+	case resourceCRL:
+		if r.accept != -1 && r.accept != int(wire.FormatCertsOnly) {
+			return protoErr(KindNotAcceptable, "not acceptable")
+		}
 	case wire.ResourceCrts:
 		_, err := certAccept(r.accept)
 		return err
@@ -157,10 +186,12 @@ func (s *Server) serve(ctx context.Context, who *ca.Requester, r *request, t tar
 	switch t.resource {
 	case resourceCore:
 		return s.discovery(r)
+	case resourceCRL:
+		return s.crl()
 	case wire.ResourceCrts:
 		return s.crts(r, t)
 	case wire.ResourceAtt:
-		return s.att(r, t)
+		return s.att(who, r, t)
 	case wire.ResourceSen, wire.ResourceSren:
 		return s.enroll(ctx, who, r, t)
 	case wire.ResourceSkg, wire.ResourceSkc:
@@ -192,15 +223,28 @@ func (s *Server) crts(r *request, t target) (response, error) {
 	return response{code: codes.Content, format: int(f), body: body}, nil
 }
 
-func (s *Server) att(r *request, t target) (response, error) {
+func (s *Server) att(who *ca.Requester, r *request, t target) (response, error) {
 	if r.accept != -1 && r.accept != int(wire.FormatCSRAttrs) {
 		return response{}, protoErr(KindNotAcceptable, "not acceptable")
 	}
-	der, err := s.auth.CSRAttributes(t.profile)
+	der, err := s.auth.CSRAttributes(t.profile, *who)
 	if err != nil {
 		return response{}, err
 	}
 	return response{code: codes.Content, format: int(wire.FormatCSRAttrs), body: der}, nil
+}
+
+// crl serves the newest CRL, in a certs-only SignedData (Content-Format 281).
+func (s *Server) crl() (response, error) {
+	c, err := s.auth.CRL()
+	if err != nil {
+		return response{}, err
+	}
+	body, err := wire.CRLsOnly(c.DER)
+	if err != nil {
+		return response{}, err
+	}
+	return response{code: codes.Content, format: int(wire.FormatCertsOnly), body: body}, nil
 }
 
 func (s *Server) enroll(ctx context.Context, who *ca.Requester, r *request, t target) (response, error) {
@@ -217,11 +261,15 @@ func (s *Server) enroll(ctx context.Context, who *ca.Requester, r *request, t ta
 		return response{}, protoErr(KindBadRequest, "empty request")
 	}
 	start := s.now()
+	op := policy.OpSen
+	if t.resource == wire.ResourceSren {
+		op = policy.OpSren
+	}
 	res, err := s.auth.Enroll(ctx, ca.Request{
 		CSR:       r.payload,
 		Profile:   t.profile,
 		Requester: *who,
-		Renew:     t.resource == wire.ResourceSren,
+		Operation: op,
 	})
 	s.metrics.observeIssuance(s.now().Sub(start), err)
 	if err != nil {

@@ -31,6 +31,7 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultHandshakeBurst   = 10
 	DefaultBlockMaxBody     = 64 << 10
+	DefaultRecheckInterval  = time.Second
 )
 
 // Options configure a Server. Certificate and Authority are required; every
@@ -72,6 +73,12 @@ type Options struct {
 	// Authority.RecordRejection); they are also written at shutdown. 0 means
 	// DefaultHandshakeAuditInterval.
 	HandshakeAuditInterval time.Duration
+	// RecheckInterval is how often every open session's requester is
+	// re-checked (Authority.Check: revoked, manufacturer removed or
+	// deny-listed, expired); sessions that fail are closed. 0 means
+	// DefaultRecheckInterval. Requests are also re-checked one by one
+	// before they are served, and RecheckSessions runs the check at once.
+	RecheckInterval time.Duration
 	// Logger receives one line per request; nil discards.
 	Logger *slog.Logger
 	// Metrics receives the server metrics; nil means a fresh NewMetrics().
@@ -98,6 +105,9 @@ type Server struct {
 
 	hsAudit handshakeAudit
 	flushMu sync.Mutex // serialises handshake audit flushes
+
+	liveMu sync.Mutex
+	live   map[*session]struct{} // established sessions, for RecheckSessions
 
 	mu       sync.Mutex
 	ln       *listener
@@ -148,6 +158,9 @@ func NewServer(o Options) (*Server, error) {
 	if o.HandshakeAuditInterval == 0 {
 		o.HandshakeAuditInterval = DefaultHandshakeAuditInterval
 	}
+	if o.RecheckInterval == 0 {
+		o.RecheckInterval = DefaultRecheckInterval
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -172,6 +185,7 @@ func NewServer(o Options) (*Server, error) {
 		log:     log,
 		now:     o.Now,
 		done:    make(chan struct{}),
+		live:    map[*session]struct{}{},
 	}, nil
 }
 
@@ -295,6 +309,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	sweepCtx, cancelSweep := context.WithCancel(ctx)
 	defer cancelSweep()
 	go s.sweep(sweepCtx)
+	go s.recheckLoop(sweepCtx)
 	auditCtx, cancelAudit := context.WithCancel(context.WithoutCancel(ctx))
 	auditDone := make(chan struct{})
 	go s.auditLoop(auditCtx, auditDone)
@@ -323,6 +338,53 @@ func (s *Server) sweep(ctx context.Context) {
 			s.blocks.Sweep(s.now())
 		}
 	}
+}
+
+// recheckLoop re-checks every open session each RecheckInterval.
+func (s *Server) recheckLoop(ctx context.Context) {
+	t := time.NewTicker(s.o.RecheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.RecheckSessions()
+		}
+	}
+}
+
+// RecheckSessions re-checks the requester of every established session
+// with Authority.Check and closes the sessions that fail (a certificate
+// revoked since the handshake, a manufacturer removed or deny-listed by a
+// reload, a certificate expired during the session), each with one log
+// line. It returns how many it closed. The server runs it every
+// RecheckInterval; call it after a revocation or a reload to close the
+// sessions concerned at once.
+func (s *Server) RecheckSessions() int {
+	s.liveMu.Lock()
+	sessions := make([]*session, 0, len(s.live))
+	for c := range s.live {
+		sessions = append(sessions, c)
+	}
+	s.liveMu.Unlock()
+	closed := 0
+	for _, c := range sessions {
+		if err := s.auth.Check(c.who); err != nil {
+			s.closeRefused(c, err)
+			closed++
+		}
+	}
+	return closed
+}
+
+// closeRefused closes a session whose requester failed Authority.Check.
+func (s *Server) closeRefused(c *session, err error) {
+	fp, subject := identity(&c.who)
+	s.log.Info("session closed", "peer", c.RemoteAddr().String(), "session", c.id, "requester", fp,
+		"subject", subject, "reason", StatusOf(err).Diagnostic)
+	s.metrics.sessionClosed(StatusOf(err).Diagnostic)
+	_ = c.Close()
 }
 
 // Shutdown stops accepting handshakes, closes every session and waits for

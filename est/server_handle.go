@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
@@ -28,6 +29,7 @@ func (s *Server) serveCoAP(w *responsewriter.ResponseWriter[*udpclient.Conn], m 
 		payload = nil
 	}
 	var out block.Outgoing
+	var recheck error
 	req, err := parseRequest(m.Type(), m.Code(), m.Options(), payload)
 	var pe *Error
 	switch {
@@ -49,6 +51,11 @@ func (s *Server) serveCoAP(w *responsewriter.ResponseWriter[*udpclient.Conn], m 
 		// Cannot happen: the handshake requires an authenticated certificate.
 		x.refused = protoErr(KindUnauthenticated, "not authenticated")
 		out = s.errorOut(x.id, x.refused)
+	case s.recheck(x, req, &recheck):
+		// The requester is no longer admitted (revoked since the
+		// handshake, manufacturer removed by a reload, expired): refused,
+		// and the session closed once the answer is out.
+		out = s.errorOut(x.id, recheck)
 	default:
 		var sessID string
 		if sess != nil {
@@ -66,6 +73,27 @@ func (s *Server) serveCoAP(w *responsewriter.ResponseWriter[*udpclient.Conn], m 
 		x.code = 0
 	}
 	s.report(x)
+	if recheck != nil && sess != nil {
+		// go-coap sends the answer after the handler returns.
+		time.AfterFunc(closeDelay, func() { s.closeRefused(sess, recheck) })
+	}
+}
+
+// closeDelay lets the answer to a refused request leave before its session
+// is closed.
+const closeDelay = 50 * time.Millisecond
+
+// recheck runs Authority.Check for the requester of a request before it is
+// served; it reports true (with *err set and the request's target filled in
+// for the audit) when the requester is refused.
+func (s *Server) recheck(x *exchange, req *request, err *error) bool {
+	*err = s.auth.Check(*x.who)
+	if *err == nil {
+		return false
+	}
+	x.refused = *err
+	x.target = "/" + strings.Join(req.path, "/")
+	return true
 }
 
 // serveRequest routes a request that passed the hygiene checks, runs it

@@ -22,6 +22,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/estca/estca/ca"
+	"github.com/estca/estca/policy"
 	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/store"
 )
@@ -36,6 +37,7 @@ type stAuthority struct {
 	profiles   []string
 	renews     int
 	rejections []ca.Rejection
+	refused    map[string]bool // leaf serials Check refuses
 }
 
 // RecordRejection keeps the rejections for the tests to inspect.
@@ -78,7 +80,34 @@ func (a *stAuthority) CACertificates(profile string) ([]*x509.Certificate, error
 // stCSRAttrs is a DER CsrAttrs with one OID (challengePassword).
 var stCSRAttrs = []byte{0x30, 0x0b, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x07}
 
-func (a *stAuthority) CSRAttributes(profile string) ([]byte, error) { return stCSRAttrs, nil }
+func (a *stAuthority) CSRAttributes(profile string, _ ca.Requester) ([]byte, error) {
+	return stCSRAttrs, nil
+}
+
+// Check refuses requesters whose leaf serial is in the refused set.
+func (a *stAuthority) Check(who ca.Requester) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if who.Leaf != nil && a.refused[who.Leaf.SerialNumber.String()] {
+		return &ca.Error{Kind: ca.KindForbidden, Reason: "certificate revoked"}
+	}
+	return nil
+}
+
+// refuse makes Check refuse the requester with that leaf from now on.
+func (a *stAuthority) refuse(leaf *x509.Certificate) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.refused == nil {
+		a.refused = map[string]bool{}
+	}
+	a.refused[leaf.SerialNumber.String()] = true
+}
+
+// stCRL is a DER CRL stand-in (the server does not parse it).
+var stCRL = []byte{0x30, 0x03, 0x02, 0x01, 0x07}
+
+func (a *stAuthority) CRL() (*ca.CRL, error) { return &ca.CRL{DER: stCRL}, nil }
 
 func (a *stAuthority) HasProfile(label string) bool { return label == "iot" }
 
@@ -86,7 +115,7 @@ func (a *stAuthority) Enroll(_ context.Context, req ca.Request) (*ca.Result, err
 	a.mu.Lock()
 	a.enrolls++
 	a.profiles = append(a.profiles, req.Profile)
-	if req.Renew {
+	if req.Operation == policy.OpSren {
 		a.renews++
 	}
 	a.mu.Unlock()

@@ -40,10 +40,10 @@ func rcVerifiedServerKey(rc *rcCA, key crypto.Signer) func(*Options) {
 	return func(o *Options) { o.Certificate.PrivateKey = ca.VerifySigner(key, rc.h.Server.PublicKey, nil) }
 }
 
-// rcSen posts a fresh CSR to /sen on c.
-func rcSen(t *testing.T, c *stConn, cn string) stReply {
+// rcSen posts a fresh CSR of the demo device (its CN, a new key) to /sen on c.
+func rcSen(t *testing.T, c *stConn) stReply {
 	t.Helper()
-	csr, _ := stCSR(t, cn, 0)
+	csr, _ := stCSR(t, "demo device DEMO-0001", 0)
 	return c.do(stMsg{code: codes.POST, path: "/.well-known/est/sen",
 		opts: message.Options{stUint(message.ContentFormat, 286)}, payload: csr})
 }
@@ -65,7 +65,7 @@ func TestServerBadHSMSignature(t *testing.T) {
 		t.Fatal(err)
 	}
 	issuing.on.Store(true)
-	r := rcSen(t, c, "bad signature")
+	r := rcSen(t, c)
 	if r.Code != codes.InternalServerError || string(r.Payload) != "internal error" {
 		t.Fatalf("sen with a bad HSM signature: %v %q", r.Code, r.Payload)
 	}
@@ -73,14 +73,14 @@ func TestServerBadHSMSignature(t *testing.T) {
 		t.Fatalf("%d certificates stored (%v)", n, err)
 	}
 	recs, err := e.db.AuditRecords(store.AuditFilter{})
-	if err != nil || len(recs) == 0 || recs[len(recs)-1].Reason != "invalid HSM signature" {
+	if err != nil || len(recs) == 0 || recs[len(recs)-1].Reason != "sen: invalid HSM signature" {
 		t.Fatalf("refusal not audited: %v %+v", err, recs)
 	}
 	if !strings.Contains(e.logs.String(), "level=ERROR") {
 		t.Errorf("bad signature not logged as an error:\n%s", e.logs)
 	}
 	issuing.on.Store(false)
-	if r := rcSen(t, c, "good signature"); r.Code != codes.Changed {
+	if r := rcSen(t, c); r.Code != codes.Changed {
 		t.Fatalf("sen after the fault: %v %q", r.Code, r.Payload)
 	}
 
@@ -110,7 +110,7 @@ func TestServerHSMOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := rcSen(t, c, "before"); r.Code != codes.Changed {
+	if r := rcSen(t, c); r.Code != codes.Changed {
 		t.Fatalf("sen before the outage: %v %q", r.Code, r.Payload)
 	}
 	tokens := filepath.Join(rc.st.Dir, softhsm.TokensDir)
@@ -128,7 +128,7 @@ func TestServerHSMOutage(t *testing.T) {
 	}
 	t.Cleanup(restore)
 	for i := range 3 {
-		r := rcSen(t, c, "during")
+		r := rcSen(t, c)
 		maxAge, ok := r.uintOpt(message.MaxAge)
 		if r.Code != codes.ServiceUnavailable || !ok || time.Duration(maxAge)*time.Second != ca.HSMRetryAfter || string(r.Payload) != "hsm unavailable" {
 			t.Fatalf("sen %d during the outage: %v Max-Age %d (%t) %q", i, r.Code, maxAge, ok, r.Payload)
@@ -144,7 +144,7 @@ func TestServerHSMOutage(t *testing.T) {
 	restore()
 	back := time.Now()
 	for {
-		r := rcSen(t, c, "after")
+		r := rcSen(t, c)
 		if r.Code == codes.Changed {
 			break
 		}

@@ -78,17 +78,25 @@ func rcAuthority(t *testing.T, wrap ...func(crypto.Signer) crypto.Signer) *rcCA 
 	for _, w := range wrap {
 		issuing = w(issuing)
 	}
+	// The device profile binds subject and hardwareModuleName to the
+	// identity and lets the padding DNS names of pkitest.PaddedCSR through.
 	a, err := ca.New(ca.Options{
 		Signer: issuing, Certificate: h.Issuing, Root: h.Root,
-		Profiles: []ca.Profile{{
-			Name: "device", Validity: 24 * time.Hour, AllowSAN: true, MaxSANs: 64,
-			KeyUsage:    x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		}},
-		Store:      db,
-		Requesters: policy.Requesters{Anchors: []policy.Anchor{{Name: "demo", Roots: []*x509.Certificate{mfg}}}},
+		Policy: policy.Options{
+			Profiles: []policy.Profile{{
+				Name: "device", Validity: 24 * time.Hour,
+				SAN: policy.SANPolicy{MaxNames: 64,
+					DNS: policy.NamePolicy{Patterns: []string{`host-[0-9]{4}\.padding\.example\.com`}}},
+			}},
+			Requesters: policy.Requesters{Anchors: []policy.Anchor{{Name: "demo", Roots: []*x509.Certificate{mfg}}}},
+			Reserved:   []*x509.Certificate{h.Server},
+		},
+		Store: db,
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.PublishCRL(); err != nil {
 		t.Fatal(err)
 	}
 	return &rcCA{a: a, h: h, server: signers[1], db: db, demo: demo, st: st}
@@ -216,6 +224,7 @@ func TestRealAuthorityAuditsRefusals(t *testing.T) {
 		t.Fatalf("successful request audited (%d records)", n-base)
 	}
 	csr, _ := stCSR(t, "demo device DEMO-0001", 0)
+	adminCSR, _ := stCSR(t, "admin", 0)
 	sen := "/.well-known/est/sen"
 	tests := []struct {
 		name   string
@@ -234,7 +243,9 @@ func TestRealAuthorityAuditsRefusals(t *testing.T) {
 		{"unknown critical option", stMsg{code: codes.GET, path: "/est/crts", opts: message.Options{stOpt(65001, 'x')}},
 			codes.BadOption, "GET crts 4.02: bad option", []string{ca.FlagFrontEnd}},
 		{"malformed CSR", stMsg{code: codes.POST, path: sen, opts: message.Options{stUint(message.ContentFormat, 286)}, payload: []byte("this is not a CSR")},
-			codes.BadRequest, "malformed CSR", nil},
+			codes.BadRequest, "sen: csr-malformed (bad-request)", nil},
+		{"CN=admin", stMsg{code: codes.POST, path: sen, opts: message.Options{stUint(message.ContentFormat, 286)}, payload: adminCSR},
+			codes.Forbidden, "sen: subject-not-bound (forbidden)", nil},
 	}
 	for _, tc := range tests {
 		before := len(records())
@@ -248,6 +259,11 @@ func TestRealAuthorityAuditsRefusals(t *testing.T) {
 		}
 		rec := recs[len(recs)-1]
 		reason, _, _ := strings.Cut(rec.Reason, " (peer ")
+		if tc.flags == nil {
+			// The engine's reasons: code (class): detail.
+			reason, _, _ = strings.Cut(rec.Reason, ": ")
+			reason += ": " + strings.SplitN(rec.Reason, ": ", 3)[1]
+		}
 		if rec.Event != store.EventDenied || rec.Verdict != ca.VerdictRejected || reason != tc.reason ||
 			rec.Requester.Fingerprint != fp || !slices.Equal(rec.Flags, tc.flags) {
 			t.Errorf("%s: record %+v", tc.name, rec)

@@ -155,15 +155,18 @@ func TestServerDiscovery(t *testing.T) {
 	t.Parallel()
 	e := stStart(t, nil)
 	c := e.dial(t)
-	all := `</est/crts>;rt="ace.est.crts";ct="281 287",</est/sen>;rt="ace.est.sen";ct="281 287",` +
+	est := `</est/crts>;rt="ace.est.crts";ct="281 287",</est/sen>;rt="ace.est.sen";ct="281 287",` +
 		`</est/sren>;rt="ace.est.sren";ct="281 287",</est/att>;rt="ace.est.att";ct=285`
+	crl := `</est/crl>;rt="estca.crl";ct=281`
+	all := est + "," + crl
 	tests := []struct {
 		query []string
 		code  codes.Code
 		body  string
 	}{
 		{nil, codes.Content, all},
-		{[]string{"rt=ace.est*"}, codes.Content, all},
+		{[]string{"rt=ace.est*"}, codes.Content, est},
+		{[]string{"rt=estca.crl"}, codes.Content, crl},
 		{[]string{"rt=ace.est.s*"}, codes.Content, `</est/sen>;rt="ace.est.sen";ct="281 287",</est/sren>;rt="ace.est.sren";ct="281 287"`},
 		{[]string{"rt=ace.est.crts"}, codes.Content, `</est/crts>;rt="ace.est.crts";ct="281 287"`},
 		{[]string{"rt=ace.est.skg"}, codes.NotFound, "no matching link"},
@@ -189,7 +192,7 @@ func TestServerDiscovery(t *testing.T) {
 	}
 	// The link format parser of the client package reads what the server writes.
 	links, err := wire.ParseLinks([]byte(all))
-	if err != nil || len(links) != 4 {
+	if err != nil || len(links) != 5 {
 		t.Fatalf("wire.ParseLinks: %v %d", err, len(links))
 	}
 }

@@ -222,6 +222,19 @@ var extKeyUsageNames = map[x509.ExtKeyUsage]string{
 	x509.ExtKeyUsageTimeStamping: "timeStamping", x509.ExtKeyUsageOCSPSigning: "OCSPSigning",
 }
 
+// ParseExtKeyUsage returns the extended key usage named name
+// ("clientAuth", "serverAuth", "codeSigning", "emailProtection",
+// "timeStamping", "OCSPSigning"; case-insensitive), for configuration
+// decoding.
+func ParseExtKeyUsage(name string) (x509.ExtKeyUsage, bool) {
+	for u, n := range extKeyUsageNames {
+		if strings.EqualFold(n, name) {
+			return u, true
+		}
+	}
+	return 0, false
+}
+
 func extKeyUsageName(u x509.ExtKeyUsage) string {
 	if n, ok := extKeyUsageNames[u]; ok {
 		return n

@@ -1,13 +1,9 @@
 package policy
 
 import (
-	"bytes"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"fmt"
-	"net/url"
-	"slices"
 	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -24,82 +20,24 @@ var (
 	OIDHardwareModuleName = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 8, 4}
 )
 
-// DefaultKeyTypes apply when Rules.KeyTypes is empty.
+// defaultKeyTypes apply when Profile.KeyTypes is empty.
 var defaultKeyTypes = []string{"ecdsa-p256", "ecdsa-p384"}
 
-// DefaultMaxSANs applies when Rules.MaxSANs is zero.
+// DefaultMaxSANs applies when SANPolicy.MaxNames is zero.
 const DefaultMaxSANs = 8
 
-// Rules are the CSR rules of a certificate profile.
-type Rules struct {
-	// KeyTypes lists the accepted public key types (see KnownKeyType); empty
-	// means "ecdsa-p256" and "ecdsa-p384".
-	KeyTypes []string
-	// AllowSAN lets a SubjectAltName extension with DNS, IP, URI, email and
-	// otherName hardwareModuleName entries through; when false a CSR carrying
-	// a SubjectAltName is rejected.
-	AllowSAN bool
-	// MaxSANs bounds the number of SAN entries; zero means DefaultMaxSANs.
-	MaxSANs int
-}
-
-// KnownKeyType reports whether name is a key type that Rules.KeyTypes and
-// Profile.KeyTypes accept: "ecdsa-p256", "ecdsa-p384", "ecdsa-p521",
+// KnownKeyType reports whether name is a key type that Profile.KeyTypes
+// accepts: "ecdsa-p256", "ecdsa-p384", "ecdsa-p521",
 // "rsa-2048", "rsa-3072", "rsa-4096" or "ed25519".
 func KnownKeyType(name string) bool { return lookupKeyType(name) != nil }
 
-// KeyTypeOf names the type of a public key as in Rules.KeyTypes, or returns
+// KeyTypeOf names the type of a public key as in Profile.KeyTypes, or returns
 // "" for a key type estca does not issue for (including weak keys).
 func KeyTypeOf(pub any) string {
 	if t, _, _ := classifyKey(pub); t != nil {
 		return t.name
 	}
 	return ""
-}
-
-// CheckCSR applies the rules to a parsed request whose signature the caller
-// has already checked: allowed key type, a subject commonName, the SAN rules,
-// and no request for a CA certificate. The error is an *Error wrapping
-// ErrRejected.
-func CheckCSR(csr *x509.CertificateRequest, r Rules) error {
-	kinds := r.KeyTypes
-	if len(kinds) == 0 {
-		kinds = defaultKeyTypes
-	}
-	if kt := KeyTypeOf(csr.PublicKey); kt == "" || !slices.Contains(kinds, kt) {
-		return reject("key type not allowed")
-	}
-	if csr.Subject.CommonName == "" {
-		return reject("subject commonName missing")
-	}
-	var san []byte
-	for _, e := range csr.Extensions {
-		switch {
-		case e.Id.Equal(OIDBasicConstraints):
-			if isCA(e.Value) {
-				return reject("CA certificate requested")
-			}
-		case e.Id.Equal(OIDSubjectAltName):
-			if san != nil {
-				return reject("duplicate SAN extension")
-			}
-			san = e.Value
-			if san == nil {
-				san = []byte{}
-			}
-		}
-	}
-	if san == nil {
-		return nil
-	}
-	if !r.AllowSAN {
-		return reject("SAN not allowed by profile")
-	}
-	max := r.MaxSANs
-	if max <= 0 {
-		max = DefaultMaxSANs
-	}
-	return checkSAN(san, max)
 }
 
 // isCA reports whether a BasicConstraints value asserts cA; a malformed value
@@ -128,55 +66,6 @@ const (
 	tagURI       = 6
 	tagIP        = 7
 )
-
-func checkSAN(v []byte, max int) error {
-	s := cryptobyte.String(v)
-	var names cryptobyte.String
-	if !s.ReadASN1(&names, cbasn1.SEQUENCE) || !s.Empty() {
-		return reject("malformed SAN")
-	}
-	n := 0
-	for !names.Empty() {
-		var gn cryptobyte.String
-		var tag cbasn1.Tag
-		if !names.ReadAnyASN1(&gn, &tag) {
-			return reject("malformed SAN")
-		}
-		n++
-		if n > max {
-			return reject("too many SAN entries")
-		}
-		switch tag {
-		case cbasn1.Tag(tagOtherName).ContextSpecific().Constructed():
-			if _, err := parseHardwareModuleName(gn); err != nil {
-				return err
-			}
-		case cbasn1.Tag(tagEmail).ContextSpecific():
-			if !printableASCII(gn) || strings.Count(string(gn), "@") != 1 {
-				return reject("bad email SAN")
-			}
-		case cbasn1.Tag(tagDNS).ContextSpecific():
-			if !validDNSName(string(gn)) {
-				return reject("bad DNS SAN")
-			}
-		case cbasn1.Tag(tagURI).ContextSpecific():
-			u, err := url.Parse(string(gn))
-			if !printableASCII(gn) || err != nil || u.Scheme == "" {
-				return reject("bad URI SAN")
-			}
-		case cbasn1.Tag(tagIP).ContextSpecific():
-			if len(gn) != 4 && len(gn) != 16 {
-				return reject("bad IP SAN")
-			}
-		default:
-			return reject("SAN type not allowed")
-		}
-	}
-	if n == 0 {
-		return reject("empty SAN")
-	}
-	return nil
-}
 
 // HardwareModuleName is the RFC 4108 §5 otherName that names a device by its
 // hardware type and serial number.
@@ -265,25 +154,6 @@ func validDNSName(s string) bool {
 		}
 	}
 	return true
-}
-
-// CheckRenewal enforces RFC 7030 §4.2.2: the re-enrollment CSR's Subject and
-// SubjectAltName must be identical to those of cur, the certificate the client
-// authenticated with. Both are compared as DER. The error is an *Error
-// wrapping ErrRejected.
-func CheckRenewal(cur *x509.Certificate, csr *x509.CertificateRequest) error {
-	if cur == nil || csr == nil {
-		return reject("nothing to renew")
-	}
-	if !bytes.Equal(cur.RawSubject, csr.RawSubject) {
-		return reject("subject differs from current certificate")
-	}
-	a, aok := extValue(cur.Extensions, OIDSubjectAltName)
-	b, bok := extValue(csr.Extensions, OIDSubjectAltName)
-	if aok != bok || !bytes.Equal(a, b) {
-		return reject("SAN differs from current certificate")
-	}
-	return nil
 }
 
 func extValue(exts []pkix.Extension, id asn1.ObjectIdentifier) ([]byte, bool) {

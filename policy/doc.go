@@ -12,6 +12,11 @@
 // hardwareModuleName taken from CSRs on a profile devices may use, ...).
 // A reload builds a new Engine and swaps the pointer; an Engine never changes.
 //
+// Engine.Recheck runs on every request of an open DTLS session and
+// periodically on every session (package est through package ca): what may
+// change while a session stays open (a revocation, a reload that removes or
+// deny-lists a manufacturer, expiry), without signatures or profile rules.
+//
 // Engine.Verify runs per DTLS handshake: it classifies the client chain as
 // an operational certificate of this CA (optionally accepted for a grace
 // period after expiry, for renewal only) or a manufacturer IDevID, verified
@@ -69,8 +74,7 @@
 // policy does not log, does not read files (certificates and CRLs arrive
 // parsed), does not consult the store, does not issue or sign, does not map
 // classes to CoAP codes, and does not verify CSR signatures inside Evaluate
-// (ParseCSR does, before). CheckCSR and CheckRenewal are the rules of the
-// first authority, kept until package ca calls Evaluate.
+// (ParseCSR does, before).
 //
 // # Concurrency
 //

@@ -26,8 +26,7 @@ var (
 // sentinels above, possibly wrapping a cause (e.g. an x509 verification error).
 type Error struct {
 	Reason string
-	// Code is the precise reason for the audit; 0 for errors of CheckCSR
-	// and CheckRenewal.
+	// Code is the precise reason for the audit.
 	Code Code
 	Err  error
 }

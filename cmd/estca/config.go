@@ -14,7 +14,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/estca/estca/ca"
 	"github.com/estca/estca/hsm"
 )
 
@@ -26,11 +25,14 @@ type Config struct {
 	CA             CAConfig             `yaml:"ca"`
 	Store          StoreConfig          `yaml:"store"`
 	EST            ESTConfig            `yaml:"est"`
+	Policy         PolicyConfig         `yaml:"policy"`
 	Profiles       []ProfileConfig      `yaml:"profiles"`
 	DefaultProfile string               `yaml:"default_profile"`
 	Manufacturers  []ManufacturerConfig `yaml:"manufacturers"`
+	CRL            CRLConfig            `yaml:"crl"`
 
-	dir string // directory of the config file
+	dir      string   // directory of the config file
+	warnings []string // deprecated keys, "where: what"
 }
 
 // HSMConfig selects the PKCS#11 token.
@@ -88,26 +90,6 @@ type ESTConfig struct {
 	MaxBody              int      `yaml:"max_body"`
 	MetricsListen        string   `yaml:"metrics_listen"`
 	AdminSocket          string   `yaml:"admin_socket"`
-}
-
-// ProfileConfig is one certificate profile.
-type ProfileConfig struct {
-	Name        string   `yaml:"name"`
-	Validity    Duration `yaml:"validity"`
-	KeyUsage    []string `yaml:"key_usage"`
-	ExtKeyUsage []string `yaml:"ext_key_usage"`
-	KeyTypes    []string `yaml:"key_types"`
-	AllowSAN    bool     `yaml:"allow_san"`
-	CSRAttrs    []string `yaml:"csr_attrs"`
-}
-
-// ManufacturerConfig is an IDevID trust anchor.
-type ManufacturerConfig struct {
-	Name           string   `yaml:"name"`
-	Roots          []string `yaml:"roots"`
-	Intermediates  []string `yaml:"intermediates"`
-	TolerateExpiry bool     `yaml:"tolerate_expiry"`
-	DenySerials    []string `yaml:"deny_serials"`
 }
 
 // Duration is a time.Duration written as "90s", "8760h".
@@ -225,7 +207,8 @@ func (c *Config) applyDefaults() {
 		c.EST.MaxBody = 64 << 10
 	}
 	if len(c.Profiles) == 0 {
-		c.Profiles = []ProfileConfig{defaultProfile()}
+		// The default binds every certificate to its requester's identity.
+		c.Profiles = []ProfileConfig{{Name: "default"}}
 	}
 	for i := range c.Profiles {
 		if c.Profiles[i].Validity == 0 {
@@ -233,17 +216,7 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	def(&c.DefaultProfile, c.Profiles[0].Name)
-}
-
-func defaultProfile() ProfileConfig {
-	return ProfileConfig{
-		Name:        "default",
-		Validity:    Duration(365 * 24 * time.Hour),
-		KeyUsage:    []string{"digitalSignature", "keyAgreement"},
-		ExtKeyUsage: []string{"clientAuth"},
-		KeyTypes:    []string{"ecdsa-p256", "ecdsa-p384"},
-		AllowSAN:    true,
-	}
+	c.applyPolicyDefaults()
 }
 
 // path resolves p against the config's directory.
@@ -252,27 +225,6 @@ func (c *Config) path(p string) string {
 		return p
 	}
 	return filepath.Join(c.dir, p)
-}
-
-var keyUsages = map[string]x509.KeyUsage{
-	"digitalSignature":  x509.KeyUsageDigitalSignature,
-	"contentCommitment": x509.KeyUsageContentCommitment,
-	"keyEncipherment":   x509.KeyUsageKeyEncipherment,
-	"dataEncipherment":  x509.KeyUsageDataEncipherment,
-	"keyAgreement":      x509.KeyUsageKeyAgreement,
-}
-
-var extKeyUsages = map[string]x509.ExtKeyUsage{
-	"serverAuth":      x509.ExtKeyUsageServerAuth,
-	"clientAuth":      x509.ExtKeyUsageClientAuth,
-	"codeSigning":     x509.ExtKeyUsageCodeSigning,
-	"emailProtection": x509.ExtKeyUsageEmailProtection,
-	"timeStamping":    x509.ExtKeyUsageTimeStamping,
-	"ocspSigning":     x509.ExtKeyUsageOCSPSigning,
-}
-
-var csrKeyTypes = map[string]bool{
-	"ecdsa-p256": true, "ecdsa-p384": true, "rsa-2048": true, "rsa-3072": true, "ed25519": true,
 }
 
 // validate reports every problem of the configuration at once.
@@ -336,62 +288,12 @@ func (c *Config) validate() error {
 			bad("%s.name %q is used twice", where, p.Name)
 		}
 		seen[p.Name] = true
-		if p.Validity.D() < time.Hour {
-			bad("%s.validity must be at least 1h", where)
-		}
-		for _, u := range p.KeyUsage {
-			if _, ok := keyUsages[u]; !ok {
-				bad("%s.key_usage: unknown %q", where, u)
-			}
-		}
-		for _, u := range p.ExtKeyUsage {
-			if _, ok := extKeyUsages[u]; !ok {
-				bad("%s.ext_key_usage: unknown %q", where, u)
-			}
-		}
-		for _, k := range p.KeyTypes {
-			if !csrKeyTypes[k] {
-				bad("%s.key_types: unknown %q", where, k)
-			}
-		}
 	}
 	if !seen[c.DefaultProfile] {
 		bad("default_profile %q is not a defined profile", c.DefaultProfile)
 	}
-	names := map[string]bool{}
-	for i, m := range c.Manufacturers {
-		where := fmt.Sprintf("manufacturers[%d]", i)
-		if m.Name == "" {
-			bad("%s.name is required", where)
-		} else if names[m.Name] {
-			bad("%s.name %q is used twice", where, m.Name)
-		}
-		names[m.Name] = true
-		if len(m.Roots) == 0 {
-			bad("%s.roots: at least one trust anchor certificate is required", where)
-		}
-	}
+	errs = append(errs, c.validatePolicy()...)
 	return errors.Join(errs...)
-}
-
-// profiles converts the profile section for the authority.
-func (c *Config) profiles() []ca.Profile {
-	out := make([]ca.Profile, 0, len(c.Profiles))
-	for _, p := range c.Profiles {
-		var ku x509.KeyUsage
-		for _, u := range p.KeyUsage {
-			ku |= keyUsages[u]
-		}
-		var eku []x509.ExtKeyUsage
-		for _, u := range p.ExtKeyUsage {
-			eku = append(eku, extKeyUsages[u])
-		}
-		out = append(out, ca.Profile{
-			Name: p.Name, Validity: p.Validity.D(), KeyUsage: ku, ExtKeyUsage: eku,
-			KeyTypes: p.KeyTypes, AllowSAN: p.AllowSAN, CSRAttrs: p.CSRAttrs,
-		})
-	}
-	return out
 }
 
 // readCerts reads every CERTIFICATE block of a PEM file.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/estca/estca/est/bench"
 	"github.com/estca/estca/est/client"
@@ -189,12 +190,21 @@ func runEnroll(ctx context.Context, a *app, c *client.Conn, opts client.Options,
 				return err
 			}
 		}
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return err
+		var key crypto.Signer
+		if (op == "sen" || op == "sren") && subject == "" {
+			// Follow the server's CSR attributes (RFC 9908 template): the
+			// subject, SAN and key type its profile wants.
+			if key, csr, err = csrFromAttrs(ctx, a, c, leaf); err != nil {
+				return err
+			}
 		}
-		if csr, err = newCSR(key, leaf, subject, op == "sren"); err != nil {
-			return err
+		if csr == nil {
+			if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+				return err
+			}
+			if csr, err = newCSR(key, leaf, subject, op == "sren"); err != nil {
+				return err
+			}
 		}
 		if op == "sen" || op == "sren" {
 			der, err := x509.MarshalPKCS8PrivateKey(key)
@@ -240,6 +250,35 @@ func runEnroll(ctx context.Context, a *app, c *client.Conn, opts client.Options,
 		fmt.Fprintf(a.stdout, "server-generated key (format %d) in %s, certificate in %s.pem\n", res.KeyFormat, name, out)
 		return nil
 	}
+}
+
+// csrFromAttrs builds the CSR the server's CSR attributes ask for (GET
+// /att: its RFC 9908 template) with a new key of the type they name; it
+// returns nil when the server offers no template (the caller then builds
+// the CSR from the client certificate).
+func csrFromAttrs(ctx context.Context, a *app, c *client.Conn, leaf *x509.Certificate) (crypto.Signer, []byte, error) {
+	attrs, err := c.CSRAttrs(ctx)
+	var re *client.ResponseError
+	if errors.As(err, &re) && re.Code == codes.NotFound {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := client.ParseCSRTemplate(attrs, leaf)
+	if err != nil || t == nil {
+		return nil, nil, err
+	}
+	key, err := t.NewKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := t.Request(key, leaf)
+	if err != nil {
+		return nil, nil, err
+	}
+	a.log.Debug("CSR built from the server's CSR attributes", "key", t.Key, "extensions", len(t.Extensions))
+	return key, csr, nil
 }
 
 // newCSR makes a CSR for key. For re-enrollment the subject and the

@@ -8,7 +8,6 @@ import (
 
 	"github.com/estca/estca/ca"
 	"github.com/estca/estca/hsm"
-	"github.com/estca/estca/policy"
 	"github.com/estca/estca/softhsm"
 	"github.com/estca/estca/store"
 )
@@ -130,32 +129,6 @@ func auditSigner(c *Config, tok *hsm.Token, onBad func(error)) (crypto.Signer, c
 	return ca.VerifySigner(k, pub, onBad), pub, nil
 }
 
-// requesters builds the requester trust configuration: our own hierarchy for
-// operational certificates and the manufacturer anchors for IDevIDs.
-func requesters(c *Config, root, issuing *x509.Certificate) (policy.Requesters, error) {
-	r := policy.Requesters{Operational: []*x509.Certificate{issuing, root}}
-	var errs []error
-	for _, m := range c.Manufacturers {
-		a := policy.Anchor{Name: m.Name, TolerateExpiry: m.TolerateExpiry, DenySerials: m.DenySerials}
-		for _, p := range m.Roots {
-			cs, err := readCerts(c.path(p))
-			if err != nil {
-				errs = append(errs, fmt.Errorf("manufacturer %s: %w", m.Name, err))
-			}
-			a.Roots = append(a.Roots, cs...)
-		}
-		for _, p := range m.Intermediates {
-			cs, err := readCerts(c.path(p))
-			if err != nil {
-				errs = append(errs, fmt.Errorf("manufacturer %s: %w", m.Name, err))
-			}
-			a.Intermediates = append(a.Intermediates, cs...)
-		}
-		r.Anchors = append(r.Anchors, a)
-	}
-	return r, errors.Join(errs...)
-}
-
 // authority is everything `serve` and `issue` need, opened together.
 type authority struct {
 	token   *hsm.Token
@@ -163,6 +136,7 @@ type authority struct {
 	ca      *ca.Authority
 	root    *x509.Certificate
 	issuing *x509.Certificate
+	server  *x509.Certificate // the DTLS server certificate (its names are reserved)
 	// auditPub verifies signed audit heads.
 	auditPub crypto.PublicKey
 }
@@ -176,6 +150,20 @@ func (x *authority) Close() error {
 		errs = append(errs, x.token.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// caCertificates reads the root, issuing and DTLS server certificates.
+func caCertificates(c *Config) (root, issuing, server *x509.Certificate, err error) {
+	if root, err = readCert(c.path(c.CA.Root)); err != nil {
+		return nil, nil, nil, fmt.Errorf("root CA certificate: %w", err)
+	}
+	if issuing, err = readCert(c.path(c.CA.Issuing)); err != nil {
+		return nil, nil, nil, fmt.Errorf("issuing CA certificate: %w", err)
+	}
+	if server, err = readCert(c.path(c.CA.ServerCert)); err != nil {
+		return nil, nil, nil, fmt.Errorf("server certificate: %w", err)
+	}
+	return root, issuing, server, nil
 }
 
 // authorityOptions are what `serve` adds to openAuthority; the zero value is
@@ -199,13 +187,14 @@ func openAuthority(c *Config, o authorityOptions) (_ *authority, err error) {
 			x.Close()
 		}
 	}()
-	if x.root, err = readCert(c.path(c.CA.Root)); err != nil {
-		return nil, fmt.Errorf("root CA certificate: %w", err)
+	if x.root, x.issuing, x.server, err = caCertificates(c); err != nil {
+		return nil, err
 	}
-	if x.issuing, err = readCert(c.path(c.CA.Issuing)); err != nil {
-		return nil, fmt.Errorf("issuing CA certificate: %w", err)
+	po, err := c.policyOptions(x.root, x.issuing, x.server)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
 	}
-	reqs, err := requesters(c, x.root, x.issuing)
+	last, err := lastCRLNumber(c.path(c.CRL.Path))
 	if err != nil {
 		return nil, err
 	}
@@ -229,14 +218,14 @@ func openAuthority(c *Config, o authorityOptions) (_ *authority, err error) {
 	}
 	x.auditPub = pub
 	x.ca, err = ca.New(ca.Options{
-		Signer:         verified,
-		Certificate:    x.issuing,
-		Root:           x.root,
-		Profiles:       c.profiles(),
-		DefaultProfile: c.DefaultProfile,
-		Store:          x.db,
-		Requesters:     reqs,
-		StoreRetry:     c.Store.RetryAfter.D(),
+		Signer:      verified,
+		Certificate: x.issuing,
+		Root:        x.root,
+		Policy:      po,
+		Store:       x.db,
+		StoreRetry:  c.Store.RetryAfter.D(),
+		CRL: ca.CRLOptions{DistributionPoint: c.CRL.DistributionPoint, Validity: c.CRL.Validity.D(),
+			LastNumber: last},
 	})
 	if err != nil {
 		return nil, err

@@ -288,25 +288,61 @@ est:
   metrics_listen: 127.0.0.1:9684
   admin_socket: run/estca.sock
 
+# Names no device may claim, besides this CA's and its server certificate's
+# (always reserved): DNS names, IP addresses, common names.
+policy:
+  reserved_names: []
+
+# Certificate profiles, selected by the path label (/est/<name>/sen). Every
+# profile binds the certificates it issues to the requester's identity (the
+# IDevID, or the operational certificate being renewed): see README.md,
+# "Policy reference".
 default_profile: default
 profiles:
   - name: default
     validity: 8760h
-    key_usage: [digitalSignature, keyAgreement]
-    ext_key_usage: [clientAuth]
     key_types: [ecdsa-p256, ecdsa-p384]
-    allow_san: true
-    csr_attrs: []
+    key_usage:
+      ecdsa: [digitalSignature, keyAgreement]
+    ext_key_usage: [clientAuth]
+    renewal_grace: 720h      # an expired certificate of this profile may still renew for 30 days
+    approval: auto           # manual: devices get 5.03 + Max-Age until ` + "`estca requests approve ID`" + `
+{{- if .Demo}}
+    # The demo devices (demo/device-*.pem) have IDevIDs with the subject
+    # "O=Demo Devices, CN=demo device DEMO-0001, serialNumber=DEMO-0001" and a
+    # hardwareModuleName with serial DEMO-0001: their certificates repeat
+    # exactly these values. A CSR may repeat them or leave them out; CN=admin,
+    # another device's serialNumber or hardware serial, or any DNS/IP name is
+    # refused (4.03, 4.00).
+    subject:
+      - {type: O, from: identity}
+      - {type: CN, from: identity}
+      - {type: serialNumber, from: identity}   # required: no certificate without the device serial
+    san:
+      hardware_module_name: identity
+{{- end}}
 
 # IDevID trust anchors of device manufacturers.
 manufacturers:
 {{- if .Demo}}
   - name: demo
     roots: [demo/manufacturer-ca.pem]
-    tolerate_expiry: false   # set true to accept expired IDevIDs of this manufacturer
+    allow_expired: false     # true accepts expired IDevIDs (chain verified at their notAfter)
+    crls: []                 # the manufacturer's CRLs, re-read at every reload
     deny_serials: []
+    profiles: [default]
 {{- else}} []
 {{- end}}
+
+# Certificate revocation lists, signed by the issuing key, published at
+# start, every refresh and on every revocation; served over HTTP at /crl on
+# the metrics listener and on crl.listen, and to devices over CoAP at /est/crl.
+crl:
+  path: ca/crl.der
+  validity: 168h             # nextUpdate - thisUpdate
+  refresh: 24h
+  listen: ""                 # e.g. ":8080": http://HOST:8080/crl for relying parties
+  distribution_point: ""     # e.g. http://ca.example.net:8080/crl: put into every certificate issued
 `))
 
 func renderConfig(v configValues) string {

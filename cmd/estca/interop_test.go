@@ -146,9 +146,19 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 	return w.sb.Write(p)
 }
 
+// paddedProfile is a profile the interop tests add to the demo
+// configuration: the demo binding, and requested extensions dropped rather
+// than refused, so that a CSR padded by a private extension (paddedCSR)
+// spans several blocks.
+const paddedProfile = `  - name: padded
+    validity: 24h
+    subject: [{type: O}, {type: CN}, {type: serialNumber}]
+    extensions: {unknown: drop}
+`
+
 // demoAppliance is an appliance made with --demo whose metrics listener is
-// moved to an ephemeral port; tolerant sets the demo manufacturer's expiry
-// tolerance.
+// moved to an ephemeral port, with the profile "padded" added; tolerant
+// sets the demo manufacturer's expiry tolerance.
 func demoAppliance(t *testing.T, tolerant bool) (dir, cfg string) {
 	t.Helper()
 	requireTools(t, "softhsm2-util", "openssl", "coap-client-openssl", "coap-client-gnutls")
@@ -158,8 +168,10 @@ func demoAppliance(t *testing.T, tolerant bool) (dir, cfg string) {
 		t.Fatal(err)
 	}
 	s := strings.Replace(string(b), "metrics_listen: 127.0.0.1:9684", "metrics_listen: 127.0.0.1:0", 1)
+	s = strings.Replace(s, "\n# IDevID trust anchors", paddedProfile+"\n# IDevID trust anchors", 1)
+	s = strings.Replace(s, "profiles: [default]", "profiles: [default, padded]", 1)
 	if tolerant {
-		s = strings.Replace(s, "tolerate_expiry: false", "tolerate_expiry: true", 1)
+		s = strings.Replace(s, "allow_expired: false", "allow_expired: true", 1)
 	}
 	if err := os.WriteFile(cfg, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
@@ -191,17 +203,22 @@ func coap(t *testing.T, client string, id *identity, root string, args ...string
 }
 
 // paddedCSR writes a DER CSR of more than 1 KiB (a private extension pads
-// it) so that block sizes up to 1024 really use Block1.
-func paddedCSR(t *testing.T, path, cn string) {
+// it, which the "padded" profile drops) so that block sizes up to 1024
+// really use Block1; its subject is the device id's (a PEM certificate
+// file), as the demo binding wants.
+func paddedCSR(t *testing.T, path string, id identity) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	leaf, err := readCert(id.cert)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pad, _ := asn1.Marshal(strings.Repeat("p", 1200))
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject:         pkix.Name{CommonName: cn},
-		DNSNames:        []string{cn + ".devices.test"},
+		RawSubject:      leaf.RawSubject,
 		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 55555, 1}, Value: pad}},
 	}, key)
 	if err != nil {
@@ -272,9 +289,9 @@ func TestInteropLibcoap(t *testing.T) {
 			for _, bs := range []string{"64", "256", "1024"} {
 				before := certCount(t, cfg)
 				csr := filepath.Join(tmp, client+"-"+bs+".csr")
-				paddedCSR(t, csr, "dev-"+client+"-"+bs)
+				paddedCSR(t, csr, dev)
 				p7 := filepath.Join(tmp, client+"-"+bs+".p7")
-				out := coap(t, client, &dev, root, "-m", "post", "-t", "286", "-b", bs, "-f", csr, "-o", p7, base+"/.well-known/est/sen")
+				out := coap(t, client, &dev, root, "-m", "post", "-t", "286", "-b", bs, "-f", csr, "-o", p7, base+"/est/padded/sen")
 				leaf := filepath.Join(tmp, client+"-"+bs+".pem")
 				pemOut, err := exec.Command("openssl", "pkcs7", "-inform", "DER", "-in", p7, "-print_certs").CombinedOutput()
 				if err != nil {
@@ -289,14 +306,14 @@ func TestInteropLibcoap(t *testing.T) {
 				}
 			}
 
-			// Re-enrollment with the operational certificate just issued.
+			// Re-enrollment with the operational certificate just issued
+			// (an empty subject: the certificate gets the device's identity).
 			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			if err != nil {
 				t.Fatal(err)
 			}
 			csr := filepath.Join(tmp, client+"-op.csr")
-			der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-				Subject: pkix.Name{CommonName: "op-" + client}, DNSNames: []string{"op-" + client + ".devices.test"}}, key)
+			der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 			os.WriteFile(csr, der, 0o600)
 			opDER := filepath.Join(tmp, client+"-op.der")
 			coap(t, client, &dev, root, "-m", "post", "-t", "286", "-A", "287", "-f", csr, "-o", opDER, base+"/.well-known/est/sen")
@@ -305,14 +322,19 @@ func TestInteropLibcoap(t *testing.T) {
 			kder, _ := x509.MarshalPKCS8PrivateKey(key)
 			os.WriteFile(op.key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
 
+			// RFC 7030 §4.2.2: the renewal CSR repeats the subject and SAN.
+			opCert, err := readCert(op.cert)
+			if err != nil {
+				t.Fatalf("no operational certificate: %v", err)
+			}
 			key2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			der2, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-				Subject: pkix.Name{CommonName: "op-" + client}, DNSNames: []string{"op-" + client + ".devices.test"}}, key2)
+				RawSubject: opCert.RawSubject, ExtraExtensions: sanOf(opCert)}, key2)
 			csr2 := filepath.Join(tmp, client+"-re.csr")
 			os.WriteFile(csr2, der2, 0o600)
 			reDER := filepath.Join(tmp, client+"-re.der")
 			out = coap(t, client, &op, root, "-m", "post", "-t", "286", "-A", "287", "-f", csr2, "-o", reDER, base+"/.well-known/est/sren")
-			if s, err := exec.Command("openssl", "x509", "-inform", "DER", "-in", reDER, "-noout", "-subject").CombinedOutput(); err != nil || !strings.Contains(string(s), "op-"+client) {
+			if s, err := exec.Command("openssl", "x509", "-inform", "DER", "-in", reDER, "-noout", "-subject").CombinedOutput(); err != nil || !strings.Contains(string(s), "serialNumber = DEMO-0001") {
 				t.Errorf("sren: %v %s\n%s", err, s, out)
 			}
 			// sren with an IDevID is refused.
@@ -362,7 +384,7 @@ func TestInteropRejections(t *testing.T) {
 	// An operational certificate that gets revoked.
 	csr := filepath.Join(tmp, "rev.csr")
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "rev"}}, key)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	os.WriteFile(csr, der, 0o600)
 	revDER := filepath.Join(tmp, "rev.der")
 	coap(t, client, &dev, root, "-m", "post", "-t", "286", "-A", "287", "-f", csr, "-o", revDER, base+"/.well-known/est/sen")
@@ -410,7 +432,7 @@ func TestInteropRejections(t *testing.T) {
 	big := filepath.Join(tmp, "big.csr")
 	os.WriteFile(big, make([]byte, 70<<10), 0o600)
 	good := filepath.Join(tmp, "good.csr")
-	paddedCSR(t, good, "good")
+	paddedCSR(t, good, dev)
 	codes := []struct {
 		name string
 		args []string
@@ -459,7 +481,9 @@ func TestInteropExpiredTolerant(t *testing.T) {
 	root := filepath.Join(dir, "ca", "root.pem")
 	dev := demoDevice(dir, "expired")
 	csr := filepath.Join(t.TempDir(), "c.csr")
-	writeCSR(t, csr, "expired-device")
+	if err := os.WriteFile(csr, deviceCSR(t, dev), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(t.TempDir(), "c.der")
 	log := coap(t, "coap-client-gnutls", &dev, root, "-m", "post", "-t", "286", "-A", "287", "-f", csr, "-o", out,
 		"coaps://"+srv.addr+"/.well-known/est/sen")
@@ -469,4 +493,33 @@ func TestInteropExpiredTolerant(t *testing.T) {
 	if audit := mustEstca(t, "--config", cfg, "audit", "list"); !strings.Contains(audit, "expired-idevid-accepted") {
 		t.Fatalf("audit record not flagged:\n%s", audit)
 	}
+}
+
+// sanOf returns c's subjectAltName extension (none if it has none).
+func sanOf(c *x509.Certificate) []pkix.Extension {
+	for _, x := range c.Extensions {
+		if x.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 17}) {
+			return []pkix.Extension{x}
+		}
+	}
+	return nil
+}
+
+// deviceCSR returns a DER CSR with a fresh key and the subject of the
+// device id's certificate: what a device bound to its identity asks for.
+func deviceCSR(t *testing.T, id identity) []byte {
+	t.Helper()
+	leaf, err := readCert(id.cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{RawSubject: leaf.RawSubject}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
 }

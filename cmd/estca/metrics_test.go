@@ -72,7 +72,7 @@ func TestServeMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "metrics device"})
+	csr := pkitest.CSR(t, pkitest.Key(t), pkix.Name{}) // the device's identity
 	var cert *x509.Certificate
 	if cert, _, err = c.Enroll(ctx, csr, wire.FormatPKIXCert); err != nil || cert == nil {
 		t.Fatalf("enroll: %v\n%s", err, srv.logs())

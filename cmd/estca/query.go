@@ -310,37 +310,6 @@ func resetCheckpoint(a *app, cfg *Config, reason string) error {
 	return err
 }
 
-func revokeCommand() *command {
-	var reason int
-	return &command{
-		name: "revoke", args: "[--reason N] SERIAL",
-		summary: "Revoke an issued certificate (RFC 5280 reason code); the device can no longer authenticate with it.",
-		flags: func(fs *flag.FlagSet) {
-			fs.IntVar(&reason, "reason", 0, "RFC 5280 CRLReason `N` (0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation)")
-		},
-		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if len(args) != 1 {
-				fs.Usage()
-				return &exitError{2, errors.New("one SERIAL is required")}
-			}
-			if reason < 0 || reason > 10 || reason == 7 {
-				return &exitError{2, fmt.Errorf("--reason %d is not an RFC 5280 CRLReason", reason)}
-			}
-			serial := strings.ToLower(strings.TrimPrefix(args[0], "0x"))
-			return withRecords(a, true, func(r records) error {
-				if err := r.Revoke(serial, reason); err != nil {
-					if errors.Is(err, store.ErrNotFound) {
-						return fmt.Errorf("no certificate with serial %s", args[0])
-					}
-					return err
-				}
-				fmt.Fprintf(a.stdout, "revoked %s\n", serial)
-				return nil
-			})
-		},
-	}
-}
-
 func backupCommand() *command {
 	return &command{
 		name: "backup", args: "FILE",

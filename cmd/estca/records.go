@@ -35,7 +35,6 @@ type records interface {
 	// Check reads every page of the store.
 	Check() (store.CheckReport, error)
 	Backup(w io.Writer) (int64, error)
-	Revoke(serial string, reason int) error
 	Close() error
 }
 
@@ -117,30 +116,12 @@ func (d *directRecords) Verify(cps []store.Checkpoint) (store.VerifyReport, erro
 func (d *directRecords) NewestHead() (store.Head, error)   { return d.db.NewestHead() }
 func (d *directRecords) Check() (store.CheckReport, error) { return d.db.Check() }
 func (d *directRecords) Backup(w io.Writer) (int64, error) { return d.db.Backup(w) }
-func (d *directRecords) Revoke(serial string, reason int) error {
-	return revokeIn(d.db, serial, reason, "operator:cli")
-}
 func (d *directRecords) Close() error {
 	err := d.db.Close()
 	if d.tok != nil {
 		err = errors.Join(err, d.tok.Close())
 	}
 	return err
-}
-
-// revokeIn revokes serial in db with its audit record; the store signs a
-// head over it at once.
-func revokeIn(db *store.DB, serial string, reason int, who string) error {
-	c, err := db.Certificate(serial)
-	if err != nil {
-		return err
-	}
-	now := time.Now()
-	return db.Revoke(c.Serial, reason, now, store.AuditRecord{
-		Time: now, Serial: c.Serial, Profile: c.Profile,
-		Requester: store.Identity{Subject: who}, Verdict: "revoked",
-		Reason: fmt.Sprintf("reason code %d", reason),
-	})
 }
 
 // auditFailure is a verification failure reported through the admin
@@ -281,18 +262,6 @@ func adminHandler(db *store.DB, pub crypto.PublicKey) http.Handler {
 			// sees a failure, not a short file.
 			panic(http.ErrAbortHandler)
 		}
-	})
-	mux.HandleFunc("POST /v1/revoke", func(w http.ResponseWriter, r *http.Request) {
-		reason, err := strconv.Atoi(r.URL.Query().Get("reason"))
-		if err != nil {
-			fail(w, fmt.Errorf("bad reason code %q", r.URL.Query().Get("reason")))
-			return
-		}
-		if err := revokeIn(db, r.URL.Query().Get("serial"), reason, "operator:admin-socket"); err != nil {
-			fail(w, err)
-			return
-		}
-		reply(w, map[string]bool{"ok": true})
 	})
 	return mux
 }
@@ -436,6 +405,7 @@ func (c *adminClient) Backup(w io.Writer) (int64, error) {
 	return cw.n, err
 }
 
+// Revoke revokes through the running server (see running.revoke).
 func (c *adminClient) Revoke(serial string, reason int) error {
 	var out map[string]bool
 	return c.do("POST", "/v1/revoke", url.Values{"serial": {serial}, "reason": {strconv.Itoa(reason)}}, &out)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -74,6 +75,12 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		return err
 	}
 	defer x.Close()
+	for _, w := range cfg.warnings {
+		a.log.Warn("configuration", "warning", w)
+	}
+	run := &running{configPath: a.configPath, cfg: cfg, x: x, log: a.log}
+	// A CRL at once (the HSM may be down: the schedule retries).
+	_ = run.publishCRL("start")
 	if left := time.Until(x.issuing.NotAfter); left < 30*24*time.Hour {
 		a.log.Warn("issuing CA expires soon: enrollment stops an hour before", "not_after", x.issuing.NotAfter, "left", left.Round(time.Hour))
 	}
@@ -121,12 +128,16 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	run.srv = srv
 
 	admin, err := listenAdmin(cfg.path(cfg.EST.AdminSocket))
 	if err != nil {
 		return err
 	}
-	adminSrv := &http.Server{Handler: adminHandler(x.db, x.auditPub), ReadHeaderTimeout: 10 * time.Second}
+	adminMux := http.NewServeMux()
+	adminMux.Handle("/", adminHandler(x.db, x.auditPub))
+	registerPolicyAdmin(adminMux, run)
+	adminSrv := &http.Server{Handler: adminMux, ReadHeaderTimeout: 10 * time.Second}
 	go adminSrv.Serve(admin)
 	defer func() {
 		adminSrv.Close()
@@ -140,10 +151,23 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Handler())
+		mux.Handle(CRLHTTPPath, crlHandler(x.ca))
 		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go ms.Serve(ml)
 		defer ms.Close()
 		a.log.Info("metrics listening", "addr", ml.Addr().String())
+	}
+	if cfg.CRL.Listen != "" {
+		cl, err := net.Listen("tcp", cfg.CRL.Listen)
+		if err != nil {
+			return fmt.Errorf("crl listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle(CRLHTTPPath, crlHandler(x.ca))
+		cs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: time.Minute}
+		go cs.Serve(cl)
+		defer cs.Close()
+		fmt.Fprintf(a.stdout, "estca serving the CRL on http://%s%s\n", cl.Addr(), CRLHTTPPath)
 	}
 
 	if _, err := x.db.Append(store.AuditRecord{Event: store.EventStart, Verdict: "start",
@@ -167,6 +191,11 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 
 	tick := time.NewTicker(cfg.Store.AuditSignInterval.D())
 	defer tick.Stop()
+	crlTick := time.NewTicker(cfg.CRL.Refresh.D())
+	defer crlTick.Stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	watchTick := time.NewTicker(storeWatchInterval)
 	defer watchTick.Stop()
 	for done := false; !done; {
@@ -180,6 +209,10 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 			done = true
 		case now := <-watchTick.C:
 			sw.poll(now)
+		case <-hup:
+			_ = run.reload("SIGHUP") // logged and audited
+		case <-crlTick.C:
+			_ = run.publishCRL("schedule")
 		case <-tick.C:
 			if err := signHead(x.db); errors.Is(err, hsm.ErrUnavailable) || errors.Is(err, store.ErrUnavailable) {
 				a.log.Debug("audit head not signed", "err", err) // the outage is logged once, by its watcher

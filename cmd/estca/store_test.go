@@ -7,10 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,13 +73,15 @@ func deviceOptions(t *testing.T, dir, addr string, cert *tls.Certificate) client
 		Timeout: 5 * time.Second, MaxRetries: -1}
 }
 
-// enrollNew enrolls a fresh key under cn and returns the certificate and key.
-func enrollNew(ctx context.Context, c *client.Conn, cn string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+// enrollNew enrolls a fresh key with an empty subject (the demo profile
+// binds the certificate to the device's identity) and returns the
+// certificate and key.
+func enrollNew(ctx context.Context, c *client.Conn) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -218,8 +218,8 @@ func TestBackupNeverHurtsTheStore(t *testing.T) {
 	defer c.Close()
 	var delivered []string
 	enroll := func(n int) {
-		for i := range n {
-			cert, _, err := enrollNew(ctx, c, fmt.Sprintf("backup-%d-%d", len(delivered), i))
+		for range n {
+			cert, _, err := enrollNew(ctx, c)
 			if err != nil {
 				t.Fatalf("enroll: %v\n%s", err, srv.logs())
 			}
@@ -253,7 +253,7 @@ func TestBackupNeverHurtsTheStore(t *testing.T) {
 	if err := os.WriteFile(live, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = enrollNew(ctx, c, "after-replace")
+	_, _, err = enrollNew(ctx, c)
 	var re *client.ResponseError
 	if !errors.As(err, &re) || re.Code != codes.ServiceUnavailable || re.MaxAge != 30*time.Second {
 		t.Fatalf("enroll after the store file was replaced: %v\n%s", err, srv.logs())
@@ -302,8 +302,8 @@ func TestRevokedStaysRefused(t *testing.T) {
 	}
 	var cert *x509.Certificate
 	var key *ecdsa.PrivateKey
-	for i := range 8 {
-		if cert, key, err = enrollNew(ctx, c, fmt.Sprintf("op-%d", i)); err != nil {
+	for range 8 {
+		if cert, key, err = enrollNew(ctx, c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -416,8 +416,8 @@ func TestDiskFullAnswers503(t *testing.T) {
 	}
 	defer c.Close()
 	var delivered []string
-	for i := range 2 {
-		cert, _, err := enrollNew(ctx, c, fmt.Sprintf("before-%d", i))
+	for range 2 {
+		cert, _, err := enrollNew(ctx, c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -428,7 +428,7 @@ func TestDiskFullAnswers503(t *testing.T) {
 	// first write needs new space.
 	refused := 0
 	for i := 0; refused < 6; i++ {
-		cert, _, err := enrollNew(ctx, c, fmt.Sprintf("full-%d", i))
+		cert, _, err := enrollNew(ctx, c)
 		if err == nil && refused == 0 && i < 500 {
 			delivered = append(delivered, cert.SerialNumber.Text(16))
 			continue
@@ -452,7 +452,7 @@ func TestDiskFullAnswers503(t *testing.T) {
 	}
 	var cert *x509.Certificate
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		if cert, _, err = enrollNew(ctx, c, "after"); err == nil {
+		if cert, _, err = enrollNew(ctx, c); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -5,8 +5,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -172,7 +173,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if n <= 0 {
 			n = min(100000, max(100, int(o.Duration.Seconds()*400)*o.Workers))
 		}
-		if csrs, err = prepareCSRs(ctx, n); err != nil {
+		if csrs, err = prepareCSRs(ctx, n, copts.Certificate); err != nil {
 			return nil, err
 		}
 	}
@@ -307,11 +308,29 @@ func errorKind(err error) string {
 	}
 }
 
-// prepareCSRs makes n CSRs, each with its own P-256 key and subject, using
-// the available CPUs.
-func prepareCSRs(ctx context.Context, n int) ([]preparedCSR, error) {
+// prepareCSRs makes n CSRs, each with its own P-256 key, using the
+// available CPUs. They carry the subject and subjectAltName of the client
+// certificate: a CA that binds certificates to the requester's identity
+// (estca's default) accepts them from an IDevID, and from an operational
+// certificate they are renewals, which must keep both (RFC 7030 §4.2.2).
+func prepareCSRs(ctx context.Context, n int, client tls.Certificate) ([]preparedCSR, error) {
 	out := make([]preparedCSR, n)
-	run := time.Now().UnixNano()
+	leaf := client.Leaf
+	if leaf == nil && len(client.Certificate) > 0 {
+		var err error
+		if leaf, err = x509.ParseCertificate(client.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("bench: client certificate: %w", err)
+		}
+	}
+	if leaf == nil {
+		return nil, errors.New("bench: no client certificate")
+	}
+	tmpl := &x509.CertificateRequest{RawSubject: leaf.RawSubject}
+	for _, e := range leaf.Extensions {
+		if e.Id.Equal(oidSubjectAltName) {
+			tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, e)
+		}
+	}
 	var next atomic.Int64
 	var firstErr error
 	var mu sync.Mutex
@@ -325,10 +344,6 @@ func prepareCSRs(ctx context.Context, n int) ([]preparedCSR, error) {
 				}
 				key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 				if err == nil {
-					tmpl := &x509.CertificateRequest{Subject: pkix.Name{
-						CommonName:   fmt.Sprintf("bench-%x-%d", run, i),
-						Organization: []string{"estca bench"},
-					}}
 					var der []byte
 					if der, err = x509.CreateCertificateRequest(rand.Reader, tmpl, key); err == nil {
 						var csr *x509.CertificateRequest
@@ -354,6 +369,8 @@ func prepareCSRs(ctx context.Context, n int) ([]preparedCSR, error) {
 	}
 	return out, nil
 }
+
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 
 func keepFirst(have, err error) error {
 	if have != nil {

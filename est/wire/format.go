@@ -35,6 +35,9 @@ const (
 	ResourceAtt  = "att"
 	ResourceSkg  = "skg"
 	ResourceSkc  = "skc"
+	// ResourceCRL is estca's CRL resource under LabelRoot (/est/crl): not
+	// an EST-coaps resource.
+	ResourceCRL = "crl"
 )
 
 // WellKnownRoot is the mandatory root of EST-coaps resources (RFC 9148 §4.1);

@@ -54,6 +54,47 @@ func CertsOnly(certs ...*x509.Certificate) ([]byte, error) {
 	return b.Bytes()
 }
 
+// ErrNoCRLs is returned by CRLsOnly when given no CRLs.
+var ErrNoCRLs = errors.New("wire: no CRLs")
+
+// CRLsOnly encodes DER CRLs as a degenerate certs-only CMS SignedData
+// (RFC 5652 §5; RFC 8551 §3.6: the certs-only message also conveys CRLs;
+// Content-Format 281): version 1, no digest algorithms, encapsulated id-data
+// without content, no certificates, the CRLs in the crls field, no
+// signerInfos. Each CRL must be one DER SEQUENCE; it is not parsed further.
+func CRLsOnly(crls ...[]byte) ([]byte, error) {
+	if len(crls) == 0 {
+		return nil, ErrNoCRLs
+	}
+	for i, c := range crls {
+		s := cryptobyte.String(c)
+		var seq cryptobyte.String
+		if !s.ReadASN1Element(&seq, cbasn1.SEQUENCE) || !s.Empty() {
+			return nil, fmt.Errorf("wire: CRL %d is not one DER SEQUENCE", i)
+		}
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // ContentInfo
+		b.AddASN1ObjectIdentifier(oidSignedData)
+		b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // SignedData
+				b.AddASN1Int64(1)
+				b.AddASN1(cbasn1.SET, func(*cryptobyte.Builder) {}) // digestAlgorithms
+				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+					b.AddASN1ObjectIdentifier(oidData) // encapContentInfo, no eContent
+				})
+				b.AddASN1(cbasn1.Tag(1).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
+					for _, c := range crls {
+						b.AddBytes(c)
+					}
+				})
+				b.AddASN1(cbasn1.SET, func(*cryptobyte.Builder) {}) // signerInfos
+			})
+		})
+	})
+	return b.Bytes()
+}
+
 // MaxCertsOnly bounds the certificates ParseCertsOnly takes from one
 // message; an EST chain is a handful of certificates.
 const MaxCertsOnly = 64

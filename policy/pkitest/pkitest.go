@@ -189,6 +189,18 @@ func CSR(t testing.TB, key crypto.Signer, subj pkix.Name, exts ...pkix.Extension
 	return der
 }
 
+// RawCSR makes a DER PKCS#10 request with the DER subject raw (e.g. an
+// IDevID's RawSubject, for profiles that bind the subject to the
+// requester's identity), signed by key.
+func RawCSR(t testing.TB, key crypto.Signer, raw []byte, exts ...pkix.Extension) []byte {
+	t.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{RawSubject: raw, ExtraExtensions: exts}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
 // PaddedCSR makes a DER request with common name cn whose DNS names add at
 // least pad bytes, so that it spans several blocks of a block-wise transfer
 // (RFC 7959) and still passes a CA that allows DNS SANs.
