@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// TestReadmeExample is the complete example of README-policy.md, as
+// TestReadmeExample is the complete example of README.md (Policy reference), as
 // cmd/estca would decode it, with a meter and a gateway of the two
 // manufacturers enrolling: the example must be a valid configuration that
 // does what the text says.

@@ -115,6 +115,9 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
+// defaultAdminSocket is est.admin_socket when the configuration sets none.
+const defaultAdminSocket = "run/estca.sock"
+
 // loadConfig reads path strictly (unknown keys are errors) and validates it,
 // reporting every problem at once.
 func loadConfig(path string) (*Config, error) {
@@ -177,7 +180,7 @@ func (c *Config) applyDefaults() {
 	def(&c.Store.Path, "store/estca.db")
 	def(&c.EST.Listen, fmt.Sprintf(":%d", 5684))
 	def(&c.EST.ExtendedMasterSecret, "request")
-	def(&c.EST.AdminSocket, "run/estca.sock")
+	def(&c.EST.AdminSocket, defaultAdminSocket)
 	def(&c.EST.MetricsListen, "127.0.0.1:9684")
 	if c.Store.LockTimeout == 0 {
 		c.Store.LockTimeout = Duration(2 * time.Second)

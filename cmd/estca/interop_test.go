@@ -56,6 +56,7 @@ func estcaBinary(t *testing.T) string {
 // server is a running `estca serve` process.
 type server struct {
 	addr   string
+	crlURL string // http://.../crl when crl.listen is set
 	cmd    *exec.Cmd
 	log    *strings.Builder
 	mu     *sync.Mutex
@@ -72,7 +73,10 @@ func (s *server) kill(t *testing.T) {
 	s.cmd.Wait()
 }
 
-var servingLine = regexp.MustCompile(`serving EST-coaps on udp (\S+)`)
+var (
+	servingLine = regexp.MustCompile(`serving EST-coaps on udp (\S+)`)
+	crlLine     = regexp.MustCompile(`serving the CRL on (\S+)`)
+)
 
 // startServer runs `estca serve` on an ephemeral loopback port and waits
 // until it serves; it is stopped with SIGTERM at cleanup.
@@ -92,6 +96,11 @@ func startServer(t *testing.T, cfg string) *server {
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
+			if m := crlLine.FindStringSubmatch(sc.Text()); m != nil {
+				s.mu.Lock()
+				s.crlURL = m[1]
+				s.mu.Unlock()
+			}
 			if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
 				addr <- m[1]
 			}

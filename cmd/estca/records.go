@@ -39,8 +39,10 @@ type records interface {
 }
 
 // serverRunning reports whether a server answers on the admin socket.
-func serverRunning(c *Config) bool {
-	sock := c.path(c.EST.AdminSocket)
+func serverRunning(c *Config) bool { return socketAnswers(c.path(c.EST.AdminSocket)) }
+
+// socketAnswers reports whether a server answers on the admin socket sock.
+func socketAnswers(sock string) bool {
 	if _, err := os.Stat(sock); err != nil {
 		return false
 	}
