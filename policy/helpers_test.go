@@ -2,7 +2,6 @@ package policy
 
 import (
 	"encoding/asn1"
-	"math/big"
 	"testing"
 	"time"
 
@@ -53,5 +52,3 @@ func addTagged(b *cryptobyte.Builder, tag int, v []byte) {
 }
 
 const time365 = 365 * 24 * time.Hour
-
-var bigOne = big.NewInt(1)

@@ -199,8 +199,8 @@ func (db *DB) IssuedTo(identity string, since time.Time, limit int) (n int, olde
 		// The entries of one identity are in issuance order: start after the
 		// last one and walk back.
 		end := binary.BigEndian.AppendUint64(bytes.Clone(prefix), ^uint64(0))
-		k, v := c.Seek(end)
-		if k == nil {
+		var k, v []byte
+		if k, _ = c.Seek(end); k == nil {
 			k, v = c.Last()
 		} else {
 			k, v = c.Prev()

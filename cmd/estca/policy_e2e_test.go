@@ -72,17 +72,6 @@ func csrWith(t *testing.T, subj pkix.Name, exts ...pkix.Extension) []byte {
 	return pkitest.CSR(t, pkitest.Key(t), subj, exts...)
 }
 
-// waitLogged waits until the server's log contains text.
-func waitLogged(t *testing.T, srv *server, text string) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if strings.Contains(srv.logs(), text) {
-			return
-		}
-	}
-	t.Fatalf("the server did not log %q:\n%s", text, srv.logs())
-}
-
 // certViewsOf lists the store's certificates through the admin socket.
 func certViewsOf(t *testing.T, cfg string) []certView {
 	t.Helper()
@@ -288,7 +277,7 @@ func TestPolicyE2ERevocationMidSession(t *testing.T) {
 	revoked := time.Now()
 	// The sessions were closed inside the revocation, before it returned:
 	// the server logged the closing before it answered the command.
-	waitLogged(t, srv, `reason="certificate revoked"`)
+	waitLog(t, srv, `reason="certificate revoked"`)
 	closedAt := logTime(t, srv.logs(), `msg="session closed"`)
 	if closedAt.After(revoked) {
 		t.Fatalf("the session was closed at %v, after the revocation returned at %v", closedAt, revoked)
@@ -461,7 +450,7 @@ func TestPolicyE2EReload(t *testing.T) {
 	if err := srv.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitLogged(t, srv, `msg="configuration reloaded" source=SIGHUP`)
+	waitLog(t, srv, `msg="configuration reloaded" source=SIGHUP`)
 	ac, err := client.Dial(ctx, deviceOptions(t, dir, srv.addr, &acme))
 	if err != nil {
 		t.Fatalf("the new manufacturer's device after the reload: %v\n%s", err, srv.logs())
@@ -499,7 +488,7 @@ func TestPolicyE2EReload(t *testing.T) {
 	if err := srv.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitLogged(t, srv, "source=SIGHUP problem=")
+	waitLog(t, srv, "source=SIGHUP problem=")
 	if _, err := enroll(c, demoLeaf); err != nil {
 		t.Fatalf("serving after a bad reload: %v", err)
 	}

@@ -308,14 +308,9 @@ func (c *Config) profileOptions() ([]policy.Profile, []error) {
 		if p.Validity < time.Hour {
 			bad(where+".validity", "must be at least 1h")
 		}
-		for j, o := range pc.Operations {
-			op, ok := policy.ParseOperation(o)
-			if !ok {
-				bad(fmt.Sprintf("%s.operations[%d]", where, j), "unknown operation %q (want sen, sren, skg, skc)", o)
-				continue
-			}
-			p.Operations = append(p.Operations, op)
-		}
+		p.Operations = parseEach(pc.Operations, policy.ParseOperation, func(j int, o string) {
+			bad(fmt.Sprintf("%s.operations[%d]", where, j), "unknown operation %q (want sen, sren, skg, skc)", o)
+		})
 		for j, r := range pc.Requesters {
 			switch r {
 			case policy.KindIDevID, policy.KindOperational, policy.KindOperator:
@@ -348,14 +343,9 @@ func (c *Config) profileOptions() ([]policy.Profile, []error) {
 				*f.dst |= u
 			}
 		}
-		for j, n := range pc.ExtKeyUsage {
-			u, ok := policy.ParseExtKeyUsage(n)
-			if !ok {
-				bad(fmt.Sprintf("%s.ext_key_usage[%d]", where, j), "unknown extended key usage %q", n)
-				continue
-			}
-			p.ExtKeyUsage = append(p.ExtKeyUsage, u)
-		}
+		p.ExtKeyUsage = parseEach(pc.ExtKeyUsage, policy.ParseExtKeyUsage, func(j int, n string) {
+			bad(fmt.Sprintf("%s.ext_key_usage[%d]", where, j), "unknown extended key usage %q", n)
+		})
 		switch pc.KeyReuse {
 		case "", "allow":
 		case "forbid":
@@ -408,6 +398,21 @@ func (c *Config) profileOptions() ([]policy.Profile, []error) {
 		out = append(out, p)
 	}
 	return out, errs
+}
+
+// parseEach parses every name of a list with parse; unknown ones go to
+// unknown with their index and are left out.
+func parseEach[T any](names []string, parse func(string) (T, bool), unknown func(int, string)) []T {
+	var out []T
+	for j, n := range names {
+		v, ok := parse(n)
+		if !ok {
+			unknown(j, n)
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // policyErrorWhere matches the subject of a policy error: `policy: profile

@@ -27,11 +27,20 @@ func CertsOnly(certs ...*x509.Certificate) ([]byte, error) {
 	if len(certs) == 0 {
 		return nil, ErrNoCertificates
 	}
+	raw := make([][]byte, len(certs))
 	for i, c := range certs {
 		if c == nil || len(c.Raw) == 0 {
 			return nil, fmt.Errorf("wire: certificate %d is empty", i)
 		}
+		raw[i] = c.Raw
 	}
+	return degenerateSignedData(0, raw)
+}
+
+// degenerateSignedData encodes a ContentInfo holding a SignedData without
+// signers (RFC 5652 §5) whose certificates ([0]) or crls ([1], by field)
+// field holds elems in order.
+func degenerateSignedData(field uint8, elems [][]byte) ([]byte, error) {
 	var b cryptobyte.Builder
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // ContentInfo
 		b.AddASN1ObjectIdentifier(oidSignedData)
@@ -42,9 +51,9 @@ func CertsOnly(certs ...*x509.Certificate) ([]byte, error) {
 				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 					b.AddASN1ObjectIdentifier(oidData) // encapContentInfo, no eContent
 				})
-				b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
-					for _, c := range certs {
-						b.AddBytes(c.Raw)
+				b.AddASN1(cbasn1.Tag(field).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
+					for _, e := range elems {
+						b.AddBytes(e)
 					}
 				})
 				b.AddASN1(cbasn1.SET, func(*cryptobyte.Builder) {}) // signerInfos
@@ -73,26 +82,7 @@ func CRLsOnly(crls ...[]byte) ([]byte, error) {
 			return nil, fmt.Errorf("wire: CRL %d is not one DER SEQUENCE", i)
 		}
 	}
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // ContentInfo
-		b.AddASN1ObjectIdentifier(oidSignedData)
-		b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
-			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // SignedData
-				b.AddASN1Int64(1)
-				b.AddASN1(cbasn1.SET, func(*cryptobyte.Builder) {}) // digestAlgorithms
-				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-					b.AddASN1ObjectIdentifier(oidData) // encapContentInfo, no eContent
-				})
-				b.AddASN1(cbasn1.Tag(1).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
-					for _, c := range crls {
-						b.AddBytes(c)
-					}
-				})
-				b.AddASN1(cbasn1.SET, func(*cryptobyte.Builder) {}) // signerInfos
-			})
-		})
-	})
-	return b.Bytes()
+	return degenerateSignedData(1, crls)
 }
 
 // MaxCertsOnly bounds the certificates ParseCertsOnly takes from one

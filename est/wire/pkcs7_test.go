@@ -171,3 +171,28 @@ func TestParseCertsOnlyErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestCRLsOnly: a CRL travels in the crls field of a certs-only message
+// (RFC 8551 §3.6), which certificate readers parse as holding none.
+func TestCRLsOnly(t *testing.T) {
+	t.Parallel()
+	if _, err := CRLsOnly(); !errors.Is(err, ErrNoCRLs) {
+		t.Fatalf("no CRLs: %v", err)
+	}
+	for _, bad := range [][]byte{nil, {0x02, 0x01, 0x00}, {0x30, 0x00, 0x00}} {
+		if _, err := CRLsOnly(bad); err == nil {
+			t.Errorf("CRLsOnly(%x) accepted", bad)
+		}
+	}
+	crl := []byte{0x30, 0x03, 0x02, 0x01, 0x07}
+	der, err := CRLsOnly(crl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(der, append([]byte{0xa1, 0x05}, crl...)) {
+		t.Fatalf("no [1] crls field with the CRL in %x", der)
+	}
+	if certs, err := ParseCertsOnly(der); err != nil || len(certs) != 0 {
+		t.Fatalf("ParseCertsOnly = %d certificates, %v", len(certs), err)
+	}
+}
