@@ -46,12 +46,27 @@
 //	/est/<res>               default profile (alias, advertised by discovery)
 //	/est/<label>/<res>       profile <label>; unknown label → 4.04
 //	/.well-known/core        RFC 6690 discovery; rt filter with trailing '*'
+//	/est/crl                 the CA's CRL (CRLPath; not an EST resource)
 //
 // crts (GET; 281 by default, 287 = the issuing CA certificate alone), sen and
 // sren (POST 286; 2.04 with 281 or 287), att (GET; 285). skg and skc are
 // routed but answer 4.04 "not implemented" and are not listed in discovery.
-// Discovery lists /est/crts, /est/sen, /est/sren, /est/att; a filter that
-// matches nothing answers 4.04 Not Found.
+// Discovery lists /est/crts, /est/sen, /est/sren, /est/att and
+// </est/crl>;rt="estca.crl";ct=281; a filter that matches nothing answers
+// 4.04 Not Found. The CRL (GET, 281 only) is a certs-only SignedData
+// carrying the authority's newest CRL in its crls field (RFC 8551 §3.6):
+// EST-coaps defines no CRL resource and no CoAP Content-Format is
+// registered for application/pkix-crl.
+//
+// # Requesters of open sessions
+//
+// The requester established at the handshake is re-checked
+// (Authority.Check: revoked since, manufacturer removed or deny-listed by a
+// reload, expired) before every request is served, and on every open session
+// each RecheckInterval (1 s): a refused requester gets 4.03 with the
+// reason's text and its session is closed (log "session closed", metric
+// estca_est_sessions_closed_total{reason}); RecheckSessions runs the check
+// at once (after a revocation or a reload).
 //
 // # Errors
 //

@@ -4,6 +4,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"testing"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // BenchmarkEvaluate measures one decision, as package ca makes it per
@@ -91,6 +93,27 @@ func BenchmarkParseCSR(b *testing.B) {
 	for b.Loop() {
 		if _, err := ParseCSR(der, OpSen); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseAndEvaluate is the whole decision package ca makes per
+// enrollment: ParseCSR (DER parse, version and algorithm checks, the CSR
+// signature) and Evaluate, for the demo device on the default profile.
+// Compare with BenchmarkIssue in package ca (a durable issuance, through
+// this decision).
+func BenchmarkParseAndEvaluate(b *testing.B) {
+	w := getWorld(b)
+	r := w.idev(b, w.dev)
+	der := pkitest.RawCSR(b, pkKey(b, "p256"), pkDevSubject("DEMO-0001"))
+	b.ReportAllocs()
+	for b.Loop() {
+		csr, err := ParseCSR(der, OpSen)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if d := w.e.Evaluate(Request{Requester: r, CSR: csr, Operation: OpSen, Time: pkNow}); d.Action != ActionIssue {
+			b.Fatal(d.Reasons)
 		}
 	}
 }

@@ -47,7 +47,15 @@
 // requests (requester + CSR digest → state, issuance sequence, CSR,
 // identity of pending requests); revocations (serial → record seq, reason,
 // time); audit (8-byte seq → 32-byte hash + record); heads (counter →
-// record seq). Records, certificates and requests are compact canonical
+// record seq). Two index buckets were added within format 2 (a writable
+// Open adds them to an older store; one without them reads as if they
+// were empty): certs_by_identity (length-prefixed policy identity +
+// issuance sequence → issue time: IssuedTo, the rate limits) and
+// requests_pending (length-prefixed identity + request key → empty:
+// PendingCount, Requests(StatePending), FindPending). Certificates and
+// requests that carry a policy identity are stored as version 3 values.
+// These indexes are derived data, not covered by the audit chain (the
+// decisions are). Records, certificates and requests are compact canonical
 // binary (package wire documents every byte); hex fingerprints and digests
 // are stored as bytes. The append-only buckets are filled to 100 %; bbolt
 // runs with the hashmap freelist and does not write it per commit.

@@ -15,7 +15,11 @@
 //	certs list    issued certificates; certs show one of them
 //	audit list    the audit trail; audit verify checks all of it against the checkpoint(s)
 //	audit checkpoint  print the current checkpoint; --reset acknowledges a lost one
-//	revoke        revoke a certificate (a signed head covers it at once)
+//	revoke        revoke a certificate for a leaf's CRLReason (closes its sessions, new CRL)
+//	crl           the current CRL (the running server's, or a new one offline)
+//	requests list, approve, deny  pending requests of profiles with approval: manual
+//	policy check  decide a CSR offline with the configured policy, explained
+//	reload        make the running server re-read its configuration (as SIGHUP)
 //	backup        consistent, verified copy of the store (never onto the live store)
 //	restore       put a verified backup back into a stopped appliance
 //	store check   read every page of the store
@@ -30,8 +34,21 @@
 // Max-Age store.retry_after), one when they recover, one when the store file
 // is replaced under it, and one per new checkpoint for a journal kept off
 // the box. Commands that sign audit heads themselves while the server is
-// stopped (restore, revoke, audit checkpoint --reset, store migrate) open the
-// token for the audit key.
+// stopped (restore, revoke, requests approve|deny, audit checkpoint --reset,
+// store migrate) open the token for the audit key (revoke and crl also for
+// the issuing key: the CRL).
+//
+// The policy: the configuration's policy, profiles, manufacturers and crl
+// sections are decoded here (policyconfig.go: every problem named by its
+// path, e.g. profiles[0].key_usage.rsa[0]) and handed to package ca as
+// policy.Options; their certificate and CRL files are read when the policy
+// is built: at start, at every reload (SIGHUP or `estca reload` through the
+// admin socket: a valid configuration replaces the policy atomically, an
+// invalid one changes nothing; both are audit records, running.go), and by
+// `estca policy check`. serve publishes a CRL at start, every crl.refresh
+// and on every revocation (kept in crl.path, served at /crl on the metrics
+// listener and on crl.listen), and closes the DTLS sessions of a revoked
+// certificate before `estca revoke` returns.
 //
 // Metrics: one Prometheus endpoint serves the EST front end's metrics
 // (est.Metrics) and those serve measures for the components that do not

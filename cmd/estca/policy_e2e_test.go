@@ -503,6 +503,38 @@ func TestPolicyE2EReload(t *testing.T) {
 	if out := mustEstca(t, "--config", cfg, "reload"); !strings.Contains(out, "reloaded") {
 		t.Fatal(out)
 	}
+
+	// The manufacturer's CRL, re-read at a reload, revokes its device: the
+	// device's open session is closed and it no longer gets in.
+	ac, err = client.Dial(ctx, deviceOptions(t, dir, srv.addr, &acme))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	if _, err := enroll(ac, devCert); err != nil {
+		t.Fatal(err)
+	}
+	crlDER, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
+		ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(24 * time.Hour),
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: devCert.SerialNumber, RevocationTime: time.Now()}}},
+		mfg.Cert, mfg.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeDER(t, dir, "acme.crl", crlDER)
+	editConfig(t, cfg, "    roots: [acme-ca.pem]\n", "    roots: [acme-ca.pem]\n    crls: [acme.crl]\n")
+	mustEstca(t, "--config", cfg, "reload")
+	waitLog(t, srv, `reason="certificate revoked"`)
+	if _, err := enroll(ac, devCert); err == nil {
+		t.Fatal("a device on its manufacturer's CRL still enrolled on its open session")
+	}
+	if c, err := client.Dial(ctx, deviceOptions(t, dir, srv.addr, &acme)); err == nil {
+		c.Close()
+		t.Fatal("a device on its manufacturer's CRL completed a handshake")
+	}
+	if _, err := enroll(c, demoLeaf); err != nil {
+		t.Fatalf("the demo device's session after the CRL reload: %v", err)
+	}
 	audit := mustEstca(t, "--config", cfg, "audit", "list")
 	for _, want := range []string{"reload accepted", "reload refused", "reload (admin socket) refused", "reload (SIGHUP)"} {
 		if !strings.Contains(audit, want) {
@@ -533,4 +565,46 @@ func logTime(t *testing.T, logs, text string) time.Time {
 func fingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
 	return hex.EncodeToString(sum[:])
+}
+
+// TestPolicyE2EApprovalOffline: a pending request survives a restart; the
+// operator decides it with the server stopped (in the store, the HSM signs
+// the head over the decision); after the restart the device's retry gets
+// its certificate, and the audit trail verifies.
+func TestPolicyE2EApprovalOffline(t *testing.T) {
+	dir, cfg := demoAppliance(t, false)
+	editConfig(t, cfg, "    approval: auto ", "    approval: manual\n   ")
+	srv := startServer(t, cfg)
+	root := filepath.Join(dir, "ca", "root.pem")
+	dev := demoDevice(dir, "valid")
+	tmp := t.TempDir()
+	csr := writeDER(t, tmp, "dev.csr", deviceCSR(t, dev))
+	out := filepath.Join(tmp, "out.der")
+	post := func(addr string) string {
+		return coap(t, "coap-client-openssl", &dev, root, "-m", "post", "-t", "286", "-A", "287", "-f", csr, "-o", out,
+			"coaps://"+addr+"/.well-known/est/sen")
+	}
+	if o := post(srv.addr); !hasCode(o, "5.03") {
+		t.Fatalf("first request:\n%s", o)
+	}
+	if err := srv.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	var pending []requestView
+	if err := json.Unmarshal([]byte(mustEstca(t, "--config", cfg, "requests", "list", "--json")), &pending); err != nil || len(pending) != 1 {
+		t.Fatalf("requests list offline: %+v, %v", pending, err)
+	}
+	if o := mustEstca(t, "--config", cfg, "requests", "approve", pending[0].ID[:10]); !strings.Contains(o, "approved") {
+		t.Fatal(o)
+	}
+	if o := mustEstca(t, "--config", cfg, "audit", "verify"); !strings.Contains(o, "audit chain ok") {
+		t.Fatalf("audit verify after the offline decision: %s", o)
+	}
+	srv = startServer(t, cfg)
+	os.Remove(out)
+	post(srv.addr)
+	der, _ := os.ReadFile(out)
+	if c, err := x509.ParseCertificate(der); err != nil || c.Subject.SerialNumber != "DEMO-0001" {
+		t.Fatalf("retry after the offline approval: %v\n%s", err, srv.logs())
+	}
 }
