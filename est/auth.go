@@ -196,6 +196,7 @@ type session struct {
 	ready     atomic.Bool
 	who       ca.Requester
 	closeOnce sync.Once
+	refused   atomic.Bool // closed because its requester failed the re-check
 
 	// The last CON refused by Read (critical.go), to answer its
 	// retransmissions; used by go-coap's read loop only.

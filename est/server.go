@@ -370,21 +370,25 @@ func (s *Server) RecheckSessions() int {
 	s.liveMu.Unlock()
 	closed := 0
 	for _, c := range sessions {
-		if err := s.auth.Check(c.who); err != nil {
-			s.closeRefused(c, err)
+		if err := s.auth.Check(c.who); err != nil && s.closeRefused(c, err) {
 			closed++
 		}
 	}
 	return closed
 }
 
-// closeRefused closes a session whose requester failed Authority.Check.
-func (s *Server) closeRefused(c *session, err error) {
+// closeRefused closes a session whose requester failed Authority.Check
+// (once: the per-request and the periodic re-checks may both find it).
+func (s *Server) closeRefused(c *session, err error) bool {
+	if !c.refused.CompareAndSwap(false, true) {
+		return false
+	}
 	fp, subject := identity(&c.who)
 	s.log.Info("session closed", "peer", c.RemoteAddr().String(), "session", c.id, "requester", fp,
 		"subject", subject, "reason", StatusOf(err).Diagnostic)
 	s.metrics.sessionClosed(StatusOf(err).Diagnostic)
 	_ = c.Close()
+	return true
 }
 
 // Shutdown stops accepting handshakes, closes every session and waits for

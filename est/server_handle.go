@@ -75,7 +75,7 @@ func (s *Server) serveCoAP(w *responsewriter.ResponseWriter[*udpclient.Conn], m 
 	s.report(x)
 	if recheck != nil && sess != nil {
 		// go-coap sends the answer after the handler returns.
-		time.AfterFunc(closeDelay, func() { s.closeRefused(sess, recheck) })
+		time.AfterFunc(closeDelay, func() { _ = s.closeRefused(sess, recheck) })
 	}
 }
 
