@@ -13,8 +13,18 @@ import (
 	"github.com/estca/estca/store"
 )
 
-// config loads the configuration named by --config.
-func (a *app) config() (*Config, error) { return loadConfig(a.configPath) }
+// config loads the configuration named by --config and logs its warnings
+// (removed keys).
+func (a *app) config() (*Config, error) {
+	c, err := loadConfig(a.configPath)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range c.warnings {
+		a.log.Warn("config: "+w, "config", a.configPath)
+	}
+	return c, nil
+}
 
 // openToken opens the PKCS#11 token of the configuration; observe, if not
 // nil, receives the token's events. For the embedded SoftHSM default it
@@ -43,14 +53,13 @@ func openToken(c *Config, observe func(hsm.Event)) (*hsm.Token, error) {
 // head, the chain since the checkpoint, the revocation set).
 func storeOptions(c *Config, signer crypto.Signer, pub crypto.PublicKey) store.Options {
 	return store.Options{
-		LockTimeout:   c.Store.LockTimeout.D(),
-		MaxBatchDelay: c.Store.MaxBatchDelay.D(),
-		MaxBatchSize:  c.Store.MaxBatchSize,
-		CheckPages:    c.Store.CheckPages,
-		ReadOnly:      signer == nil,
-		Signer:        signer,
-		AuditKey:      pub,
-		Checkpoint:    c.path(c.Store.Checkpoint),
+		LockTimeout:  c.Store.LockTimeout.D(),
+		MaxBatchSize: c.Store.MaxBatchSize,
+		CheckPages:   c.Store.CheckPages,
+		ReadOnly:     signer == nil,
+		Signer:       signer,
+		AuditKey:     pub,
+		Checkpoint:   c.path(c.Store.Checkpoint),
 	}
 }
 
@@ -187,6 +196,8 @@ type authorityOptions struct {
 	observe func(hsm.Event)
 	// badSignature is told of every HSM signature that does not verify.
 	badSignature func(error)
+	// onCommit hears of every store commit (store.Options.OnCommit).
+	onCommit func(store.CommitStat)
 }
 
 // openAuthority opens the token, the store and the CA certificates and builds
@@ -224,8 +235,10 @@ func openAuthority(c *Config, o authorityOptions) (_ *authority, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if x.db, err = openStore(c, auditKey, pub); err != nil {
-		return nil, err
+	so := storeOptions(c, auditKey, pub)
+	so.OnCommit = o.onCommit
+	if x.db, err = store.Open(c.path(c.Store.Path), so); err != nil {
+		return nil, explainStore(c, err)
 	}
 	x.auditPub = pub
 	x.ca, err = ca.New(ca.Options{

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -27,8 +26,7 @@ func issueCommand() *command {
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if csrPath == "" || len(args) > 0 {
-				fs.Usage()
-				return &exitError{2, errors.New("--csr is required")}
+				return usageErrorf("--csr is required")
 			}
 			csr, err := os.ReadFile(csrPath)
 			if err != nil {

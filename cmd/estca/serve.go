@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -27,7 +29,8 @@ func serveCommand() *command {
 	var listen string
 	return &command{
 		name: "serve", args: "[--listen ADDR]",
-		summary: "Run the appliance: the EST-coaps server (DTLS 1.2, UDP), the Prometheus metrics\n" +
+		summary: "Run the appliance: EST-coaps server, metrics listener and admin socket.\n\n" +
+			"Run the appliance: the EST-coaps server (DTLS 1.2, UDP), the Prometheus metrics\n" +
 			"listener and the admin socket. SIGINT/SIGTERM stop it cleanly.",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&listen, "listen", "", "UDP `ADDR` to serve EST-coaps on (default: est.listen, \":5684\")")
@@ -69,6 +72,7 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		wrap:         func(s crypto.Signer) crypto.Signer { return timedSigner{s, appMetrics} },
 		observe:      watch.observe,
 		badSignature: watch.badSignature,
+		onCommit:     appMetrics.observeCommit,
 	})
 	if err != nil {
 		return err
@@ -84,6 +88,13 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	chain, err := readCerts(cfg.path(cfg.CA.ServerCert))
 	if err != nil {
 		return fmt.Errorf("server certificate: %w", err)
+	}
+	if err := appMetrics.watchAppliance(x.db, map[string]*x509.Certificate{
+		"root": x.root, "issuing": x.issuing, "server": chain[0]}); err != nil {
+		return err
+	}
+	if left := time.Until(chain[0].NotAfter); left < 30*24*time.Hour {
+		a.log.Warn("server certificate expires soon: renew it with estca ca reissue-server", "not_after", chain[0].NotAfter, "left", left.Round(time.Hour))
 	}
 	// Handshake and audit head signatures are verified before they are used,
 	// like the issuing key's (ca.VerifySigner).
@@ -165,6 +176,13 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	go func() { serveErr <- srv.Serve(srvCtx) }()
 	go probe(srvCtx, x.token, hsmCheckInterval)
 
+	// SIGHUP is what systemctl reload sends (ExecReload in the unit): it
+	// must never end the server. Reloading the configuration is not
+	// implemented yet; the signal is acknowledged in the log.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	tick := time.NewTicker(cfg.Store.AuditSignInterval.D())
 	defer tick.Stop()
 	watchTick := time.NewTicker(storeWatchInterval)
@@ -178,6 +196,8 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 				return err
 			}
 			done = true
+		case <-hup:
+			a.log.Warn("SIGHUP received: reloading the configuration is not supported yet; restart estca serve to apply changes")
 		case now := <-watchTick.C:
 			sw.poll(now)
 		case <-tick.C:

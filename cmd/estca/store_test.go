@@ -75,6 +75,27 @@ func deviceOptions(t *testing.T, dir, addr string, cert *tls.Certificate) client
 		Timeout: 5 * time.Second, MaxRetries: -1}
 }
 
+// enrollDemo enrolls n fresh keys (common names prefix-0...) with the demo
+// device over one session and returns the certificates and keys in order.
+func enrollDemo(t *testing.T, ctx context.Context, dir, addr, prefix string, n int) ([]*x509.Certificate, []*ecdsa.PrivateKey) {
+	t.Helper()
+	c, err := client.Dial(ctx, deviceOptions(t, dir, addr, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var certs []*x509.Certificate
+	var keys []*ecdsa.PrivateKey
+	for i := range n {
+		cert, key, err := enrollNew(ctx, c, fmt.Sprintf("%s-%d", prefix, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs, keys = append(certs, cert), append(keys, key)
+	}
+	return certs, keys
+}
+
 // enrollNew enrolls a fresh key under cn and returns the certificate and key.
 func enrollNew(ctx context.Context, c *client.Conn, cn string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -296,18 +317,8 @@ func TestRevokedStaysRefused(t *testing.T) {
 	srv := startServer(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := client.Dial(ctx, deviceOptions(t, dir, srv.addr, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cert *x509.Certificate
-	var key *ecdsa.PrivateKey
-	for i := range 8 {
-		if cert, key, err = enrollNew(ctx, c, fmt.Sprintf("op-%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.Close()
+	certs, keys := enrollDemo(t, ctx, dir, srv.addr, "op", 8)
+	cert, key := certs[7], keys[7]
 	issuing, _ := readCert(filepath.Join(dir, "ca", "issuing.pem"))
 	op := &tls.Certificate{Certificate: [][]byte{cert.Raw, issuing.Raw}, PrivateKey: key}
 	if c, err := client.Dial(ctx, deviceOptions(t, dir, srv.addr, op)); err != nil {
