@@ -15,9 +15,8 @@ func caImportCommand() *command {
 	return &command{
 		name: "ca import", args: "--cert ISSUING.pem --root ROOT.pem [--server-name NAME]... [--server-ip IP]...",
 		summary: "Complete an external-root appliance with its externally signed issuing CA.\n\n" +
-			"Complete an external-root appliance (`estca init --external-root`): check that the\n" +
-			"externally signed issuing CA certificate matches the issuing key in the token and chains\n" +
-			"to ROOT, then install both and issue the DTLS server certificate.",
+			"After `estca init --external-root`: checks that the certificate matches the issuing key in\n" +
+			"the token and chains to ROOT, then installs both and issues the DTLS server certificate.",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&certFile, "cert", "", "issuing CA certificate `PEM` signed by the external root (required)")
 			fs.StringVar(&rootFile, "root", "", "external root certificate `PEM` (required)")

@@ -69,8 +69,8 @@ func caReissueServerCommand() *command {
 	return &command{
 		name: "ca reissue-server", args: "[--server-name NAME]... [--server-ip IP]... [--new-key] [--validity DUR]",
 		summary: "Renew the DTLS server certificate (names, addresses, optionally a new key).\n\n" +
-			"Renew the DTLS server certificate, signed by the issuing CA (which is not touched), for the\n" +
-			"server key in the token (--new-key: a new key replaces it; the server must be stopped). Names\n" +
+			"Signed by the issuing CA (which is not touched), for the server key in the token\n" +
+			"(--new-key: a new key replaces it; the server must be stopped). Names\n" +
 			"and addresses default to those of the current certificate. A running server keeps its\n" +
 			"certificate until it is restarted. The reissue is recorded in the audit trail.",
 		flags: func(fs *flag.FlagSet) {

@@ -188,8 +188,8 @@ func certsListCommand() *command {
 	return &command{
 		name: "certs list", args: "[--json] [--revoked] [--expiring DUR] [--requester R] [--limit N] [--after SERIAL]",
 		summary: "List issued certificates with their status, in issuance order.\n\n" +
-			"List issued certificates in issuance order, with their status (valid, expired, revoked: reason\n" +
-			"and time), through the running server's admin socket or from the store file. The filters combine.",
+			"Status: valid, expired, or revoked with reason and time. Through the running server's admin\n" +
+			"socket, or from the store file. The filters combine.",
 		flags: func(fs *flag.FlagSet) {
 			fs.BoolVar(&asJSON, "json", false, "print a JSON array of certificates (fields: see README, JSON output)")
 			fs.BoolVar(&q.Revoked, "revoked", false, "only revoked certificates")
@@ -252,8 +252,8 @@ func certsShowCommand() *command {
 	return &command{
 		name: "certs show", args: "[--json] SERIAL",
 		summary: "Show one issued certificate: details, status and PEM.\n\n" +
-			"Show one issued certificate: details, status (revoked: reason and time) and PEM. SERIAL in any\n" +
-			"common form: 0A1B2C, 0a:1b:2c, 0x0a1b2c, serial=0A1B2C (openssl x509 -serial).",
+			"A revoked certificate shows reason and time. SERIAL in any common form:\n" +
+			"0A1B2C, 0a:1b:2c, 0x0a1b2c, serial=0A1B2C (openssl x509 -serial).",
 		flags: func(fs *flag.FlagSet) {
 			fs.BoolVar(&asJSON, "json", false, "print the certificate as a JSON object (fields: see README, JSON output)")
 		},
@@ -303,9 +303,8 @@ func revokeCommand() *command {
 	return &command{
 		name: "revoke", args: "[--reason REASON] SERIAL",
 		summary: "Revoke an issued certificate (a signed audit head covers it at once).\n\n" +
-			"Revoke an issued certificate; the device can no longer authenticate with it, and a signed audit\n" +
-			"head covers the revocation at once. Exit 1 with a plain message if there is no such certificate\n" +
-			"or it is already revoked.",
+			"The device can no longer authenticate with it. Exit 1 with a plain message if there is no\n" +
+			"such certificate or it is already revoked.",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&reason, "reason", "unspecified", "RFC 5280 CRLReason `REASON`, by name or code: unspecified (0), keyCompromise (1), cACompromise (2), affiliationChanged (3), superseded (4), cessationOfOperation (5), certificateHold (6), privilegeWithdrawn (9), aACompromise (10)")
 		},

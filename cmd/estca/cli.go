@@ -63,8 +63,39 @@ func oneLine(s string) string {
 
 // commandHelp prints the whole help of cmd: usage, description, flags.
 func commandHelp(w io.Writer, cmd *command, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "usage: estca %s %s\n\n%s\n\nflags:\n", cmd.name, cmd.args, cmd.summary)
+	fmt.Fprintf(w, "usage: estca %s %s\n\n", cmd.name, cmd.args)
+	for _, p := range strings.Split(cmd.summary, "\n\n") {
+		fmt.Fprintf(w, "%s\n\n", reflow(p, helpWidth))
+	}
+	fmt.Fprintf(w, "flags:\n")
 	printFlags(w, fs)
+}
+
+// helpWidth is the line length of reflowed help text.
+const helpWidth = 96
+
+// reflow fills the paragraph p to lines of at most width columns; a
+// paragraph with an indented line (a list) is left as it is.
+func reflow(p string, width int) string {
+	if strings.Contains(p, "\n  ") {
+		return p
+	}
+	var b strings.Builder
+	n := 0
+	for _, word := range strings.Fields(p) {
+		switch {
+		case n == 0:
+		case n+1+len(word) > width:
+			b.WriteByte('\n')
+			n = 0
+		default:
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(word)
+		n += len(word)
+	}
+	return b.String()
 }
 
 // flagHelp is one flag as help and the README show it.

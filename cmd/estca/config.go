@@ -53,7 +53,7 @@ type CAConfig struct {
 	ServerKey    string `yaml:"server_key"`    // token label
 	AuditKey     string `yaml:"audit_key"`     // token label
 	KeyType      string `yaml:"key_type"`      // CA key type: ecdsa-p256 (default), ecdsa-p384, rsa-3072
-	ExternalRoot bool   `yaml:"external_root"` // root key held elsewhere
+	ExternalRoot bool   `yaml:"external_root"` // root key held elsewhere: missing CA certificates mean "run estca ca import"
 }
 
 // StoreConfig configures the bbolt store.

@@ -61,7 +61,7 @@ func doctorCommand() *command {
 	return &command{
 		name: "doctor", args: "[--json] [--warn-within DUR]",
 		summary: "Check the appliance; say what is wrong and how to fix it.\n\n" +
-			"Check the appliance and say what is wrong and how to fix it: the configuration, the HSM token\n" +
+			"Checks the configuration, the HSM token\n" +
 			"(module, token, PIN), the keys (issuing, server, audit: present, signing, matching their\n" +
 			"certificates), certificate expiry (root, issuing CA, server: warn within --warn-within, fail when\n" +
 			"expired), the store (opened read-only with the audit check, every page read; through the admin\n" +
@@ -168,7 +168,10 @@ func doctorCertificates(r *doctorReport, cfg *Config, warnWithin time.Duration, 
 		}
 		return c
 	}
-	importFix := "an external-root appliance: have the issuing CSR signed, then estca ca import; otherwise restore the ca/ directory from a backup"
+	importFix := "restore the ca/ directory from a backup of the appliance"
+	if cfg.CA.ExternalRoot {
+		importFix = "an external-root appliance (ca.external_root): have " + cfg.path("ca/issuing.csr") + " signed by your root, then estca ca import"
+	}
 	root = read("root CA", cfg.CA.Root, importFix)
 	h.issuing = read("issuing CA", cfg.CA.Issuing, importFix)
 	h.server = read("server", cfg.CA.ServerCert, "estca ca reissue-server --new-key")

@@ -81,11 +81,11 @@ func enrollCommand() *command {
 	return &command{
 		name: "enroll", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [flags] OP", noConfig: true,
 		summary: "EST-coaps device client (RFC 9148): discover, crts, sen, sren, att, skg, skc.\n\n" +
-			"EST-coaps device client (RFC 9148). OP is one of:\n" +
+			"OP is one of:\n" +
 			"  discover  list the server's EST resources (/.well-known/core?rt=ace.est*)\n" +
 			"  crts      fetch the CA certificates and update the trust anchors (RFC 9148 §9.1)\n" +
 			"  sen       simple enrollment; sren re-enrollment with the current operational certificate\n" +
-			"  att       CSR attributes; skg, skc server-side key generation\n" +
+			"  att       CSR attributes; skg, skc server-side key generation (planned: estca serve does not serve them yet)\n" +
 			"Without --csr a fresh P-256 key is generated here and written to PREFIX.key.",
 		flags: func(fs *flag.FlagSet) {
 			cf.register(fs)
@@ -267,7 +267,7 @@ func benchCommand() *command {
 	return &command{
 		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts] [-c N] [-d DUR]", noConfig: true,
 		summary: "EST-coaps load generator (sen, sen-reuse, crts); reports ops/s and latencies.\n\n" +
-			"EST-coaps load generator: sen opens a new DTLS session per enrollment, sen-reuse\n" +
+			"sen opens a new DTLS session per enrollment, sen-reuse\n" +
 			"enrolls many times over one session per worker, crts fetches CA certificates.\n" +
 			"CSRs are prepared before the timed loop; every issued certificate is verified against\n" +
 			"its CSR and the CA chain. Reports ops/s, p50/p90/p99 and errors by code. Exit 1 on any error.",

@@ -165,6 +165,15 @@ func requesters(c *Config, root, issuing *x509.Certificate) (policy.Requesters, 
 	return r, errors.Join(errs...)
 }
 
+// importHint is what to do about missing CA certificates of an
+// external-root appliance (ca.external_root), "" otherwise.
+func (c *Config) importHint() string {
+	if !c.CA.ExternalRoot {
+		return ""
+	}
+	return fmt.Sprintf(" (an external-root appliance: have %s signed by your root, then run estca ca import)", c.path("ca/issuing.csr"))
+}
+
 // authority is everything `serve` and `issue` need, opened together.
 type authority struct {
 	token   *hsm.Token
@@ -211,10 +220,10 @@ func openAuthority(c *Config, o authorityOptions) (_ *authority, err error) {
 		}
 	}()
 	if x.root, err = readCert(c.path(c.CA.Root)); err != nil {
-		return nil, fmt.Errorf("root CA certificate: %w", err)
+		return nil, fmt.Errorf("root CA certificate: %w%s", err, c.importHint())
 	}
 	if x.issuing, err = readCert(c.path(c.CA.Issuing)); err != nil {
-		return nil, fmt.Errorf("issuing CA certificate: %w", err)
+		return nil, fmt.Errorf("issuing CA certificate: %w%s", err, c.importHint())
 	}
 	reqs, err := requesters(c, x.root, x.issuing)
 	if err != nil {

@@ -27,8 +27,8 @@ func initCommand() *command {
 		args:     "--dir DIR [--pkcs11-module PATH --token LABEL [--pin-file FILE]] [--server-name NAME]... [--server-ip IP]... [--demo]",
 		noConfig: true,
 		summary: "Create a new appliance: token, CA hierarchy, server certificate, store, config.\n\n" +
-			"Create a new appliance in DIR: HSM token (embedded SoftHSM unless --pkcs11-module),\n" +
-			"root and issuing CA keys in the token, the DTLS server certificate, the store and DIR/estca.yaml.",
+			"In DIR: the HSM token (embedded SoftHSM unless --pkcs11-module), root and issuing CA keys in\n" +
+			"the token, the DTLS server certificate, the audit key, the store and DIR/estca.yaml.",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&o.dir, "dir", "", "appliance `DIR` to create (required)")
 			fs.StringVar(&o.module, "pkcs11-module", "", "PKCS#11 library `PATH` of an existing HSM (default: embedded SoftHSM token under DIR)")

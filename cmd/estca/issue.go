@@ -16,7 +16,7 @@ func issueCommand() *command {
 	var csrPath, profile, out string
 	return &command{
 		name: "issue", args: "--csr FILE [--profile P] [--out FILE]",
-		summary: "Issue a certificate from a PKCS#10 CSR file (DER or PEM) as the local operator.\n" +
+		summary: "Issue a certificate from a PKCS#10 CSR file (DER or PEM) as the local operator.\n\n" +
 			"Profile and CSR rules apply; the issuance is stored and audited like any other.\n" +
 			"Needs the store: stop `estca serve` first.",
 		flags: func(fs *flag.FlagSet) {

@@ -102,7 +102,7 @@ func auditVerifyCommand() *command {
 	return &command{
 		name: "audit verify", args: "[--checkpoint FILE]...",
 		summary: "Verify the whole audit trail and that the store extends the checkpoint(s).\n\n" +
-			"Verify the whole audit trail: the hash chain, every HSM-signed head and the head chain,\n" +
+			"Checks the hash chain, every HSM-signed head and the head chain,\n" +
 			"every certificate and revocation against its record (both ways), and that the store\n" +
 			"extends the appliance's checkpoint (store.checkpoint) and every --checkpoint FILE you kept.\n" +
 			"Exit 0 when everything verifies; exit 1 naming what is wrong otherwise.",
@@ -162,7 +162,7 @@ func auditCheckpointCommand() *command {
 	return &command{
 		name: "audit checkpoint", args: "[--reset --reason TEXT]",
 		summary: "Print the current checkpoint to keep off the box (--reset: acknowledge a lost one).\n\n" +
-			"Print the current checkpoint (the newest signed audit head) for an operator to keep off the box;\n" +
+			"The checkpoint is the newest signed audit head;\n" +
 			"`estca audit verify --checkpoint FILE` later proves the store was not cut back behind it.\n" +
 			"--reset (appliance stopped, needs the HSM): after a full verify, accept the store as it is when its\n" +
 			"checkpoint file is lost, behind or forked: recorded in the audit trail and signed, then a new checkpoint.",
@@ -229,7 +229,7 @@ func backupCommand() *command {
 	return &command{
 		name: "backup", args: "FILE",
 		summary: "Write a consistent, verified copy of the store to FILE (online or offline).\n\n" +
-			"Write a consistent copy of the store to FILE, online (through the running server) or offline.\n" +
+			"Online (through the running server) or offline.\n" +
 			"FILE must not be, or resolve to, the live store or its checkpoint. The copy is checked (opened,\n" +
 			"audit trail verified) before it replaces FILE.",
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
@@ -300,7 +300,7 @@ func restoreCommand() *command {
 	return &command{
 		name: "restore", args: "[--checkpoint FILE] [--accept-loss --reason TEXT] FILE",
 		summary: "Put a verified backup back into a stopped appliance.\n\n" +
-			"Replace the store of a STOPPED appliance with the backup FILE (needs the HSM). The backup is\n" +
+			"Replaces the store of a STOPPED appliance with the backup FILE (needs the HSM). The backup is\n" +
 			"verified completely and against the checkpoint (store.checkpoint, or --checkpoint FILE); a backup\n" +
 			"older than the checkpoint is refused unless --accept-loss: what was issued after it is then lost,\n" +
 			"and the acknowledgement is an audit record. The old store file is kept as STORE.replaced-TIME.",
@@ -354,8 +354,8 @@ func storeMigrateCommand() *command {
 	return &command{
 		name: "store migrate", args: "",
 		summary: "Convert a format 1 store to format 2 (appliance stopped).\n\n" +
-			"Convert a store of format 1 (estca before the chained audit heads) to format 2, appliance\n" +
-			"stopped, HSM needed: the format 1 chain is verified with the audit key first; the original is\n" +
+			"Format 1 is estca before the chained audit heads. The HSM is needed: the format 1 chain is\n" +
+			"verified with the audit key first; the original is\n" +
 			"kept as STORE.v1; a migration record commits to its final signed head; a new checkpoint is written.",
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) > 0 {
@@ -386,8 +386,8 @@ func storeCheckCommand() *command {
 	return &command{
 		name: "store check", args: "",
 		summary: "Read every page of the store and check its structure.\n\n" +
-			"Read every page of the store and check its structure (online through the running server, or\n" +
-			"offline, where bbolt's own consistency check runs too). Exit 1 naming the damage.",
+			"Online through the running server, or offline, where bbolt's own consistency check runs too.\n" +
+			"Exit 1 naming the damage.",
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			cfg, err := a.config()
 			if err != nil {

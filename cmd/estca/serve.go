@@ -30,8 +30,8 @@ func serveCommand() *command {
 	return &command{
 		name: "serve", args: "[--listen ADDR]",
 		summary: "Run the appliance: EST-coaps server, metrics listener and admin socket.\n\n" +
-			"Run the appliance: the EST-coaps server (DTLS 1.2, UDP), the Prometheus metrics\n" +
-			"listener and the admin socket. SIGINT/SIGTERM stop it cleanly.",
+			"EST-coaps over DTLS 1.2 on UDP, Prometheus metrics, the admin socket of the query commands.\n" +
+			"SIGINT/SIGTERM stop it cleanly; SIGHUP is acknowledged (reload is planned).",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&listen, "listen", "", "UDP `ADDR` to serve EST-coaps on (default: est.listen, \":5684\")")
 		},
