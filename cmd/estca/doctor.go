@@ -62,8 +62,8 @@ func doctorCommand() *command {
 		name: "doctor", args: "[--json] [--warn-within DUR]",
 		summary: "Check the appliance; say what is wrong and how to fix it.\n\n" +
 			"Checks the configuration, the HSM token\n" +
-			"(module, token, PIN), the keys (issuing, server, audit: present, signing, matching their\n" +
-			"certificates), certificate expiry (root, issuing CA, server: warn within --warn-within, fail when\n" +
+			"(module, token, PIN), the keys (issuing, server, audit: present, matching their certificates;\n" +
+			"the server and audit keys also sign a test digest), certificate expiry (root, issuing CA, server: warn within --warn-within, fail when\n" +
 			"expired), the store (opened read-only with the audit check, every page read; through the admin\n" +
 			"socket while estca serve runs), the checkpoint, and the UDP and metrics ports (free, or held by\n" +
 			"our own serve). Exit 0 when healthy (warnings allowed), 1 when anything failed.",
@@ -254,10 +254,12 @@ func doctorToken(r *doctorReport, cfg *Config) *hsm.Token {
 	return nil
 }
 
-// doctorKeys checks that each key is in the token, signs, and matches its
-// certificate (or the published audit key).
+// doctorKeys checks that each key is in the token and matches its
+// certificate (or the published audit key); the server and audit keys also
+// sign a test digest. The issuing CA key signs certificates only: it is
+// not made to sign anything else.
 func doctorKeys(r *doctorReport, cfg *Config, tok *hsm.Token, h hierarchy) {
-	check := func(name, label string, pub crypto.PublicKey, against, fix string) {
+	check := func(name, label string, pub crypto.PublicKey, against, fix string, sign bool) {
 		k, err := tok.FindKey(label)
 		if err != nil {
 			r.add("keys", findingFail, fmt.Sprintf("%s key %q: %v", name, label, err), fix)
@@ -268,6 +270,10 @@ func doctorKeys(r *doctorReport, cfg *Config, tok *hsm.Token, h hierarchy) {
 		}
 		if pk, ok := k.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pk.Equal(pub) {
 			r.add("keys", findingFail, fmt.Sprintf("%s key %q does not match %s", name, label, against), fix)
+			return
+		}
+		if !sign {
+			r.ok("keys", "%s key %q present, matches %s", name, label, against)
 			return
 		}
 		digest := sha256.Sum256([]byte("estca doctor"))
@@ -283,9 +289,9 @@ func doctorKeys(r *doctorReport, cfg *Config, tok *hsm.Token, h hierarchy) {
 		}
 		return c.PublicKey
 	}
-	check("issuing", cfg.CA.IssuingKey, pubOf(h.issuing), "the issuing CA certificate", "ca.issuing_key must name the issuing CA's key in the token, and ca.issuing its certificate")
-	check("server", cfg.CA.ServerKey, pubOf(h.server), "the server certificate", "estca ca reissue-server --new-key (server stopped) makes a new key and certificate")
-	check("audit", cfg.CA.AuditKey, h.auditPub, "the published audit public key", "ca.audit_key must name the audit key in the token, and ca.audit_public its public key")
+	check("issuing", cfg.CA.IssuingKey, pubOf(h.issuing), "the issuing CA certificate", "ca.issuing_key must name the issuing CA's key in the token, and ca.issuing its certificate", false)
+	check("server", cfg.CA.ServerKey, pubOf(h.server), "the server certificate", "estca ca reissue-server --new-key (server stopped) makes a new key and certificate", true)
+	check("audit", cfg.CA.AuditKey, h.auditPub, "the published audit public key", "ca.audit_key must name the audit key in the token, and ca.audit_public its public key", true)
 }
 
 func doctorStore(r *doctorReport, cfg *Config) {
