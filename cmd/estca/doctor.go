@@ -133,7 +133,11 @@ func diagnose(configPath string, warnWithin time.Duration, now time.Time) (r doc
 	}()
 	cfg, err := loadConfig(configPath)
 	if err != nil {
-		r.add("config", findingFail, err.Error(), "correct "+configPath+" (estca init writes a commented one; README: Configuration)")
+		fix := "correct " + configPath + " (estca init writes a commented one; README: Configuration)"
+		if _, serr := os.Stat(configPath); errors.Is(serr, os.ErrNotExist) {
+			fix = "give the appliance's configuration with --config FILE, or create an appliance with estca init --dir DIR"
+		}
+		r.add("config", findingFail, err.Error(), fix)
 		return r
 	}
 	r.ok("config", "%s is valid", configPath)

@@ -62,6 +62,13 @@ func (s timedSigner) Sign(r io.Reader, digest []byte, o crypto.SignerOpts) ([]by
 }
 
 func serve(ctx context.Context, a *app, cfg *Config) error {
+	// SIGHUP is what systemctl reload sends (ExecReload in the unit): it
+	// must never end the server, also not while it starts, so it is caught
+	// first. Reloading the configuration is not implemented yet; the signal
+	// is acknowledged in the log.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	metrics := est.NewMetrics()
 	appMetrics, err := newApplianceMetrics(metrics.Registry())
 	if err != nil {
@@ -175,13 +182,6 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	defer stopSrv()
 	go func() { serveErr <- srv.Serve(srvCtx) }()
 	go probe(srvCtx, x.token, hsmCheckInterval)
-
-	// SIGHUP is what systemctl reload sends (ExecReload in the unit): it
-	// must never end the server. Reloading the configuration is not
-	// implemented yet; the signal is acknowledged in the log.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	tick := time.NewTicker(cfg.Store.AuditSignInterval.D())
 	defer tick.Stop()
