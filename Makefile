@@ -6,7 +6,9 @@ VAR     ?= var
 FUZZTIME ?= 10s
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all deps build run test test-long bench fuzz lint clean
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: all deps build run test test-long bench fuzz lint clean install-systemd
 
 all: build
 
@@ -14,7 +16,12 @@ deps:
 	@scripts/deps.sh
 
 build:
-	$(GO) build -o $(BIN) ./cmd/estca
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/estca
+
+# The binary and the systemd unit (cmd/estca/systemd/estca.service), the
+# estca system user, daemon-reload; PREFIX, UNITDIR, DESTDIR as usual.
+install-systemd: build
+	BIN=$(BIN) scripts/install-systemd.sh
 
 run: deps build
 	@test -f $(VAR)/estca.yaml || ./$(BIN) init --dir $(VAR) --demo

@@ -184,14 +184,19 @@ func CheckRevocationReason(code int) error {
 			return nil
 		}
 	}
+	if n, ok := revocationReasons[code]; ok {
+		return fmt.Errorf("ca: %s (%d) is not a reason to revoke a device certificate; use one of %s", n, code, leafReasonNames())
+	}
+	return fmt.Errorf("ca: %d is not an RFC 5280 CRLReason; use one of %s", code, leafReasonNames())
+}
+
+// leafReasonNames lists the names of LeafRevocationReasons.
+func leafReasonNames() string {
 	var names []string
 	for _, c := range LeafRevocationReasons {
 		names = append(names, revocationReasons[c])
 	}
-	if n, ok := revocationReasons[code]; ok {
-		return fmt.Errorf("ca: %s (%d) is not a reason to revoke a device certificate; use one of %s", n, code, strings.Join(names, ", "))
-	}
-	return fmt.Errorf("ca: %d is not an RFC 5280 CRLReason; use one of %s", code, strings.Join(names, ", "))
+	return strings.Join(names, ", ")
 }
 
 // ParseRevocationReason reads a CRLReason given by name (case-insensitive,
@@ -205,5 +210,5 @@ func ParseRevocationReason(s string) (int, error) {
 			return code, CheckRevocationReason(code)
 		}
 	}
-	return -1, fmt.Errorf("ca: unknown revocation reason %q", s)
+	return -1, fmt.Errorf("ca: unknown revocation reason %q; use one of %s", s, leafReasonNames())
 }

@@ -52,8 +52,12 @@ type InitOptions struct {
 	// Organization, if set, goes into every subject of the hierarchy.
 	Organization string
 	// ServerDNSNames are DNS names of the EST server; "localhost" and the IP
-	// address 127.0.0.1 are always included.
+	// address 127.0.0.1 are always included. The first one is the subject's
+	// common name.
 	ServerDNSNames []string
+	// ServerIPs are IP addresses of the EST server (devices that connect
+	// by address check them against the certificate's iPAddress names).
+	ServerIPs []net.IP
 	// ExternalRoot makes Init generate only the issuing (and audit) key and
 	// return a CSR for an external root; ImportIssuing completes the hierarchy.
 	ExternalRoot bool
@@ -237,13 +241,24 @@ func serverCertificate(ks KeyStore, o InitOptions, issuing *x509.Certificate, is
 	if err != nil {
 		return nil, fmt.Errorf("ca: init: %w", err)
 	}
+	return ServerCertificate(key.Public(), issuing, issuingKey, o)
+}
+
+// ServerCertificate issues the DTLS server certificate of the EST front end
+// for pub, signed by the issuing CA: EKU serverAuth, the names of
+// o.ServerDNSNames and o.ServerIPs (plus localhost and 127.0.0.1), valid
+// for o.ServerValidity from o.Now (never beyond the issuing CA). Init and
+// ImportIssuing call it for a new key; `estca ca reissue-server` renews the
+// certificate of the key in the token, the issuing CA untouched.
+func ServerCertificate(pub crypto.PublicKey, issuing *x509.Certificate, issuingKey crypto.Signer, o InitOptions) (*x509.Certificate, error) {
+	o.defaults()
 	serial, err := newSerial(o.Rand)
 	if err != nil {
 		return nil, err
 	}
-	spki, err := x509.MarshalPKIXPublicKey(key.Public())
+	spki, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return nil, fmt.Errorf("ca: init: server key: %w", err)
+		return nil, fmt.Errorf("ca: server key: %w", err)
 	}
 	ski, err := subjectKeyID(spki)
 	if err != nil {
@@ -252,6 +267,12 @@ func serverCertificate(ks KeyStore, o InitOptions, issuing *x509.Certificate, is
 	dns := append([]string{}, o.ServerDNSNames...)
 	if !slices.Contains(dns, "localhost") {
 		dns = append(dns, "localhost")
+	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1).To4()}
+	for _, ip := range o.ServerIPs {
+		if !slices.ContainsFunc(ips, ip.Equal) {
+			ips = append(ips, ip)
+		}
 	}
 	now := o.Now()
 	tmpl := &x509.Certificate{
@@ -264,11 +285,11 @@ func serverCertificate(ks KeyStore, o InitOptions, issuing *x509.Certificate, is
 		BasicConstraintsValid: true,
 		SubjectKeyId:          ski,
 		DNSNames:              dns,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		IPAddresses:           ips,
 	}
-	c, err := create(o.Rand, tmpl, issuing, key.Public(), issuingKey)
+	c, err := create(o.Rand, tmpl, issuing, pub, issuingKey)
 	if err != nil {
-		return nil, fmt.Errorf("ca: init: server certificate: %w", err)
+		return nil, fmt.Errorf("ca: server certificate: %w", err)
 	}
 	return c, nil
 }

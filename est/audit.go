@@ -185,11 +185,15 @@ func (s *Server) noteHandshake(reason, peer, subject string) {
 }
 
 // flushHandshakes writes one audit record per handshake failure reason seen
-// since the last flush. Flushes are serialised so that records keep order.
+// since the last flush, and logs the same tally at warning level (each
+// refusal on its own is only a debug line). Flushes are serialised so that
+// records keep order.
 func (s *Server) flushHandshakes() {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	for _, r := range s.hsAudit.take() {
+		s.log.Warn("dtls handshakes refused", "reason", r.Reason, "count", r.Count,
+			"last_peer", r.Peer, "subject", r.Subject, "interval", s.o.HandshakeAuditInterval)
 		if err := s.auth.RecordRejection(r); err != nil {
 			s.auditFailed(err, "handshake_reason", r.Reason, "count", r.Count)
 		}

@@ -205,6 +205,15 @@ func TestHandshakeRejectionsAggregated(t *testing.T) {
 			un.Subject != "CN=rogue device" || un.Requester != nil || !strings.HasPrefix(un.Peer, "127.0.0.1:") {
 			t.Errorf("unauthenticated record %+v", un)
 		}
+		// The log says the same, once per reason, at warning level: the
+		// default level shows it (each refusal alone is a debug line).
+		logs := e.logs.String()
+		for _, want := range []string{`level=WARN msg="dtls handshakes refused" reason="unauthenticated: unknown client" count=3`,
+			`level=WARN msg="dtls handshakes refused" reason=` + ReasonNoCertificate + ` count=1`} {
+			if strings.Count(logs, want) != 1 {
+				t.Errorf("log lacks one %q:\n%s", want, logs)
+			}
+		}
 	})
 	t.Run("interval", func(t *testing.T) {
 		t.Parallel()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make run` and `make test` need on a Debian machine: SoftHSM2,
-# libcoap's coap-client (OpenSSL and GnuTLS builds) and OpenSSL. As root it
+# libcoap's coap-client (OpenSSL and GnuTLS builds), OpenSSL, and systemd's
+# systemd-analyze (the test of the service unit). As root it
 # runs `apt-get update` once and installs the missing packages; otherwise it
 # stops with one line naming them.
 set -euo pipefail
@@ -12,6 +13,7 @@ command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
   [[ " ${need[*]} " == *" softhsm2 "* ]] || need+=(softhsm2)
 { command -v coap-client-openssl >/dev/null 2>&1 && command -v coap-client-gnutls >/dev/null 2>&1; } || need+=(libcoap3-bin)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 

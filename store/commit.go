@@ -4,9 +4,21 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
+
+// CommitStat describes one commit attempt of the store's group committer
+// (Options.OnCommit).
+type CommitStat struct {
+	// Duration is how long the transaction took, its fsync included.
+	Duration time.Duration
+	// Writes is the number of write calls (Issue, Append, ...) it committed.
+	Writes int
+	// Err is the *WriteError of a failed commit, nil when it committed.
+	Err error
+}
 
 // errSolo tells a submitter to re-run its function alone (as bbolt's Batch does).
 var errSolo = errors.New("store: re-run alone")
@@ -22,6 +34,8 @@ type committer struct {
 	// before runs before each commit; its error fails the whole batch
 	// without a commit (the store file no longer being the open one).
 	before func() error
+	// observe, if not nil, hears of every commit attempt (Options.OnCommit).
+	observe func(CommitStat)
 
 	mu     sync.Mutex
 	queue  []call
@@ -35,8 +49,8 @@ type call struct {
 	err chan error // capacity 1
 }
 
-func newCommitter(db *bolt.DB, maxBatch int, before func() error) *committer {
-	c := &committer{db: db, maxBatch: maxBatch, before: before, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newCommitter(db *bolt.DB, maxBatch int, before func() error, observe func(CommitStat)) *committer {
+	c := &committer{db: db, maxBatch: maxBatch, before: before, observe: observe, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go c.loop()
 	return c
 }
@@ -58,10 +72,22 @@ func (c *committer) do(fn func(*bolt.Tx) error) error {
 	err := <-ch
 	if err == errSolo {
 		if err = c.before(); err == nil {
+			start := time.Now()
 			err = update(c.db, fn)
+			var we *WriteError
+			if err == nil || errors.As(err, &we) {
+				c.report(start, 1, err)
+			}
 		}
 	}
 	return err
+}
+
+// report tells the observer of a commit attempt that started at start.
+func (c *committer) report(start time.Time, writes int, err error) {
+	if c.observe != nil {
+		c.observe(CommitStat{Duration: time.Since(start), Writes: writes, Err: err})
+	}
 }
 
 // close stops accepting work, commits what is queued and stops the loop.
@@ -117,6 +143,7 @@ func (c *committer) run(batch []call) {
 	}
 	for len(batch) > 0 {
 		failed := -1
+		start := time.Now()
 		err := update(c.db, func(tx *bolt.Tx) error {
 			for i, cl := range batch {
 				if err := safelyCall(cl.fn, tx); err != nil {
@@ -131,6 +158,7 @@ func (c *committer) run(batch []call) {
 			batch = append(batch[:failed], batch[failed+1:]...)
 			continue
 		}
+		c.report(start, len(batch), err)
 		for _, cl := range batch {
 			cl.err <- err
 		}

@@ -127,6 +127,11 @@ type Options struct {
 	// WriteRetry is how long writes fail fast (ErrUnavailable) after a
 	// commit failed, before the next one is tried; 0 means 2s.
 	WriteRetry time.Duration
+	// OnCommit, if not nil, is called after every commit attempt of the
+	// group committer (not with BoltBatch), from the committing goroutine:
+	// it must return quickly and must not use the DB. The store does not
+	// measure or export anything itself; a server feeds its metrics from it.
+	OnCommit func(CommitStat)
 }
 
 func (o *Options) defaults() {
@@ -327,7 +332,7 @@ func openBolt(path string, f *os.File, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("%w: the audit signer does not match the audit public key", ErrInvalid)
 	}
 	if !opts.ReadOnly && !opts.BoltBatch {
-		db.commit = newCommitter(bdb, opts.MaxBatchSize, func() error { return db.health.checkFile(db.id) })
+		db.commit = newCommitter(bdb, opts.MaxBatchSize, func() error { return db.health.checkFile(db.id) }, opts.OnCommit)
 	}
 	return db, nil
 }

@@ -2,31 +2,36 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"os"
 
 	"github.com/estca/estca/ca"
 	"github.com/estca/estca/hsm"
 )
 
 func caImportCommand() *command {
-	var certFile, rootFile, serverName string
+	var certFile, rootFile string
+	var names serverNames
 	return &command{
-		name: "ca import", args: "--cert ISSUING.pem --root ROOT.pem",
-		summary: "Complete an external-root appliance (`estca init --external-root`): check that the\n" +
-			"externally signed issuing CA certificate matches the issuing key in the token and chains\n" +
-			"to ROOT, then install both and issue the DTLS server certificate.",
+		name: "ca import", args: "--cert ISSUING.pem --root ROOT.pem [--server-name NAME]... [--server-ip IP]...",
+		summary: "Complete an external-root appliance with its externally signed issuing CA.\n\n" +
+			"After `estca init --external-root`: checks that the certificate matches the issuing key in\n" +
+			"the token and chains to ROOT, then installs both and issues the DTLS server certificate.",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&certFile, "cert", "", "issuing CA certificate `PEM` signed by the external root (required)")
 			fs.StringVar(&rootFile, "root", "", "external root certificate `PEM` (required)")
-			fs.StringVar(&serverName, "server-name", "", "DNS name of the EST server certificate (default: this host's name)")
+			serverNameFlags(fs, &names)
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if certFile == "" || rootFile == "" || len(args) > 0 {
-				fs.Usage()
-				return &exitError{2, errors.New("--cert and --root are required")}
+			if certFile == "" || rootFile == "" {
+				return usageErrorf("--cert and --root are required")
+			}
+			if len(args) > 0 {
+				return usageErrorf("no arguments expected, got %q", args[0])
+			}
+			o, err := names.options()
+			if err != nil {
+				return asUsage(err)
 			}
 			cfg, err := a.config()
 			if err != nil {
@@ -40,11 +45,7 @@ func caImportCommand() *command {
 			if err != nil {
 				return err
 			}
-			if serverName == "" {
-				serverName, _ = os.Hostname()
-			}
-			kt, err := hsm.ParseKeyType(cfg.CA.KeyType)
-			if err != nil {
+			if o.KeyType, err = hsm.ParseKeyType(cfg.CA.KeyType); err != nil {
 				return err
 			}
 			tok, err := openToken(cfg, nil)
@@ -52,7 +53,7 @@ func caImportCommand() *command {
 				return err
 			}
 			defer tok.Close()
-			h, err := ca.ImportIssuing(tok, issuing, root, ca.InitOptions{KeyType: kt, ServerDNSNames: []string{serverName}})
+			h, err := ca.ImportIssuing(tok, issuing, root, o)
 			if err != nil {
 				return err
 			}

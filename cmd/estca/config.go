@@ -1,14 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -32,7 +31,7 @@ type Config struct {
 	CRL            CRLConfig            `yaml:"crl"`
 
 	dir      string   // directory of the config file
-	warnings []string // deprecated keys, "where: what"
+	warnings []string // removed keys (see removedKeys) and deprecated ones
 }
 
 // HSMConfig selects the PKCS#11 token.
@@ -55,15 +54,18 @@ type CAConfig struct {
 	ServerKey    string `yaml:"server_key"`    // token label
 	AuditKey     string `yaml:"audit_key"`     // token label
 	KeyType      string `yaml:"key_type"`      // CA key type: ecdsa-p256 (default), ecdsa-p384, rsa-3072
-	ExternalRoot bool   `yaml:"external_root"` // root key held elsewhere
+	ExternalRoot bool   `yaml:"external_root"` // root key held elsewhere: missing CA certificates mean "run estca ca import"
 }
 
 // StoreConfig configures the bbolt store.
 type StoreConfig struct {
-	Path              string   `yaml:"path"`
-	LockTimeout       Duration `yaml:"lock_timeout"`
-	MaxBatchDelay     Duration `yaml:"max_batch_delay"`
-	MaxBatchSize      int      `yaml:"max_batch_size"`
+	Path string `yaml:"path"`
+	// LockTimeout bounds the wait for the store's file lock; default 2s.
+	LockTimeout Duration `yaml:"lock_timeout"`
+	// MaxBatchSize caps the writes group-committed in one transaction;
+	// 0: the store's default (256).
+	MaxBatchSize int `yaml:"max_batch_size"`
+	// AuditSignInterval is how often the audit chain head is signed; default 1m.
 	AuditSignInterval Duration `yaml:"audit_sign_interval"`
 	// Checkpoint is the file that keeps the newest signed audit head outside
 	// the store; default: the store path + ".checkpoint".
@@ -92,7 +94,10 @@ type ESTConfig struct {
 	AdminSocket          string   `yaml:"admin_socket"`
 }
 
-// Duration is a time.Duration written as "90s", "8760h".
+// Duration is a time.Duration written as "90s", "8760h". A duration key
+// that is given must be positive: zero and negative values are errors, not
+// a silent default (a key left out, or left empty, takes its default). A
+// key whose zero means something would need a type of its own.
 type Duration time.Duration
 
 // UnmarshalYAML implements yaml.Unmarshaler.
@@ -100,10 +105,10 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	// A *yaml.TypeError lets the decoder go on and report every problem.
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: invalid duration %q", n.Line, n.Value)}}
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: invalid duration %q (want e.g. 90s, 15m, 8760h)", n.Line, n.Value)}}
 	}
-	if v < 0 {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: negative duration %q", n.Line, n.Value)}}
+	if v <= 0 {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: must be positive, not %q", n.Line, n.Value)}}
 	}
 	*d = Duration(v)
 	return nil
@@ -133,19 +138,23 @@ func loadConfig(path string) (*Config, error) {
 
 func parseConfig(b []byte, dir string) (*Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	var errs []error
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		// Type errors and unknown keys leave the rest decoded: validate it
-		// too, so that every problem is reported at once. Anything else is
-		// a syntax error that stops here.
-		var te *yaml.TypeError
-		if !errors.As(err, &te) {
-			return nil, fmt.Errorf("config: %w", err)
-		}
-		for _, e := range te.Errors {
-			errs = append(errs, errors.New(e))
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	// Unknown keys and values of the wrong kind are reported by key path;
+	// the rest is decoded and validated too, so that every problem is
+	// reported at once.
+	errs, warnings := checkYAML(&doc, reflect.TypeOf(c))
+	if doc.Kind != 0 {
+		if err := doc.Decode(&c); err != nil && len(errs) == 0 {
+			var te *yaml.TypeError
+			if !errors.As(err, &te) {
+				return nil, fmt.Errorf("config: %w", err)
+			}
+			for _, e := range te.Errors {
+				errs = append(errs, errors.New(e))
+			}
 		}
 	}
 	abs, err := filepath.Abs(dir)
@@ -153,6 +162,7 @@ func parseConfig(b []byte, dir string) (*Config, error) {
 		return nil, err
 	}
 	c.dir = abs
+	c.warnings = warnings
 	c.applyDefaults()
 	if err := c.validate(); err != nil {
 		errs = append(errs, err)

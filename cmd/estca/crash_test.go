@@ -151,7 +151,7 @@ func csrDigest(csr []byte) string {
 func checkNoDuplicates(t *testing.T, cfg string) {
 	t.Helper()
 	seen := map[string]string{}
-	for _, c := range storedCerts(t, cfg) {
+	for _, c := range listJSON(t, cfg) {
 		k := c.Requester + "/" + c.CSRDigest
 		if prev, ok := seen[k]; ok {
 			t.Errorf("certificates %s and %s answer the same CSR %s", prev, c.Serial, c.CSRDigest)
@@ -174,6 +174,19 @@ func TestExternalRoot(t *testing.T) {
 	issuing := filepath.Join(tmp, "issuing.pem")
 	openssl(t, "x509", "-req", "-in", filepath.Join(dir, "ca", "issuing.csr"), "-CA", rootPEM, "-CAkey", rootKey,
 		"-CAcreateserial", "-days", "1825", "-extfile", ext, "-out", issuing)
+
+	// Before the import, commands and doctor say what to do (ca.external_root).
+	csr0 := filepath.Join(tmp, "c0.der")
+	writeCSR(t, csr0, "too-early")
+	if code, _, errs := estca(t, "--config", cfg, "issue", "--csr", csr0); code != 1 || !strings.Contains(errs, "then run estca ca import") {
+		t.Fatalf("issue before the import: exit %d %s", code, errs)
+	}
+	ephemeralPorts(t, cfg)
+	if code, r := doctor(t, cfg); code != 1 {
+		t.Fatalf("doctor before the import: exit %d", code)
+	} else if f := diagnosis(t, r, "certificates", findingFail, "issuing CA certificate"); !strings.Contains(f.Fix, "estca ca import") {
+		t.Fatalf("doctor fix %q", f.Fix)
+	}
 
 	// A certificate signed for another key is refused.
 	other := filepath.Join(tmp, "other.pem")

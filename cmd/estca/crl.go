@@ -23,15 +23,15 @@ func crlCommand() *command {
 	var out string
 	return &command{
 		name: "crl", args: "[--out FILE]",
-		summary: "Print the CA's certificate revocation list (PEM), or write it to FILE (DER). Through the\n" +
-			"running server (its current CRL), or offline: a new CRL signed in the HSM, also written to crl.path.",
+		summary: "Print the CA's certificate revocation list (PEM), or write it to FILE (DER).\n\n" +
+			"Through the running server's admin socket: its current CRL. Offline (server stopped): a new\n" +
+			"CRL signed in the HSM, also written to crl.path.",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&out, "out", "", "write the CRL to `FILE` in DER (default: PEM to stdout)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) != 0 {
-				fs.Usage()
-				return &exitError{2, errors.New("no arguments expected")}
+				return usageErrorf("no arguments expected, got %q", args[0])
 			}
 			cfg, err := a.config()
 			if err != nil {

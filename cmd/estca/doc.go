@@ -8,11 +8,13 @@
 //
 //	init          create an appliance (embedded SoftHSM token, CA hierarchy, store)
 //	serve         run the EST-coaps server, the metrics listener and the admin socket
+//	doctor        check everything; each finding with its fix; exit 0 only when healthy
 //	enroll        EST-coaps device client, est/client (discover, crts, sen, sren, att, skg, skc)
 //	bench         EST-coaps load generator, est/bench
 //	issue         issue from a CSR file as the local operator
-//	ca show       show the hierarchy; ca import completes an external-root setup
-//	certs list    issued certificates; certs show one of them
+//	ca show       show the hierarchy; ca import completes an external-root setup;
+//	              ca reissue-server renews the DTLS server certificate
+//	certs list    issued certificates with their status; certs show one of them
 //	audit list    the audit trail; audit verify checks all of it against the checkpoint(s)
 //	audit checkpoint  print the current checkpoint; --reset acknowledges a lost one
 //	revoke        revoke a certificate for a leaf's CRLReason (closes its sessions, new CRL)
@@ -24,6 +26,20 @@
 //	restore       put a verified backup back into a stopped appliance
 //	store check   read every page of the store
 //	store migrate convert a format 1 store
+//	version       the build's version
+//
+// The conventions every command follows, with their helpers (see the
+// command type in main.go): exit 0 done, 1 failed (one plain line last), 2
+// usage error (usageErrorf: usage line, then the error last); serials
+// through parseSerial (serial.go), revocation reasons through
+// ca.ParseRevocationReason (names with ca.RevocationReasonName);
+// --json prints the snake_case views of json.go through printJSON; errors
+// from the admin socket match the store's sentinels (admin.go: adminFail,
+// adminReply, adminErrors); help and flag listings come from the FlagSet
+// (cli.go), and the README's command reference is generated from them.
+//
+// Configuration errors name the key by its path ("est.bogus_key: unknown
+// key"), every problem at once (configcheck.go); removed keys are warnings.
 //
 // While `estca serve` runs it holds the store; the query commands then reach
 // it through the server's admin socket (a unix socket, mode 0600, HTTP with
@@ -52,7 +68,9 @@
 //
 // Metrics: one Prometheus endpoint serves the EST front end's metrics
 // (est.Metrics) and those serve measures for the components that do not
-// import Prometheus (HSM signing latency, pending approvals; metrics.go).
+// import Prometheus (metrics.go): HSM signing latency, pending approvals,
+// store commit latency and failures (store.Options.OnCommit), certificate
+// expiry, the age of the newest signed audit head, the store's size.
 //
 // The HSM: serve logs an outage of the token once when it starts ("hsm token
 // unavailable") and once when it ends ("hsm token available again"), from

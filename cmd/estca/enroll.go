@@ -39,9 +39,9 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.certFile, "cert", "", "client certificate `PEM` (IDevID or operational; chain may follow)")
 	fs.StringVar(&f.keyFile, "key", "", "client private key `PEM`")
 	fs.StringVar(&f.trust, "trust", "", "explicit trust anchors `PEM` for the server (RFC 7030 §4.1.1)")
-	fs.StringVar(&f.serverName, "server-name", "", "name to check in the server certificate (default: the URL's host)")
+	fs.StringVar(&f.serverName, "server-name", "", "`NAME` to check in the server certificate (default: the URL's host)")
 	fs.IntVar(&f.blockSize, "block-size", 1024, "block size `N` for block-wise transfers: 16..1024, a power of two")
-	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "bound on the handshake and each operation")
+	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "bound `DUR` on the handshake and each operation")
 }
 
 func (f *clientFlags) options() (client.Options, error) {
@@ -56,7 +56,7 @@ func (f *clientFlags) options() (client.Options, error) {
 		errs = append(errs, fmt.Errorf("--block-size %d: want a power of two in 16..1024", f.blockSize))
 	}
 	if len(errs) > 0 {
-		return client.Options{}, &exitError{2, errors.Join(errs...)}
+		return client.Options{}, asUsage(errors.Join(errs...))
 	}
 	cert, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
 	if err != nil {
@@ -80,30 +80,30 @@ func enrollCommand() *command {
 	var cf clientFlags
 	var csrFile, out, subject, accept string
 	return &command{
-		name: "enroll", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [flags] OP",
-		summary: "EST-coaps device client (RFC 9148). OP is one of:\n" +
+		name: "enroll", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [flags] OP", noConfig: true,
+		summary: "EST-coaps device client (RFC 9148): discover, crts, sen, sren, att, skg, skc.\n\n" +
+			"OP is one of:\n" +
 			"  discover  list the server's EST resources (/.well-known/core?rt=ace.est*)\n" +
 			"  crts      fetch the CA certificates and update the trust anchors (RFC 9148 §9.1)\n" +
 			"  sen       simple enrollment; sren re-enrollment with the current operational certificate\n" +
-			"  att       CSR attributes; skg, skc server-side key generation\n" +
+			"  att       CSR attributes; skg, skc server-side key generation (planned: estca serve does not serve them yet)\n" +
 			"Without --csr a fresh P-256 key is generated here and written to PREFIX.key.",
 		flags: func(fs *flag.FlagSet) {
 			cf.register(fs)
 			fs.StringVar(&csrFile, "csr", "", "PKCS#10 CSR `FILE` (DER or PEM) instead of a locally generated key")
 			fs.StringVar(&out, "out", "estca-enroll", "output `PREFIX` for PEM files (PREFIX.pem, PREFIX.key, PREFIX-cacerts.pem, ...)")
-			fs.StringVar(&subject, "subject", "", "common name for a generated CSR (default: the client certificate's subject)")
-			fs.StringVar(&accept, "accept", "281", "certificate format to ask for: 281 (PKCS#7 certs-only) or 287 (DER)")
+			fs.StringVar(&subject, "subject", "", "common `NAME` for a generated CSR (default: the client certificate's subject)")
+			fs.StringVar(&accept, "accept", "281", "certificate `FORMAT` to ask for: 281 (PKCS#7 certs-only) or 287 (DER)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) != 1 {
-				fs.Usage()
-				return &exitError{2, errors.New("exactly one OP is required")}
+				return usageErrorf("exactly one OP is required")
 			}
 			op := args[0]
 			switch op {
 			case "discover", "crts", "sen", "sren", "att", "skg", "skc":
 			default:
-				return &exitError{2, fmt.Errorf("unknown OP %q", op)}
+				return usageErrorf("unknown OP %q", op)
 			}
 			acc := wire.FormatCertsOnly
 			switch accept {
@@ -111,7 +111,7 @@ func enrollCommand() *command {
 			case "287":
 				acc = wire.FormatPKIXCert
 			default:
-				return &exitError{2, fmt.Errorf("--accept %s: want 281 or 287", accept)}
+				return usageErrorf("--accept %s: want 281 or 287", accept)
 			}
 			opts, err := cf.options()
 			if err != nil {
@@ -304,22 +304,22 @@ func benchCommand() *command {
 	var workers, csrs int
 	var dur time.Duration
 	return &command{
-		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts] [-c N] [-d DUR]",
-		summary: "EST-coaps load generator: sen opens a new DTLS session per enrollment, sen-reuse\n" +
+		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts] [-c N] [-d DUR]", noConfig: true,
+		summary: "EST-coaps load generator (sen, sen-reuse, crts); reports ops/s and latencies.\n\n" +
+			"sen opens a new DTLS session per enrollment, sen-reuse\n" +
 			"enrolls many times over one session per worker, crts fetches CA certificates.\n" +
 			"CSRs are prepared before the timed loop; every issued certificate is verified against\n" +
 			"its CSR and the CA chain. Reports ops/s, p50/p90/p99 and errors by code. Exit 1 on any error.",
 		flags: func(fs *flag.FlagSet) {
 			cf.register(fs)
-			fs.StringVar(&mode, "mode", "sen", "sen, sen-reuse or crts")
+			fs.StringVar(&mode, "mode", "sen", "`MODE`: sen (a new DTLS session per enrollment), sen-reuse (one session per worker) or crts")
 			fs.IntVar(&workers, "c", 8, "concurrent workers `N`")
 			fs.DurationVar(&dur, "d", 10*time.Second, "duration `DUR` of the timed loop")
 			fs.IntVar(&csrs, "csrs", 0, "distinct CSRs to prepare (0: enough for the duration)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) != 0 {
-				fs.Usage()
-				return &exitError{2, errors.New("no arguments expected")}
+				return usageErrorf("no arguments expected")
 			}
 			opts, err := cf.options()
 			if err != nil {

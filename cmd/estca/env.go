@@ -12,8 +12,18 @@ import (
 	"github.com/estca/estca/store"
 )
 
-// config loads the configuration named by --config.
-func (a *app) config() (*Config, error) { return loadConfig(a.configPath) }
+// config loads the configuration named by --config and logs its warnings
+// (removed keys).
+func (a *app) config() (*Config, error) {
+	c, err := loadConfig(a.configPath)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range c.warnings {
+		a.log.Warn("config: "+w, "config", a.configPath)
+	}
+	return c, nil
+}
 
 // openToken opens the PKCS#11 token of the configuration; observe, if not
 // nil, receives the token's events. For the embedded SoftHSM default it
@@ -42,14 +52,13 @@ func openToken(c *Config, observe func(hsm.Event)) (*hsm.Token, error) {
 // head, the chain since the checkpoint, the revocation set).
 func storeOptions(c *Config, signer crypto.Signer, pub crypto.PublicKey) store.Options {
 	return store.Options{
-		LockTimeout:   c.Store.LockTimeout.D(),
-		MaxBatchDelay: c.Store.MaxBatchDelay.D(),
-		MaxBatchSize:  c.Store.MaxBatchSize,
-		CheckPages:    c.Store.CheckPages,
-		ReadOnly:      signer == nil,
-		Signer:        signer,
-		AuditKey:      pub,
-		Checkpoint:    c.path(c.Store.Checkpoint),
+		LockTimeout:  c.Store.LockTimeout.D(),
+		MaxBatchSize: c.Store.MaxBatchSize,
+		CheckPages:   c.Store.CheckPages,
+		ReadOnly:     signer == nil,
+		Signer:       signer,
+		AuditKey:     pub,
+		Checkpoint:   c.path(c.Store.Checkpoint),
 	}
 }
 
@@ -129,6 +138,15 @@ func auditSigner(c *Config, tok *hsm.Token, onBad func(error)) (crypto.Signer, c
 	return ca.VerifySigner(k, pub, onBad), pub, nil
 }
 
+// importHint is what to do about missing CA certificates of an
+// external-root appliance (ca.external_root), "" otherwise.
+func (c *Config) importHint() string {
+	if !c.CA.ExternalRoot {
+		return ""
+	}
+	return fmt.Sprintf(" (an external-root appliance: have %s signed by your root, then run estca ca import)", c.path("ca/issuing.csr"))
+}
+
 // authority is everything `serve` and `issue` need, opened together.
 type authority struct {
 	token   *hsm.Token
@@ -155,10 +173,10 @@ func (x *authority) Close() error {
 // caCertificates reads the root, issuing and DTLS server certificates.
 func caCertificates(c *Config) (root, issuing, server *x509.Certificate, err error) {
 	if root, err = readCert(c.path(c.CA.Root)); err != nil {
-		return nil, nil, nil, fmt.Errorf("root CA certificate: %w", err)
+		return nil, nil, nil, fmt.Errorf("root CA certificate: %w%s", err, c.importHint())
 	}
 	if issuing, err = readCert(c.path(c.CA.Issuing)); err != nil {
-		return nil, nil, nil, fmt.Errorf("issuing CA certificate: %w", err)
+		return nil, nil, nil, fmt.Errorf("issuing CA certificate: %w%s", err, c.importHint())
 	}
 	if server, err = readCert(c.path(c.CA.ServerCert)); err != nil {
 		return nil, nil, nil, fmt.Errorf("server certificate: %w", err)
@@ -175,6 +193,8 @@ type authorityOptions struct {
 	observe func(hsm.Event)
 	// badSignature is told of every HSM signature that does not verify.
 	badSignature func(error)
+	// onCommit hears of every store commit (store.Options.OnCommit).
+	onCommit func(store.CommitStat)
 }
 
 // openAuthority opens the token, the store and the CA certificates and builds
@@ -213,8 +233,10 @@ func openAuthority(c *Config, o authorityOptions) (_ *authority, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if x.db, err = openStore(c, auditKey, pub); err != nil {
-		return nil, err
+	so := storeOptions(c, auditKey, pub)
+	so.OnCommit = o.onCommit
+	if x.db, err = store.Open(c.path(c.Store.Path), so); err != nil {
+		return nil, explainStore(c, err)
 	}
 	x.auditPub = pub
 	x.ca, err = ca.New(ca.Options{

@@ -23,26 +23,36 @@ import (
 func initCommand() *command {
 	var o initOptions
 	return &command{
-		name: "init",
-		args: "--dir DIR [--pkcs11-module PATH --token LABEL [--pin-file FILE]] [--demo]",
-		summary: "Create a new appliance in DIR: HSM token (embedded SoftHSM unless --pkcs11-module),\n" +
-			"root and issuing CA keys in the token, the DTLS server certificate, the store and DIR/estca.yaml.",
+		name:     "init",
+		args:     "--dir DIR [--pkcs11-module PATH --token LABEL [--pin-file FILE]] [--server-name NAME]... [--server-ip IP]... [--demo]",
+		noConfig: true,
+		summary: "Create a new appliance: token, CA hierarchy, server certificate, store, config.\n\n" +
+			"In DIR: the HSM token (embedded SoftHSM unless --pkcs11-module), root and issuing CA keys in\n" +
+			"the token, the DTLS server certificate, the audit key, the store and DIR/estca.yaml.",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&o.dir, "dir", "", "appliance `DIR` to create (required)")
 			fs.StringVar(&o.module, "pkcs11-module", "", "PKCS#11 library `PATH` of an existing HSM (default: embedded SoftHSM token under DIR)")
 			fs.StringVar(&o.token, "token", "", "token `LABEL` of the existing HSM (with --pkcs11-module)")
 			fs.StringVar(&o.pinFile, "pin-file", "", "`FILE` holding the HSM user PIN (with --pkcs11-module; or set $ESTCA_HSM_PIN)")
-			fs.StringVar(&o.keyType, "key-type", "ecdsa-p256", "CA key type: ecdsa-p256, ecdsa-p384, rsa-3072")
-			fs.StringVar(&o.name, "name", "estca", "name used in the CA subjects")
-			fs.StringVar(&o.serverName, "server-name", "", "DNS name of the EST server certificate (default: this host's name)")
-			fs.BoolVar(&o.externalRoot, "external-root", false, "keep only the issuing key here and write DIR/ca/issuing.csr for an external root (then `estca ca import`)")
+			fs.StringVar(&o.keyType, "key-type", "ecdsa-p256", "CA key `TYPE`: ecdsa-p256, ecdsa-p384, rsa-3072")
+			fs.StringVar(&o.name, "name", "estca", "`NAME` used in the CA subjects (NAME root CA, NAME issuing CA)")
+			serverNameFlags(fs, &o.server)
+			fs.BoolVar(&o.externalRoot, "external-root", false, "keep only the issuing key here and write DIR/ca/issuing.csr for an external root (then: estca ca import)")
 			fs.BoolVar(&o.keepSOPIN, "keep-so-pin", false, "keep the embedded SoftHSM token's security officer PIN in DIR/hsm/so.pin (default: forgotten after init)")
 			fs.BoolVar(&o.demo, "demo", false, "also create a demo manufacturer CA (trusted as IDevID anchor) and demo device IDevIDs under DIR/demo")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if o.dir == "" || len(args) > 0 {
-				fs.Usage()
-				return &exitError{2, errors.New("--dir is required")}
+			if o.dir == "" {
+				return usageErrorf("--dir is required")
+			}
+			if len(args) > 0 {
+				return usageErrorf("no arguments expected, got %q", args[0])
+			}
+			if _, err := o.server.options(); err != nil {
+				return asUsage(err)
+			}
+			if _, err := hsm.ParseKeyType(o.keyType); err != nil {
+				return asUsage(fmt.Errorf("--key-type: %w", err))
 			}
 			return runInit(a, o)
 		},
@@ -50,8 +60,9 @@ func initCommand() *command {
 }
 
 type initOptions struct {
-	dir, module, token, pinFile, keyType, name, serverName string
-	externalRoot, demo, keepSOPIN                          bool
+	dir, module, token, pinFile, keyType, name string
+	server                                     serverNames
+	externalRoot, demo, keepSOPIN              bool
 }
 
 func runInit(a *app, o initOptions) error {
@@ -75,8 +86,9 @@ func runInit(a *app, o initOptions) error {
 			return err
 		}
 	}
-	if o.serverName == "" {
-		o.serverName, _ = os.Hostname()
+	names, err := o.server.options()
+	if err != nil {
+		return err
 	}
 
 	v := configValues{KeyType: string(kt), ExternalRoot: o.externalRoot}
@@ -118,7 +130,8 @@ func runInit(a *app, o initOptions) error {
 		RootName:       o.name + " root CA",
 		IssuingName:    o.name + " issuing CA",
 		ExternalRoot:   o.externalRoot,
-		ServerDNSNames: []string{o.serverName},
+		ServerDNSNames: names.ServerDNSNames,
+		ServerIPs:      names.ServerIPs,
 	})
 	if err != nil {
 		return err
@@ -273,7 +286,7 @@ store:
   checkpoint: store/estca.db.checkpoint   # newest signed audit head, outside the store: keep a copy off the box
   log_checkpoints: true      # also log each new checkpoint as one line, for a journal kept elsewhere
   lock_timeout: 2s
-  max_batch_delay: 1ms       # group commit window
+  max_batch_size: 256        # writes group-committed in one transaction (0: 256)
   audit_sign_interval: 1m    # how often the audit chain head is signed in the HSM
   retry_after: 30s           # Max-Age of the 5.03 answered while the store cannot write (disk full)
 

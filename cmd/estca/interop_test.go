@@ -32,6 +32,9 @@ var (
 	buildErr  error
 )
 
+// testVersion is the version stamped into the test binary (-X main.version).
+const testVersion = "v0.0.0-test"
+
 // estcaBinary builds the estca binary once per test run.
 func estcaBinary(t *testing.T) string {
 	t.Helper()
@@ -42,7 +45,7 @@ func estcaBinary(t *testing.T) string {
 			return
 		}
 		builtBin = filepath.Join(dir, "estca")
-		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", builtBin, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

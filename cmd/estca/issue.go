@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/user"
 
 	"github.com/estca/estca/ca"
 	"github.com/estca/estca/store"
@@ -17,7 +15,7 @@ func issueCommand() *command {
 	var csrPath, profile, out string
 	return &command{
 		name: "issue", args: "--csr FILE [--profile P] [--out FILE]",
-		summary: "Issue a certificate from a PKCS#10 CSR file (DER or PEM) as the local operator.\n" +
+		summary: "Issue a certificate from a PKCS#10 CSR file (DER or PEM) as the local operator.\n\n" +
 			"Profile and CSR rules apply; the issuance is stored and audited like any other.\n" +
 			"Needs the store: stop `estca serve` first.",
 		flags: func(fs *flag.FlagSet) {
@@ -27,8 +25,7 @@ func issueCommand() *command {
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if csrPath == "" || len(args) > 0 {
-				fs.Usage()
-				return &exitError{2, errors.New("--csr is required")}
+				return usageErrorf("--csr is required")
 			}
 			csr, err := os.ReadFile(csrPath)
 			if err != nil {
@@ -49,10 +46,7 @@ func issueCommand() *command {
 				return err
 			}
 			defer x.Close()
-			name := "operator"
-			if u, err := user.Current(); err == nil {
-				name = "operator:" + u.Username
-			}
+			name := operatorName()
 			res, err := x.ca.Enroll(ctx, ca.Request{
 				CSR:     csr,
 				Profile: profile,

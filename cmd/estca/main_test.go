@@ -172,24 +172,6 @@ func TestConfigStrict(t *testing.T) {
 	}
 }
 
-func TestUsage(t *testing.T) {
-	code, out, _ := estca(t, "help")
-	if code != 0 || !strings.Contains(out, "audit verify") {
-		t.Fatalf("help: %d %s", code, out)
-	}
-	code, _, errs := estca(t, "certs", "show", "--help")
-	if code != 0 || !strings.Contains(errs, "usage: estca certs show") {
-		t.Fatalf("certs show --help: %d %s", code, errs)
-	}
-	// Flags after the positional arguments count too.
-	if code, _, errs := estca(t, "certs", "show", "abc", "--config", "/nonexistent/estca.yaml"); code != 1 || !strings.Contains(errs, "/nonexistent/estca.yaml") {
-		t.Fatalf("flags after arguments: %d %s", code, errs)
-	}
-	if code, _, _ := estca(t, "frobnicate"); code != 2 {
-		t.Fatalf("unknown command exit %d, want 2", code)
-	}
-}
-
 // TestHSMErrors: a wrong PIN, a missing token and a missing module each give
 // one clear error before anything else happens.
 func TestHSMErrors(t *testing.T) {

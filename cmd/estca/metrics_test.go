@@ -5,9 +5,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,7 +83,10 @@ func TestServeMetrics(t *testing.T) {
 
 	// The request counter is incremented after the answer is sent: poll.
 	wants := []string{`estca_est_requests_total{code="2.04",resource="sen"} 1`, `estca_hsm_operation_seconds_count{op="sign"}`,
-		"estca_ca_pending_requests 0"}
+		"estca_ca_pending_requests 0", `estca_certificate_expiry_seconds{certificate="issuing"} `,
+		`estca_certificate_expiry_seconds{certificate="server"} `, `estca_certificate_expiry_seconds{certificate="root"} `,
+		"estca_audit_head_age_seconds ", "estca_store_size_bytes ", "estca_store_commit_seconds_count ",
+		"estca_store_commit_failures_total 0", "estca_hsm_up 1"}
 	var body string
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		resp, err := http.Get("http://" + addr + "/metrics")
@@ -100,6 +106,24 @@ func TestServeMetrics(t *testing.T) {
 	if strings.Contains(body, `estca_hsm_operation_seconds_count{op="sign"} 0`) {
 		t.Fatalf("no HSM signature counted for an issued certificate:\n%s", body)
 	}
+	// The gauges say what the appliance holds: the server certificate's
+	// expiry in seconds, a store file of some size, commits counted.
+	server, err := readCert(filepath.Join(dir, "ca", "server.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := metricIn(t, body, `estca_certificate_expiry_seconds{certificate="server"}`); math.Abs(v-time.Until(server.NotAfter).Seconds()) > 600 {
+		t.Errorf("server certificate expiry %v s, want about %v", v, time.Until(server.NotAfter).Seconds())
+	}
+	if v := metricIn(t, body, "estca_store_size_bytes"); v < 32768 {
+		t.Errorf("store size %v", v)
+	}
+	if v := metricIn(t, body, "estca_store_commit_seconds_count"); v < 2 {
+		t.Errorf("%v store commits counted; start and an issuance commit at least", v)
+	}
+	if v := metricIn(t, body, "estca_audit_head_age_seconds"); v < 0 || v > 3600 {
+		t.Errorf("audit head age %v", v)
+	}
 }
 
 // missing returns the first of wants that body lacks, or "".
@@ -110,4 +134,20 @@ func missing(body string, wants []string) string {
 		}
 	}
 	return ""
+}
+
+// metricIn returns the value of the series (name with labels) in a scrape.
+func metricIn(t *testing.T, body, series string) float64 {
+	t.Helper()
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in the scrape:\n%s", series, body)
+	return 0
 }

@@ -72,16 +72,6 @@ func csrWith(t *testing.T, subj pkix.Name, exts ...pkix.Extension) []byte {
 	return pkitest.CSR(t, pkitest.Key(t), subj, exts...)
 }
 
-// certViewsOf lists the store's certificates through the admin socket.
-func certViewsOf(t *testing.T, cfg string) []certView {
-	t.Helper()
-	var cs []certView
-	if err := json.Unmarshal([]byte(mustEstca(t, "--config", cfg, "certs", "list", "--json")), &cs); err != nil {
-		t.Fatal(err)
-	}
-	return cs
-}
-
 // TestPolicyE2EBindingAndCRL: the demo device gets a certificate bound to
 // DEMO-0001 (through `estca enroll`, following /att), is refused CN=admin,
 // a foreign serialNumber and DNS names (coap-client-openssl, with the
@@ -134,7 +124,7 @@ func TestPolicyE2EBindingAndCRL(t *testing.T) {
 		{"foreign serialNumber", "4.03", "subject does not match your identity", csrWith(t, pkix.Name{SerialNumber: "DEMO-0002"})},
 		{"DNS name", "4.00", "SAN type not allowed", csrWith(t, pkix.Name{}, hmn)},
 	}
-	before := len(certViewsOf(t, cfg))
+	before := len(listJSON(t, cfg))
 	for _, a := range attacks {
 		csr := writeDER(t, tmp, "attack.csr", a.csr)
 		out := coap(t, "coap-client-openssl", &dev, root, "-m", "post", "-t", "286", "-f", csr, base+"/.well-known/est/sen")
@@ -142,7 +132,7 @@ func TestPolicyE2EBindingAndCRL(t *testing.T) {
 			t.Errorf("%s: want %s %q, got:\n%s", a.name, a.code, a.diag, out)
 		}
 	}
-	if n := len(certViewsOf(t, cfg)); n != before {
+	if n := len(listJSON(t, cfg)); n != before {
 		t.Fatalf("the attacks got %d certificates", n-before)
 	}
 	if audit := mustEstca(t, "--config", cfg, "audit", "list"); !strings.Contains(audit, "subject-not-bound (forbidden)") ||
@@ -255,11 +245,11 @@ func TestPolicyE2ERevocationMidSession(t *testing.T) {
 	}()
 	// Let it renew a few times over its sessions.
 	issuedBy := func() (n int, last time.Time) {
-		for _, c := range certViewsOf(t, cfg) {
+		for _, c := range listJSON(t, cfg) {
 			if c.Requester == fp {
 				n++
-				if at, _ := time.Parse(time.RFC3339Nano, c.IssuedAt); at.After(last) {
-					last = at
+				if c.IssuedAt.After(last) {
+					last = c.IssuedAt
 				}
 			}
 		}
@@ -340,7 +330,7 @@ func TestPolicyE2EManualApproval(t *testing.T) {
 		pending[0].CSRSubject == "" || pending[0].State != "pending" {
 		t.Fatalf("requests list: %+v, %v", pending, err)
 	}
-	if n := len(certViewsOf(t, cfg)); n != 0 {
+	if n := len(listJSON(t, cfg)); n != 0 {
 		t.Fatalf("%d certificates before the approval", n)
 	}
 	if out := mustEstca(t, "--config", cfg, "requests", "approve", pending[0].ID, "--reason", "known device"); !strings.Contains(out, "approved") {
@@ -359,7 +349,7 @@ func TestPolicyE2EManualApproval(t *testing.T) {
 		}
 		issued = der
 	}
-	if cs := certViewsOf(t, cfg); len(cs) != 1 {
+	if cs := listJSON(t, cfg); len(cs) != 1 {
 		t.Fatalf("%d certificates in the store, want exactly 1", len(cs))
 	}
 
@@ -375,10 +365,18 @@ func TestPolicyE2EManualApproval(t *testing.T) {
 		t.Fatal("deny without --reason accepted")
 	}
 	mustEstca(t, "--config", cfg, "requests", "deny", pending[0].ID, "--reason", "not ours")
+	// Decided requests stay decided, unknown ones are unknown: plain messages
+	// through the admin socket, exit 1.
+	expectPlainFailure(t, "no pending request "+pending[0].ID, "--config", cfg, "requests", "deny", pending[0].ID, "--reason", "again")
+	expectPlainFailure(t, "no pending request "+pending[0].ID, "--config", cfg, "requests", "approve", pending[0].ID)
+	expectPlainFailure(t, "no pending request 0123456789ab", "--config", cfg, "requests", "approve", "0123456789AB")
+	if code, _, errs := estca(t, "--config", cfg, "requests", "approve", "0g12"); code != exitUsage || !strings.Contains(lastLine(errs), `ID "0g12"`) {
+		t.Fatalf("approve a malformed ID: exit %d\n%s", code, errs)
+	}
 	if out := post(csr2); !hasCode(out, "4.03") || !strings.Contains(out, "request denied by operator") {
 		t.Fatalf("retry after the denial:\n%s", out)
 	}
-	if cs := certViewsOf(t, cfg); len(cs) != 1 {
+	if cs := listJSON(t, cfg); len(cs) != 1 {
 		t.Fatalf("%d certificates in the store, want 1", len(cs))
 	}
 	audit := mustEstca(t, "--config", cfg, "audit", "list")
@@ -480,10 +478,10 @@ func TestPolicyE2EReload(t *testing.T) {
 	good, _ := os.ReadFile(cfg)
 	editConfig(t, cfg, "      ecdsa: [digitalSignature, keyAgreement]", "      ecdsa: [digitalSignature, keyAgreement]\n      rsa: [keyAgreement]",
 		"    roots: [acme-ca.pem]", "    roots: [acme-ca.pem]\n    profiles: [nosuch]")
-	code, _, errs := estca(t, "--config", cfg, "reload")
-	if code != 1 || !strings.Contains(errs, "profiles[0]: key usage keyAgreement is impossible for RSA keys") ||
+	errs := expectPlainFailure(t, "configuration refused, the policy in force stays", "--config", cfg, "reload")
+	if !strings.Contains(errs, "profiles[0]: key usage keyAgreement is impossible for RSA keys") ||
 		!strings.Contains(errs, `manufacturers[1].profiles[0]: no profile "nosuch"`) {
-		t.Fatalf("estca reload of a bad configuration: exit %d\n%s", code, errs)
+		t.Fatalf("estca reload of a bad configuration:\n%s", errs)
 	}
 	if err := srv.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
@@ -597,6 +595,9 @@ func TestPolicyE2EApprovalOffline(t *testing.T) {
 	if o := mustEstca(t, "--config", cfg, "requests", "approve", pending[0].ID[:10]); !strings.Contains(o, "approved") {
 		t.Fatal(o)
 	}
+	// The same plain messages as through the admin socket.
+	expectPlainFailure(t, "no pending request "+pending[0].ID[:10], "--config", cfg, "requests", "approve", pending[0].ID[:10])
+	expectPlainFailure(t, "no pending request 0123456789ab", "--config", cfg, "requests", "deny", "0123456789ab", "--reason", "x")
 	if o := mustEstca(t, "--config", cfg, "audit", "verify"); !strings.Contains(o, "audit chain ok") {
 		t.Fatalf("audit verify after the offline decision: %s", o)
 	}

@@ -16,40 +16,43 @@ import (
 func policyCheckCommand() *command {
 	var csrFile, requester, label, op, at string
 	return &command{
-		name: "policy check", args: "--csr FILE [--requester CERT] [--label L] [--op sen|sren|skg|skc] [--at TIME]",
-		summary: "Decide a request offline with the configured policy, as the server would: prints the decision\n" +
-			"(issue, pending, deny), the requester as authenticated, every reason (code, class, detail) and the\n" +
-			"exact certificate template. CERT is the requester's chain, PEM, leaf first (an IDevID or an\n" +
-			"operational certificate); without it the request is the local operator's (`estca issue`). Neither\n" +
-			"the HSM nor the store is used: revocations, rate limits and pending requests are not looked up.\n" +
+		name: "policy check", args: "--csr FILE [--requester CERT] [--label L] [--op OP] [--at TIME]",
+		summary: "Decide a request offline with the configured policy, as the server would.\n\n" +
+			"Prints the decision (issue, pending, deny), the requester as authenticated, every reason\n" +
+			"(code, class, detail) and the exact certificate template. CERT is the requester's chain,\n" +
+			"PEM, leaf first (an IDevID or an operational certificate); without it the request is the\n" +
+			"local operator's (`estca issue`). Neither the HSM nor the store is used: revocations, rate\n" +
+			"limits and pending requests are not looked up.\n" +
 			"Exit 0 for issue or pending, 1 for deny.",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&csrFile, "csr", "", "PKCS#10 CSR `FILE`, DER or PEM (required)")
 			fs.StringVar(&requester, "requester", "", "requester certificate chain `CERT` (PEM, leaf first)")
 			fs.StringVar(&label, "label", "", "profile path `L` (default: the default profile)")
-			fs.StringVar(&op, "op", "sen", "EST operation: sen, sren, skg, skc")
+			fs.StringVar(&op, "op", "sen", "EST operation `OP`: sen, sren, skg, skc")
 			fs.StringVar(&at, "at", "", "decide at `TIME` (RFC 3339; default now)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if csrFile == "" || len(args) != 0 {
-				fs.Usage()
-				return &exitError{2, errors.New("--csr is required")}
+			if csrFile == "" {
+				return usageErrorf("--csr is required")
+			}
+			if len(args) != 0 {
+				return usageErrorf("no arguments expected, got %q", args[0])
 			}
 			operation, ok := policy.ParseOperation(op)
 			if !ok {
-				return &exitError{2, fmt.Errorf("--op %q: want sen, sren, skg or skc", op)}
+				return usageErrorf("--op %q: want sen, sren, skg or skc", op)
 			}
 			now := time.Now()
 			if at != "" {
 				t, err := time.Parse(time.RFC3339, at)
 				if err != nil {
-					return &exitError{2, fmt.Errorf("--at: %w", err)}
+					return usageErrorf("--at %q: want an RFC 3339 time, e.g. 2026-01-02T15:04:05Z", at)
 				}
 				now = t
 			}
 			csr, err := os.ReadFile(csrFile)
 			if err != nil {
-				return &exitError{2, err}
+				return err
 			}
 			if blk, _ := pem.Decode(csr); blk != nil {
 				csr = blk.Bytes
@@ -57,7 +60,7 @@ func policyCheckCommand() *command {
 			var chain []*x509.Certificate
 			if requester != "" {
 				if chain, err = readCerts(requester); err != nil {
-					return &exitError{2, fmt.Errorf("--requester: %w", err)}
+					return fmt.Errorf("--requester: %w", err)
 				}
 			}
 			cfg, err := a.config()

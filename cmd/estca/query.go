@@ -4,9 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/hex"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,117 +16,40 @@ import (
 	"github.com/estca/estca/store"
 )
 
-func certsListCommand() *command {
-	var asJSON bool
-	var limit int
-	var after string
-	return &command{
-		name: "certs list", args: "[--json] [--limit N] [--after SERIAL]",
-		summary: "List issued certificates (through the running server's admin socket, or the store file).",
-		flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&asJSON, "json", false, "print JSON")
-			fs.IntVar(&limit, "limit", 0, "at most `N` certificates (0: all)")
-			fs.StringVar(&after, "after", "", "start after this `SERIAL` (paging)")
-		},
-		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			return withRecords(a, false, func(r records) error {
-				cs, err := r.Certificates(store.CertFilter{Limit: limit, After: after})
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return printJSON(a, certViews(cs))
-				}
-				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "SERIAL\tSUBJECT\tPROFILE\tNOT AFTER\tISSUED")
-				for _, c := range cs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Serial, c.Subject, c.Profile,
-						c.NotAfter.UTC().Format(time.RFC3339), c.IssuedAt.UTC().Format(time.RFC3339))
-				}
-				return tw.Flush()
-			})
-		},
-	}
-}
-
-func certsShowCommand() *command {
-	var asJSON bool
-	return &command{
-		name: "certs show", args: "[--json] SERIAL",
-		summary: "Show one issued certificate (PEM and details).",
-		flags:   func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") },
-		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if len(args) != 1 {
-				fs.Usage()
-				return &exitError{2, errors.New("one SERIAL is required")}
-			}
-			return withRecords(a, false, func(r records) error {
-				c, err := r.Certificate(strings.ToLower(strings.TrimPrefix(args[0], "0x")))
-				if errors.Is(err, store.ErrNotFound) {
-					return fmt.Errorf("no certificate with serial %s", args[0])
-				}
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return printJSON(a, certViews([]store.Certificate{c})[0])
-				}
-				v := certViews([]store.Certificate{c})[0]
-				fmt.Fprintf(a.stdout, "serial     %s\nsubject    %s\nprofile    %s\nnot before %s\nnot after  %s\nissued     %s\nrequester  %s\nski        %s\ncsr sha256 %s\n",
-					v.Serial, v.Subject, v.Profile, v.NotBefore, v.NotAfter, v.IssuedAt, v.Requester, v.SKI, v.CSRDigest)
-				return pem.Encode(a.stdout, &pem.Block{Type: "CERTIFICATE", Bytes: c.DER})
-			})
-		},
-	}
-}
-
-type certView struct {
-	Serial    string `json:"serial"`
-	Subject   string `json:"subject"`
-	Profile   string `json:"profile"`
-	NotBefore string `json:"not_before"`
-	NotAfter  string `json:"not_after"`
-	IssuedAt  string `json:"issued_at"`
-	Requester string `json:"requester"`
-	SKI       string `json:"ski"`
-	CSRDigest string `json:"csr_sha256"`
-	PEM       string `json:"pem"`
-}
-
-func certViews(cs []store.Certificate) []certView {
-	out := make([]certView, len(cs))
-	for i, c := range cs {
-		out[i] = certView{
-			Serial: c.Serial, Subject: c.Subject, Profile: c.Profile,
-			NotBefore: c.NotBefore.UTC().Format(time.RFC3339), NotAfter: c.NotAfter.UTC().Format(time.RFC3339),
-			IssuedAt: c.IssuedAt.UTC().Format(time.RFC3339Nano), Requester: c.Requester,
-			SKI: hex.EncodeToString(c.SKI), CSRDigest: c.CSRDigest,
-			PEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.DER})),
-		}
-	}
-	return out
-}
-
 func auditListCommand() *command {
 	var asJSON bool
 	var since, serial, requester string
 	var limit int
 	return &command{
-		name: "audit list", args: "[--json] [--since T] [--serial S] [--requester R] [--limit N]",
-		summary: "List audit records (every decision, issuance, revocation and start/stop).",
+		name: "audit list", args: "[--json] [--since T] [--serial SERIAL] [--requester R] [--limit N]",
+		summary: "List the audit records, oldest first.\n\n" +
+			"Every decision, issuance, revocation, signed head, start and stop is a record.",
 		flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			fs.BoolVar(&asJSON, "json", false, "print a JSON array of records (fields: see README, JSON output)")
 			fs.StringVar(&since, "since", "", "only records at or after `T` (RFC 3339 time, or a duration like 1h meaning that long ago)")
-			fs.StringVar(&serial, "serial", "", "only records about certificate `S`")
+			fs.StringVar(&serial, "serial", "", "only records about the certificate with this `SERIAL` (any common form)")
 			fs.StringVar(&requester, "requester", "", "only records of requester `R` (fingerprint, or part of its subject)")
 			fs.IntVar(&limit, "limit", 0, "at most `N` records (0: all)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			f := store.AuditFilter{Serial: strings.ToLower(serial), Requester: requester, Limit: limit}
+			if len(args) > 0 {
+				return usageErrorf("no arguments expected, got %q", args[0])
+			}
+			if limit < 0 {
+				return usageErrorf("--limit must not be negative")
+			}
+			f := store.AuditFilter{Requester: requester, Limit: limit}
+			if serial != "" {
+				s, err := parseSerial(serial)
+				if err != nil {
+					return asUsage(fmt.Errorf("--serial: %w", err))
+				}
+				f.Serial = s
+			}
 			if since != "" {
 				t, err := parseSince(since, time.Now())
 				if err != nil {
-					return &exitError{2, err}
+					return asUsage(err)
 				}
 				f.Since = t
 			}
@@ -140,19 +60,19 @@ func auditListCommand() *command {
 				}
 				if asJSON {
 					if recs == nil {
-						recs = []store.AuditRecord{}
+						recs = []auditView{}
 					}
 					return printJSON(a, recs)
 				}
 				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "SEQ\tTIME\tEVENT\tREQUESTER\tSERIAL\tPROFILE\tVERDICT\tREASON\tFLAGS")
 				for _, r := range recs {
-					who := r.Requester.Subject
-					if who == "" {
-						who = "-"
+					who := ""
+					if r.Requester != nil {
+						who = r.Requester.Subject
 					}
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Time.UTC().Format(time.RFC3339),
-						r.Event, who, dash(r.Serial), dash(r.Profile), dash(r.Verdict), dash(r.Reason), dash(strings.Join(r.Flags, ",")))
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Time.Format(time.RFC3339),
+						r.Event, dash(who), dash(r.Serial), dash(r.Profile), dash(r.Verdict), dash(r.Reason), dash(strings.Join(r.Flags, ",")))
 				}
 				return tw.Flush()
 			})
@@ -177,22 +97,17 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("--since %q: want an RFC 3339 time (2026-01-02T15:04:05Z) or a duration (90m)", s)
 }
 
-// stringList is a repeatable flag.
-type stringList []string
-
-func (l *stringList) String() string     { return strings.Join(*l, ",") }
-func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
-
 func auditVerifyCommand() *command {
 	var extra stringList
 	return &command{
 		name: "audit verify", args: "[--checkpoint FILE]...",
-		summary: "Verify the whole audit trail: the hash chain, every HSM-signed head and the head chain,\n" +
+		summary: "Verify the whole audit trail and that the store extends the checkpoint(s).\n\n" +
+			"Checks the hash chain, every HSM-signed head and the head chain,\n" +
 			"every certificate and revocation against its record (both ways), and that the store\n" +
 			"extends the appliance's checkpoint (store.checkpoint) and every --checkpoint FILE you kept.\n" +
 			"Exit 0 when everything verifies; exit 1 naming what is wrong otherwise.",
 		flags: func(fs *flag.FlagSet) {
-			fs.Var(&extra, "checkpoint", "also check against this kept checkpoint `FILE` (`estca audit checkpoint` output or its journal line); repeatable")
+			fs.Var(&extra, "checkpoint", "also check against this kept checkpoint `FILE` (what estca audit checkpoint printed, or its journal line); repeatable")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			cfg, err := a.config()
@@ -214,7 +129,7 @@ func auditVerifyCommand() *command {
 			for _, f := range extra {
 				cp, err := store.ReadCheckpoint(f)
 				if err != nil {
-					return &exitError{2, err}
+					return asUsage(err)
 				}
 				cps = append(cps, cp)
 			}
@@ -246,18 +161,18 @@ func auditCheckpointCommand() *command {
 	var reason string
 	return &command{
 		name: "audit checkpoint", args: "[--reset --reason TEXT]",
-		summary: "Print the current checkpoint (the newest signed audit head) for an operator to keep off the box;\n" +
+		summary: "Print the current checkpoint to keep off the box (--reset: acknowledge a lost one).\n\n" +
+			"The checkpoint is the newest signed audit head;\n" +
 			"`estca audit verify --checkpoint FILE` later proves the store was not cut back behind it.\n" +
 			"--reset (appliance stopped, needs the HSM): after a full verify, accept the store as it is when its\n" +
 			"checkpoint file is lost, behind or forked: recorded in the audit trail and signed, then a new checkpoint.",
 		flags: func(fs *flag.FlagSet) {
 			fs.BoolVar(&reset, "reset", false, "acknowledge the store as it is and write a new checkpoint")
-			fs.StringVar(&reason, "reason", "", "why (kept in the audit record; required with --reset)")
+			fs.StringVar(&reason, "reason", "", "why, in words (`TEXT` kept in the audit record; required with --reset)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) > 0 || (reset && reason == "") {
-				fs.Usage()
-				return &exitError{2, errors.New("--reset needs --reason")}
+				return usageErrorf("--reset needs --reason")
 			}
 			cfg, err := a.config()
 			if err != nil {
@@ -313,13 +228,13 @@ func resetCheckpoint(a *app, cfg *Config, reason string) error {
 func backupCommand() *command {
 	return &command{
 		name: "backup", args: "FILE",
-		summary: "Write a consistent copy of the store to FILE, online (through the running server) or offline.\n" +
+		summary: "Write a consistent, verified copy of the store to FILE (online or offline).\n\n" +
+			"Online (through the running server) or offline.\n" +
 			"FILE must not be, or resolve to, the live store or its checkpoint. The copy is checked (opened,\n" +
 			"audit trail verified) before it replaces FILE.",
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) != 1 {
-				fs.Usage()
-				return &exitError{2, errors.New("one FILE is required")}
+				return usageErrorf("one FILE is required")
 			}
 			cfg, err := a.config()
 			if err != nil {
@@ -330,7 +245,7 @@ func backupCommand() *command {
 				return err
 			}
 			if err := store.CheckBackupTarget(dst, cfg.path(cfg.Store.Path), cfg.path(cfg.Store.Checkpoint), a.configPath); err != nil {
-				return &exitError{2, err}
+				return asUsage(err)
 			}
 			pub, err := readAuditPublic(cfg)
 			if err != nil {
@@ -384,19 +299,19 @@ func restoreCommand() *command {
 	var checkpoint, reason string
 	return &command{
 		name: "restore", args: "[--checkpoint FILE] [--accept-loss --reason TEXT] FILE",
-		summary: "Replace the store of a STOPPED appliance with the backup FILE (needs the HSM). The backup is\n" +
+		summary: "Put a verified backup back into a stopped appliance.\n\n" +
+			"Replaces the store of a STOPPED appliance with the backup FILE (needs the HSM). The backup is\n" +
 			"verified completely and against the checkpoint (store.checkpoint, or --checkpoint FILE); a backup\n" +
 			"older than the checkpoint is refused unless --accept-loss: what was issued after it is then lost,\n" +
 			"and the acknowledgement is an audit record. The old store file is kept as STORE.replaced-TIME.",
 		flags: func(fs *flag.FlagSet) {
 			fs.BoolVar(&acceptLoss, "accept-loss", false, "restore a backup that is behind (or forked from) the checkpoint, or without one")
 			fs.StringVar(&checkpoint, "checkpoint", "", "check the backup against this kept checkpoint `FILE` instead of store.checkpoint")
-			fs.StringVar(&reason, "reason", "", "why (kept in the restore record; required with --accept-loss)")
+			fs.StringVar(&reason, "reason", "", "why, in words (`TEXT` kept in the restore record; required with --accept-loss)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) != 1 || (acceptLoss && reason == "") {
-				fs.Usage()
-				return &exitError{2, errors.New("one FILE is required, and --accept-loss needs --reason")}
+				return usageErrorf("one FILE is required, and --accept-loss needs --reason")
 			}
 			return withAuditToken(a, func(cfg *Config, signer crypto.Signer, pub crypto.PublicKey) error {
 				return restore(a, cfg, signer, pub, args[0], checkpoint, reason, acceptLoss)
@@ -412,7 +327,7 @@ func restore(a *app, cfg *Config, signer crypto.Signer, pub crypto.PublicKey, fi
 	if checkpoint != "" {
 		cp, err := store.ReadCheckpoint(checkpoint)
 		if err != nil {
-			return &exitError{2, err}
+			return asUsage(err)
 		}
 		o.Reference = &cp
 	}
@@ -438,13 +353,13 @@ func restore(a *app, cfg *Config, signer crypto.Signer, pub crypto.PublicKey, fi
 func storeMigrateCommand() *command {
 	return &command{
 		name: "store migrate", args: "",
-		summary: "Convert a store of format 1 (estca before the chained audit heads) to format 2, appliance\n" +
-			"stopped, HSM needed: the format 1 chain is verified with the audit key first; the original is\n" +
+		summary: "Convert a format 1 store to format 2 (appliance stopped).\n\n" +
+			"Format 1 is estca before the chained audit heads. The HSM is needed: the format 1 chain is\n" +
+			"verified with the audit key first; the original is\n" +
 			"kept as STORE.v1; a migration record commits to its final signed head; a new checkpoint is written.",
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) > 0 {
-				fs.Usage()
-				return &exitError{2, errors.New("no arguments")}
+				return usageErrorf("no arguments")
 			}
 			return withAuditToken(a, func(cfg *Config, signer crypto.Signer, pub crypto.PublicKey) error {
 				return migrate(a, cfg, signer, pub)
@@ -470,8 +385,9 @@ func migrate(a *app, cfg *Config, signer crypto.Signer, pub crypto.PublicKey) er
 func storeCheckCommand() *command {
 	return &command{
 		name: "store check", args: "",
-		summary: "Read every page of the store and check its structure (online through the running server, or\n" +
-			"offline, where bbolt's own consistency check runs too). Exit 1 naming the damage.",
+		summary: "Read every page of the store and check its structure.\n\n" +
+			"Online through the running server, or offline, where bbolt's own consistency check runs too.\n" +
+			"Exit 1 naming the damage.",
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			cfg, err := a.config()
 			if err != nil {
@@ -502,27 +418,6 @@ func storeCheckCommand() *command {
 			return nil
 		},
 	}
-}
-
-// withRecords runs f on the store, through the running server's admin socket
-// or directly (read-only unless write is set).
-func withRecords(a *app, write bool, f func(records) error) error {
-	cfg, err := a.config()
-	if err != nil {
-		return err
-	}
-	r, err := openRecords(cfg, write)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	return f(r)
-}
-
-func printJSON(a *app, v any) error {
-	enc := json.NewEncoder(a.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func caShowCommand() *command {

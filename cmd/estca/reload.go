@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -15,14 +14,15 @@ import (
 func reloadCommand() *command {
 	return &command{
 		name: "reload", args: "",
-		summary: "Make the running server re-read its configuration (as SIGHUP does): a valid one replaces the\n" +
-			"policy, profiles and manufacturers (their certificate and CRL files re-read) without dropping\n" +
-			"DTLS sessions; an invalid one is refused with every problem, the policy in force stays. Both are\n" +
-			"audited. Without a running server, only checks the configuration. Exit 1 when it is refused.",
+		summary: "Make the running server re-read its configuration, as SIGHUP does.\n\n" +
+			"A valid configuration replaces the policy, profiles and manufacturers (their certificate and\n" +
+			"CRL files re-read) without dropping DTLS sessions; sessions the new policy refuses are closed.\n" +
+			"An invalid one is refused with every problem, and the policy in force stays. Both are\n" +
+			"audited. Other sections take effect at the next start (a warning names them). Without a\n" +
+			"running server, only checks the configuration. Exit 1 when it is refused.",
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) != 0 {
-				fs.Usage()
-				return &exitError{2, errors.New("no arguments expected")}
+				return usageErrorf("no arguments expected, got %q", args[0])
 			}
 			cfg, err := a.config()
 			sock := ""
@@ -34,7 +34,7 @@ func reloadCommand() *command {
 				sock = cfg.path(cfg.EST.AdminSocket)
 			}
 			if socketAnswers(sock) {
-				var out map[string]bool
+				var out struct{}
 				if err := newAdminClient(sock).do(http.MethodPost, "/v1/reload", nil, &out); err != nil {
 					return &exitError{1, err}
 				}
@@ -50,9 +50,6 @@ func reloadCommand() *command {
 			}
 			if _, err := cfg.policyOptions(root, issuing, server); err != nil {
 				return &exitError{1, fmt.Errorf("config: %w", err)}
-			}
-			for _, w := range cfg.warnings {
-				fmt.Fprintf(a.stderr, "estca reload: warning: %s\n", w)
 			}
 			fmt.Fprintln(a.stdout, "no estca serve is running; the configuration is valid")
 			return nil

@@ -3,15 +3,14 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"net/url"
 	"os/user"
 	"strconv"
+	"strings"
 	"text/tabwriter"
-	"time"
 	"unicode"
 
 	"github.com/estca/estca/store"
@@ -27,50 +26,37 @@ func requestsListCommand() *command {
 	var asJSON, all bool
 	return &command{
 		name: "requests list", args: "[--all] [--json]",
-		summary: "List the enrollment requests waiting for an operator (profiles with approval: manual),\n" +
-			"with the ID that `estca requests approve|deny` take.",
+		summary: "List the enrollment requests waiting for an operator (profiles with approval: manual).\n\n" +
+			"Each with the ID that `estca requests approve|deny` take. Through the running server's admin\n" +
+			"socket, or from the store file.",
 		flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			fs.BoolVar(&asJSON, "json", false, "print a JSON array of requests (fields: see README, JSON output)")
 			fs.BoolVar(&all, "all", false, "list every request the store keeps (pending, approved, denied, issued)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) != 0 {
-				fs.Usage()
-				return &exitError{2, errors.New("no arguments expected")}
+				return usageErrorf("no arguments expected, got %q", args[0])
 			}
 			state := store.StatePending
 			if all {
 				state = ""
 			}
-			cfg, err := a.config()
-			if err != nil {
-				return err
-			}
-			var rs []store.Request
-			if serverRunning(cfg) {
-				rs, err = newAdminClient(cfg.path(cfg.EST.AdminSocket)).requests(state)
-			} else {
-				var db *store.DB
-				if db, err = openStore(cfg, nil, nil); err != nil {
+			return withRecords(a, false, func(r records) error {
+				views, err := r.Requests(state)
+				if err != nil {
 					return err
 				}
-				rs, err = db.Requests(state)
-				db.Close()
-			}
-			if err != nil {
-				return err
-			}
-			views := requestViews(rs)
-			if asJSON {
-				return printJSON(a, views)
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATE\tPROFILE\tREQUESTER\tCSR SUBJECT\tCREATED\tREASON")
-			for _, v := range views {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID, v.State, dash(v.Profile), dash(v.Requester),
-					dash(v.CSRSubject), v.Created, dash(v.Reason))
-			}
-			return tw.Flush()
+				if asJSON {
+					return printJSON(a, views)
+				}
+				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tSTATE\tPROFILE\tREQUESTER\tCSR SUBJECT\tCREATED\tREASON")
+				for _, v := range views {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID, v.State, dash(v.Profile), dash(v.Requester),
+						dash(v.CSRSubject), v.Created, dash(v.Reason))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -83,23 +69,31 @@ func requestsDecideCommand(approve bool) *command {
 	}
 	return &command{
 		name: name, args: "[--reason TEXT] ID",
-		summary: summary + "\nID is the one `estca requests list` shows (or a longer prefix of the CSR's SHA-256).",
+		summary: summary + "\n\nID is the one `estca requests list` shows (or a longer prefix of the CSR's SHA-256). Through\n" +
+			"the running server's admin socket, or offline with the HSM (it signs the audit head over the\n" +
+			"decision). Exit 1 with a plain message when there is no such pending request.",
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&reason, "reason", "", "why (kept in the audit record)")
+			fs.StringVar(&reason, "reason", "", "why, in `TEXT` kept in the audit record")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if len(args) != 1 || (!approve && reason == "") {
-				fs.Usage()
-				return &exitError{2, errors.New("one ID is required, and deny needs --reason")}
+			if len(args) != 1 {
+				return usageErrorf("one ID is required, got %d arguments", len(args))
+			}
+			if !approve && reason == "" {
+				return usageErrorf("--reason is required: say why the request is denied")
+			}
+			id := strings.ToLower(args[0])
+			if len(id) < store.MinRequestID || strings.Trim(id, "0123456789abcdef") != "" {
+				return usageErrorf("ID %q: want the ID `estca requests list` shows (at least %d hex digits)", args[0], store.MinRequestID)
 			}
 			cfg, err := a.config()
 			if err != nil {
 				return err
 			}
 			who := operatorName()
-			var q store.Request
+			var q requestView
 			if serverRunning(cfg) {
-				q, err = newAdminClient(cfg.path(cfg.EST.AdminSocket)).decide(args[0], approve, reason, who)
+				q, err = newAdminClient(cfg.path(cfg.EST.AdminSocket)).decide(id, approve, reason, who)
 			} else {
 				err = withAuditToken(a, func(cfg *Config, signer crypto.Signer, pub crypto.PublicKey) error {
 					db, err := openStore(cfg, signer, pub)
@@ -107,20 +101,25 @@ func requestsDecideCommand(approve bool) *command {
 						return err
 					}
 					defer db.Close()
-					if q, err = decideRequest(db, args[0], approve, reason, who); err != nil {
+					decided, err := decideRequest(db, id, approve, reason, who)
+					if err != nil {
 						return err
 					}
+					q = newRequestView(decided)
 					_, err = db.SignHead()
 					return err
 				})
 			}
-			if errors.Is(err, store.ErrNotFound) {
-				return &exitError{1, fmt.Errorf("no pending request %s (see `estca requests list`)", args[0])}
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				return fmt.Errorf("no pending request %s (see `estca requests list`; a decided request stays decided)", id)
+			case errors.Is(err, store.ErrAmbiguous):
+				return fmt.Errorf("%s names several pending requests: give more digits of the ID", id)
 			}
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "request %s %s (profile %s, requester %s)\n", q.ID(), q.State, q.Profile, printable(q.Requester.Subject))
+			fmt.Fprintf(a.stdout, "request %s %s (profile %s, requester %s)\n", q.ID, q.State, q.Profile, q.Requester)
 			return nil
 		},
 	}
@@ -156,39 +155,6 @@ func decideRequest(db *store.DB, id string, approve bool, reason, who string) (s
 	return db.Request(q.Requester.Fingerprint, q.CSRDigest)
 }
 
-// requestView is a request as the CLI shows it.
-type requestView struct {
-	ID         string `json:"id"`
-	State      string `json:"state"`
-	Profile    string `json:"profile"`
-	Requester  string `json:"requester"`
-	Anchor     string `json:"anchor,omitempty"`
-	Identity   string `json:"identity,omitempty"`
-	CSRSubject string `json:"csr_subject,omitempty"`
-	CSRDigest  string `json:"csr_sha256"`
-	Serial     string `json:"serial,omitempty"`
-	Reason     string `json:"reason,omitempty"`
-	Created    string `json:"created"`
-	Decided    string `json:"decided,omitempty"`
-}
-
-func requestViews(rs []store.Request) []requestView {
-	out := make([]requestView, 0, len(rs))
-	for _, r := range rs {
-		v := requestView{ID: r.ID(), State: string(r.State), Profile: r.Profile, Requester: printable(r.Requester.Subject),
-			Anchor: r.Requester.Anchor, Identity: printable(r.Identity), CSRDigest: r.CSRDigest, Serial: r.Serial,
-			Reason: printable(r.Reason), Created: r.Created.UTC().Format(time.RFC3339)}
-		if !r.Decided.IsZero() {
-			v.Decided = r.Decided.UTC().Format(time.RFC3339)
-		}
-		if csr, err := x509.ParseCertificateRequest(r.CSR); err == nil {
-			v.CSRSubject = printable(csr.Subject.String())
-		}
-		out = append(out, v)
-	}
-	return out
-}
-
 // printable bounds text that came from a device and escapes what is not
 // printable, so that it cannot mess with a terminal.
 func printable(s string) string {
@@ -205,8 +171,9 @@ func printable(s string) string {
 	return s
 }
 
-func (c *adminClient) requests(state store.RequestState) ([]store.Request, error) {
-	var out []store.Request
+// Requests lists the requests in state ("": all) through the running server.
+func (c *adminClient) Requests(state store.RequestState) ([]requestView, error) {
+	var out []requestView
 	q := url.Values{}
 	if state != "" {
 		q.Set("state", string(state))
@@ -214,11 +181,11 @@ func (c *adminClient) requests(state store.RequestState) ([]store.Request, error
 	return out, c.do("GET", "/v1/requests", q, &out)
 }
 
-func (c *adminClient) decide(id string, approve bool, reason, who string) (store.Request, error) {
+func (c *adminClient) decide(id string, approve bool, reason, who string) (requestView, error) {
 	d := "deny"
 	if approve {
 		d = "approve"
 	}
-	var out store.Request
+	var out requestView
 	return out, c.doBody("POST", "/v1/requests/"+url.PathEscape(id)+"/"+d, decisionRequest{Reason: reason, Operator: who}, &out)
 }

@@ -168,49 +168,47 @@ func (r *running) revoke(serial string, reason int, who string) error {
 	return err
 }
 
+// errConfigRefused is a reload refused for an invalid configuration; the
+// policy in force stays.
+var errConfigRefused = errors.New("configuration refused, the policy in force stays")
+
 // registerPolicyAdmin adds the admin socket routes of the policy, approvals,
-// revocation and CRLs to mux (the store's routes are adminHandler's).
+// revocation and CRLs to mux (the store's routes are adminHandler's). They
+// answer with adminReply and adminFail like every route.
 func registerPolicyAdmin(mux *http.ServeMux, r *running) {
-	reply := func(w http.ResponseWriter, code int, v any) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(v)
-	}
-	fail := func(w http.ResponseWriter, err error) {
-		code := http.StatusInternalServerError
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			code = http.StatusNotFound
-		case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrAmbiguous), errors.Is(err, store.ErrAlreadyRevoked),
-			ca.KindOf(err) == ca.KindBadRequest:
-			code = http.StatusConflict
-		}
-		reply(w, code, errorResponse{Error: err.Error(), NotFound: code == http.StatusNotFound})
-	}
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, _ *http.Request) {
 		if err := r.reload("admin socket"); err != nil {
-			reply(w, http.StatusUnprocessableEntity, errorResponse{Error: "configuration refused, the policy in force stays:\n" +
-				strings.Join(splitErrors(err), "\n")})
+			adminFail(w, fmt.Errorf("%w:\n%s", errConfigRefused, strings.Join(splitErrors(err), "\n")))
 			return
 		}
-		reply(w, http.StatusOK, map[string]bool{"ok": true})
+		adminReply(w, struct{}{})
 	})
 	mux.HandleFunc("POST /v1/revoke", func(w http.ResponseWriter, req *http.Request) {
+		serial := req.URL.Query().Get("serial")
 		reason, err := strconv.Atoi(req.URL.Query().Get("reason"))
+		if err == nil {
+			err = ca.CheckRevocationReason(reason)
+		}
 		if err != nil {
-			fail(w, fmt.Errorf("%w: bad reason code %q", store.ErrInvalid, req.URL.Query().Get("reason")))
+			adminFail(w, fmt.Errorf("%w: reason %q: %v", store.ErrInvalid, req.URL.Query().Get("reason"), err))
 			return
 		}
-		if err := r.revoke(req.URL.Query().Get("serial"), reason, "operator:admin-socket"); err != nil {
-			fail(w, err)
+		err = r.revoke(serial, reason, "operator:admin-socket")
+		rev := revocationInForce(r.x.db, serial)
+		if err != nil && (rev.Time.IsZero() || errors.Is(err, store.ErrAlreadyRevoked) || errors.Is(err, store.ErrHeadNotSigned)) {
+			adminFail(w, err)
 			return
 		}
-		reply(w, http.StatusOK, map[string]bool{"ok": true})
+		resp := revokeResponse{Revocation: rev}
+		if err != nil {
+			resp.Error = err.Error() // in force; the CRL not published or not kept
+		}
+		adminReply(w, resp)
 	})
 	mux.HandleFunc("GET /v1/crl", func(w http.ResponseWriter, req *http.Request) {
 		c, err := r.x.ca.CRL()
 		if err != nil {
-			fail(w, err)
+			adminFail(w, err)
 			return
 		}
 		w.Header().Set("Content-Type", "application/pkix-crl")
@@ -219,29 +217,29 @@ func registerPolicyAdmin(mux *http.ServeMux, r *running) {
 	mux.HandleFunc("GET /v1/requests", func(w http.ResponseWriter, req *http.Request) {
 		rs, err := r.x.db.Requests(store.RequestState(req.URL.Query().Get("state")))
 		if err != nil {
-			fail(w, err)
+			adminFail(w, err)
 			return
 		}
-		reply(w, http.StatusOK, rs)
+		adminReply(w, requestViews(rs))
 	})
 	mux.HandleFunc("POST /v1/requests/{id}/{decision}", func(w http.ResponseWriter, req *http.Request) {
 		var d decisionRequest
 		if err := json.NewDecoder(io.LimitReader(req.Body, 64<<10)).Decode(&d); err != nil {
-			fail(w, fmt.Errorf("%w: bad request: %v", store.ErrInvalid, err))
+			adminFail(w, fmt.Errorf("%w: bad request: %v", store.ErrInvalid, err))
 			return
 		}
 		approve := req.PathValue("decision") == "approve"
 		if !approve && req.PathValue("decision") != "deny" {
-			fail(w, fmt.Errorf("%w: decision %q", store.ErrInvalid, req.PathValue("decision")))
+			adminFail(w, fmt.Errorf("%w: decision %q", store.ErrInvalid, req.PathValue("decision")))
 			return
 		}
 		q, err := decideRequest(r.x.db, req.PathValue("id"), approve, d.Reason, d.Operator+" (admin socket)")
 		if err != nil {
-			fail(w, err)
+			adminFail(w, err)
 			return
 		}
 		r.log.Info("request decided", "id", q.ID(), "state", q.State, "by", d.Operator)
-		reply(w, http.StatusOK, q)
+		adminReply(w, newRequestView(q))
 	})
 }
 

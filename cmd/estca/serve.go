@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,8 +29,9 @@ func serveCommand() *command {
 	var listen string
 	return &command{
 		name: "serve", args: "[--listen ADDR]",
-		summary: "Run the appliance: the EST-coaps server (DTLS 1.2, UDP), the Prometheus metrics\n" +
-			"listener and the admin socket. SIGINT/SIGTERM stop it cleanly.",
+		summary: "Run the appliance: EST-coaps server, metrics listener and admin socket.\n\n" +
+			"EST-coaps over DTLS 1.2 on UDP, Prometheus metrics, the admin socket of the query commands.\n" +
+			"SIGINT/SIGTERM stop it cleanly; SIGHUP re-reads the configuration (as `estca reload` does).",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&listen, "listen", "", "UDP `ADDR` to serve EST-coaps on (default: est.listen, \":5684\")")
 		},
@@ -60,6 +62,13 @@ func (s timedSigner) Sign(r io.Reader, digest []byte, o crypto.SignerOpts) ([]by
 }
 
 func serve(ctx context.Context, a *app, cfg *Config) error {
+	// SIGHUP is what systemctl reload sends (ExecReload in the unit): it
+	// must never end the server, also not while it starts, so it is caught
+	// first; one that comes while starting is kept and reloads the
+	// configuration (running.reload) once the server runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	metrics := est.NewMetrics()
 	appMetrics, err := newApplianceMetrics(metrics.Registry())
 	if err != nil {
@@ -70,14 +79,12 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		wrap:         func(s crypto.Signer) crypto.Signer { return timedSigner{s, appMetrics} },
 		observe:      watch.observe,
 		badSignature: watch.badSignature,
+		onCommit:     appMetrics.observeCommit,
 	})
 	if err != nil {
 		return err
 	}
 	defer x.Close()
-	for _, w := range cfg.warnings {
-		a.log.Warn("configuration", "warning", w)
-	}
 	run := &running{configPath: a.configPath, cfg: cfg, x: x, log: a.log}
 	// A CRL at once (the HSM may be down: the schedule retries).
 	_ = run.publishCRL("start")
@@ -91,6 +98,13 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	chain, err := readCerts(cfg.path(cfg.CA.ServerCert))
 	if err != nil {
 		return fmt.Errorf("server certificate: %w", err)
+	}
+	if err := appMetrics.watchAppliance(x.db, map[string]*x509.Certificate{
+		"root": x.root, "issuing": x.issuing, "server": chain[0]}); err != nil {
+		return err
+	}
+	if left := time.Until(chain[0].NotAfter); left < 30*24*time.Hour {
+		a.log.Warn("server certificate expires soon: renew it with estca ca reissue-server", "not_after", chain[0].NotAfter, "left", left.Round(time.Hour))
 	}
 	// Handshake and audit head signatures are verified before they are used,
 	// like the issuing key's (ca.VerifySigner).
@@ -193,9 +207,6 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	defer tick.Stop()
 	crlTick := time.NewTicker(cfg.CRL.Refresh.D())
 	defer crlTick.Stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	watchTick := time.NewTicker(storeWatchInterval)
 	defer watchTick.Stop()
 	for done := false; !done; {

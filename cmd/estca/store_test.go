@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -73,6 +72,27 @@ func deviceOptions(t *testing.T, dir, addr string, cert *tls.Certificate) client
 		Timeout: 5 * time.Second, MaxRetries: -1}
 }
 
+// enrollDemo enrolls n fresh keys with the demo device over one session and
+// returns the certificates and keys in order.
+func enrollDemo(t *testing.T, ctx context.Context, dir, addr string, n int) ([]*x509.Certificate, []*ecdsa.PrivateKey) {
+	t.Helper()
+	c, err := client.Dial(ctx, deviceOptions(t, dir, addr, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var certs []*x509.Certificate
+	var keys []*ecdsa.PrivateKey
+	for range n {
+		cert, key, err := enrollNew(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs, keys = append(certs, cert), append(keys, key)
+	}
+	return certs, keys
+}
+
 // enrollNew enrolls a fresh key with an empty subject (the demo profile
 // binds the certificate to the device's identity) and returns the
 // certificate and key.
@@ -89,21 +109,11 @@ func enrollNew(ctx context.Context, c *client.Conn) (*x509.Certificate, *ecdsa.P
 	return cert, key, err
 }
 
-// storedCerts lists the certificates in an appliance's store (server stopped).
-func storedCerts(t *testing.T, cfg string) []certView {
-	t.Helper()
-	var stored []certView
-	if err := json.Unmarshal([]byte(mustEstca(t, "--config", cfg, "certs", "list", "--json")), &stored); err != nil {
-		t.Fatal(err)
-	}
-	return stored
-}
-
 // storedSerials lists the serials in an appliance's store (server stopped).
 func storedSerials(t *testing.T, cfg string) map[string]bool {
 	t.Helper()
 	have := map[string]bool{}
-	for _, c := range storedCerts(t, cfg) {
+	for _, c := range listJSON(t, cfg) {
 		have[c.Serial] = true
 	}
 	return have
@@ -296,18 +306,8 @@ func TestRevokedStaysRefused(t *testing.T) {
 	srv := startServer(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := client.Dial(ctx, deviceOptions(t, dir, srv.addr, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cert *x509.Certificate
-	var key *ecdsa.PrivateKey
-	for range 8 {
-		if cert, key, err = enrollNew(ctx, c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.Close()
+	certs, keys := enrollDemo(t, ctx, dir, srv.addr, 8)
+	cert, key := certs[7], keys[7]
 	issuing, _ := readCert(filepath.Join(dir, "ca", "issuing.pem"))
 	op := &tls.Certificate{Certificate: [][]byte{cert.Raw, issuing.Raw}, PrivateKey: key}
 	if c, err := client.Dial(ctx, deviceOptions(t, dir, srv.addr, op)); err != nil {
@@ -526,7 +526,7 @@ func TestRestoreCommand(t *testing.T) {
 	if !strings.Contains(v, "superseded by the restored") {
 		t.Fatalf("audit verify against the pre-restore checkpoint: %s", v)
 	}
-	if have := storedCerts(t, cfg); len(have) != 1 || !strings.Contains(have[0].Subject, "before-backup") {
+	if have := listJSON(t, cfg); len(have) != 1 || !strings.Contains(have[0].Subject, "before-backup") {
 		t.Fatalf("restored certificates: %+v", have)
 	}
 	if list := mustEstca(t, "--config", cfg, "audit", "list"); !strings.Contains(list, "restored") || !strings.Contains(list, "disk replaced") {
