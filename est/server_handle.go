@@ -102,6 +102,7 @@ func (s *Server) serveRequest(ctx context.Context, x *exchange, sessID string, r
 			Path:       strings.Join(req.path, "/"),
 			RequestTag: req.tag,
 		},
+		Owner:   identityKey(x.who),
 		Size2:   req.hasSz2,
 		Payload: req.payload,
 	}
@@ -125,6 +126,14 @@ func (s *Server) serveRequest(ctx context.Context, x *exchange, sessID string, r
 	}
 	d := s.blocks.Request(in)
 	if !d.Handle {
+		switch {
+		case errors.Is(d.Err, block.ErrPeerLimit):
+			s.metrics.limitRefusal("transfers-session")
+		case errors.Is(d.Err, block.ErrOwnerLimit):
+			s.metrics.limitRefusal("transfers-identity")
+		case errors.Is(d.Err, block.ErrTotalLimit):
+			s.metrics.limitRefusal("transfers-total")
+		}
 		if d.Err != nil {
 			x.refused = d.Err
 			d.Reply.Payload = []byte(StatusOf(d.Err).Diagnostic)

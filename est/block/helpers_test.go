@@ -153,6 +153,11 @@ func fetchBlock2(t *testing.T, first Outgoing, szx uint8, next func(num uint32, 
 	t.Helper()
 	var got bytes.Buffer
 	out := first
+	if first.Block2 != nil && first.Block2.SZX < szx {
+		// The server chose a smaller size (e.g. the client's Block1 size):
+		// go on with it, as a client must (RFC 7959 §2.4).
+		szx = first.Block2.SZX
+	}
 	for i := 0; ; i++ {
 		if i > 10000 {
 			t.Fatal("runaway Block2 loop")

@@ -17,7 +17,7 @@ func TestNewManagerOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Options{MaxBody: 64 << 10, MaxTransfersPerPeer: 4, MaxTransfers: 1024,
+	want := Options{MaxBody: 64 << 10, MaxTransfersPerPeer: 4, MaxTransfersPerOwner: 8, MaxTransfers: 1024,
 		Lifetime: 30 * time.Second, RetryAfter: 2 * time.Second, SZX: 6}
 	got := m.opts
 	if got.Now == nil {
