@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/estca/estca/ca"
 )
@@ -282,6 +283,10 @@ type session struct {
 	// retransmissions; used by go-coap's read loop only.
 	lastRefusal    []byte
 	lastRefusalMID int32
+	nonSeen        []nonSeen // recent NON request Message IDs (datagram.go)
+
+	cc atomic.Pointer[udpclient.Conn] // go-coap connection, once serving
+
 }
 
 // HandshakeContext runs the DTLS handshake and binds the authenticated

@@ -275,6 +275,14 @@ func NewServer(o Options) (*Server, error) {
 	return s, nil
 }
 
+// pionMTUOverhead is taken off Options.MTU before it is given to pion: pion
+// v3.1.15 splits handshake message bodies into pieces of its MTU without
+// counting the handshake header (12 bytes), the record header (13, or 22
+// with a connection ID) and the AEAD expansion of an encrypted record (16)
+// (conn.go:866 splitBytes(content, c.maximumTransmissionUnit)); it does
+// count whole records when it packs several into one datagram (conn.go:705).
+const pionMTUOverhead = 12 + 13 + 9 + 16
+
 // MinMTU is the smallest DTLS MTU accepted: the IPv6 minimum link MTU
 // (RFC 8200 §5) less the IPv6 and UDP headers, rounded down.
 const MinMTU = 256
@@ -295,7 +303,7 @@ func (s *Server) dtlsOptions() []dtls.ServerOption {
 		dtls.WithClientAuth(dtls.RequireAnyClientCert),
 		dtls.WithVerifyPeerCertificate(s.authn.verify),
 		dtls.WithInsecureSkipVerifyHello(false),
-		dtls.WithMTU(s.o.MTU),
+		dtls.WithMTU(s.o.MTU - pionMTUOverhead),
 	}
 	if s.o.ConnectionID {
 		opts = append(opts, dtls.WithConnectionIDGenerator(dtls.RandomCIDGenerator(connectionIDLength)))
@@ -475,6 +483,7 @@ func (s *Server) serveSession(ctx context.Context, conns *connections.Connection
 		udpclient.WithRequestMonitor(func(*udpclient.Conn, *pool.Message) (bool, error) { return false, nil }),
 		udpclient.WithResponseMessageCache(newResponseCache(s.o.ResponseCache, s.now)),
 	)
+	sess.cc.Store(cc)
 	conns.Store(cc)
 	defer conns.Delete(cc)
 	if err := cc.Run(); err != nil && !coapnet.IsCancelOrCloseError(err) {

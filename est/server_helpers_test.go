@@ -30,6 +30,8 @@ import (
 // against its CA and really signs CSRs with it.
 type stAuthority struct {
 	ca *pkitest.Cert
+	// chain, when set, is what CACertificates returns (issuing CA first).
+	chain []*x509.Certificate
 
 	mu         sync.Mutex
 	enrolls    int
@@ -72,6 +74,9 @@ func (a *stAuthority) Authenticate(chain []*x509.Certificate) (ca.Requester, err
 }
 
 func (a *stAuthority) CACertificates(profile string) ([]*x509.Certificate, error) {
+	if a.chain != nil {
+		return a.chain, nil
+	}
 	return []*x509.Certificate{a.ca.Cert}, nil
 }
 
