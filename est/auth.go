@@ -66,6 +66,7 @@ const authCacheTTL = time.Minute
 type authEntry struct {
 	who ca.Requester
 	at  time.Time
+	n   int // handshakes of this chain authenticated and not yet taken
 }
 
 // authenticator runs Authority.Authenticate inside the DTLS handshake
@@ -163,29 +164,30 @@ func (a *authenticator) verify(raw [][]byte, _ [][]*x509.Certificate) error {
 	if len(a.cache) >= authCacheMax {
 		for ck, e := range a.cache {
 			if now.Sub(e.at) > authCacheTTL {
-				a.releaseLocked(&e.who)
-				delete(a.cache, ck)
+				a.dropLocked(ck, e)
 			}
 		}
 		if len(a.cache) >= authCacheMax {
 			// Completed handshakes re-authenticate (and re-reserve) on a miss.
-			for _, e := range a.cache {
-				a.releaseLocked(&e.who)
+			for ck, e := range a.cache {
+				a.dropLocked(ck, e)
 			}
-			clear(a.cache)
 		}
-	}
-	if old, ok := a.cache[k]; ok {
-		// The same chain again before the first handshake completed:
-		// that reservation is superseded.
-		a.releaseLocked(&old.who)
-		delete(a.cache, k)
 	}
 	if err := a.reserveLocked(&who); err != nil {
 		return err
 	}
-	a.cache[k] = authEntry{who: who, at: now}
+	e := a.cache[k]
+	a.cache[k] = authEntry{who: who, at: now, n: e.n + 1}
 	return nil
+}
+
+// dropLocked forgets a cache entry and gives back its reservations.
+func (a *authenticator) dropLocked(k [32]byte, e authEntry) {
+	for range e.n {
+		a.releaseLocked(&e.who)
+	}
+	delete(a.cache, k)
 }
 
 func (a *authenticator) authenticate(raw [][]byte) (ca.Requester, error) {
@@ -224,7 +226,13 @@ func (a *authenticator) take(raw [][]byte) (ca.Requester, error) {
 	k := chainKey(raw)
 	a.mu.Lock()
 	e, ok := a.cache[k]
-	delete(a.cache, k)
+	if ok {
+		if e.n--; e.n <= 0 {
+			delete(a.cache, k)
+		} else {
+			a.cache[k] = e
+		}
+	}
 	a.mu.Unlock()
 	if ok {
 		return e.who, nil

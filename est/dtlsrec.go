@@ -1,6 +1,7 @@
 package est
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 
@@ -98,7 +99,9 @@ func parseHello(datagram []byte) (*hello, error) {
 
 // withoutCookie returns the datagram pion is given as the first ClientHello
 // of an admitted peer: this ClientHello with message_seq 0 and no cookie,
-// in a record with the same sequence number.
+// in a record with sequence number 0. The peer's own ClientHello must then
+// reach pion with a record sequence number above 0 (see forPion): pion's
+// replay window (epoch 0 included) drops a second record with the same one.
 func (h *hello) withoutCookie() ([]byte, error) {
 	m := h.msg
 	m.Cookie = nil
@@ -109,7 +112,6 @@ func (h *hello) withoutCookie() ([]byte, error) {
 	out := make([]byte, recordHeaderLen+handshakeHeaderLen+len(body))
 	out[0] = contentHandshake
 	binary.BigEndian.PutUint16(out[1:3], h.version)
-	copy(out[5:11], h.rec.seq[:])
 	binary.BigEndian.PutUint16(out[11:13], uint16(handshakeHeaderLen+len(body)))
 	hs := out[recordHeaderLen:]
 	hs[0] = handshakeClientHello
@@ -117,6 +119,19 @@ func (h *hello) withoutCookie() ([]byte, error) {
 	putUint24(hs[9:12], len(body))
 	copy(hs[handshakeHeaderLen:], body)
 	return out, nil
+}
+
+// forPion returns a copy of the datagram d (this ClientHello) for pion, its
+// first record's sequence number raised to 1 if it was 0 (after the one
+// withoutCookie uses). Record headers are not part of the handshake
+// transcript, and epoch-0 records carry no MAC, so this changes nothing the
+// peer could notice.
+func (h *hello) forPion(d []byte) []byte {
+	out := bytes.Clone(d)
+	if h.rec.seq == [6]byte{} {
+		out[10] = 1
+	}
+	return out
 }
 
 func putUint24(b []byte, v int) { b[0], b[1], b[2] = byte(v>>16), byte(v>>8), byte(v) }

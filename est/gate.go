@@ -187,7 +187,7 @@ func (g *gate) admitPeer(h *hello, d []byte, ap netip.AddrPort) {
 		ap:     ap,
 		random: h.msg.Random.MarshalFixed(),
 		ch0:    ch0,
-		ch1:    bytes.Clone(d),
+		ch1:    h.forPion(d),
 		cookie: bytes.Clone(h.msg.Cookie),
 		in:     make(chan packet, peerQueue),
 		closed: make(chan struct{}),
