@@ -20,7 +20,7 @@ import (
 //
 //   - with InsecureSkipVerifyHello, flight0Parse (flight0handler.go:30)
 //     pulls the ClientHello with fullPullMap(0, ...), i.e. only a ClientHello
-//     with message_seq 0 (handshake_cache.go:166, "a gap"), and its
+//     with message_seq 0 (handshake_cache.go:161, "a gap"), and its
 //     ServerHello would then carry message_seq 0, which a client that saw a
 //     HelloVerifyRequest drops as old (it expects 1);
 //   - with its own cookies, flight0Generate (flight0handler.go:305) draws a
@@ -42,7 +42,10 @@ import (
 // State.cookie to C and then hands over the peer's real second ClientHello.
 // pion's flight2Parse finds C, the same parameters and message_seq 1, and
 // answers with ServerHello message_seq 1: the peer's transcript and pion's
-// are the same bytes.
+// are the same bytes. The replayed first ClientHello has record sequence
+// number 0 and the peer's is given with at least 1: pion's replay window
+// covers epoch 0 too (conn.go:1068) and would drop a second record with the
+// same number (record headers are not part of the transcript).
 //
 // Setting State.cookie is the one write into pion's unexported state. Its
 // location is found by reflection (Conn.state, State.cookie []byte) once; if
