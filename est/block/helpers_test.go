@@ -104,19 +104,27 @@ func checkInvariants(t testing.TB, m *Manager) {
 	defer m.mu.Unlock()
 	var tr, rs int
 	perPeer := map[string]*peerCount{}
+	perOwner := map[string]*peerCount{}
 	for k, e := range m.entries {
 		pc := perPeer[k.Peer]
 		if pc == nil {
 			pc = &peerCount{}
 			perPeer[k.Peer] = pc
 		}
+		oc := perOwner[e.owner]
+		if oc == nil {
+			oc = &peerCount{}
+			perOwner[e.owner] = oc
+		}
 		switch e.kind {
 		case kindTransfer, kindPending:
 			tr++
 			pc.transfers++
+			oc.transfers++
 		case kindResponse:
 			rs++
 			pc.responses++
+			oc.responses++
 		default:
 			t.Fatalf("entry kind %d", e.kind)
 		}
@@ -140,6 +148,14 @@ func checkInvariants(t testing.TB, m *Manager) {
 		}
 		if got.transfers > m.opts.MaxTransfersPerPeer || got.responses > m.opts.MaxTransfersPerPeer {
 			t.Fatalf("peer %q over limit: %+v", p, got)
+		}
+	}
+	if len(perOwner) != len(m.owners) {
+		t.Fatalf("owners %d, want %d", len(m.owners), len(perOwner))
+	}
+	for o, want := range perOwner {
+		if got := m.owners[o]; got == nil || *got != *want || got.transfers > m.opts.MaxTransfersPerOwner || got.responses > m.opts.MaxTransfersPerOwner {
+			t.Fatalf("owner %q counts %+v, want %+v (limit %d)", o, got, want, m.opts.MaxTransfersPerOwner)
 		}
 	}
 	if tr > m.opts.MaxTransfers || rs > m.opts.MaxTransfers {
