@@ -32,11 +32,14 @@ import (
 // then fails to parse. pion itself reads at most 8192 bytes per datagram.
 const maxDatagram = 8192
 
-// gateAcceptQueue bounds admitted handshakes waiting for the serve loop.
-const gateAcceptQueue = 256
+// gateReadBuffer is the socket receive buffer asked for (the kernel caps it
+// at net.core.rmem_max): room for a burst of ClientHellos from many devices
+// at once while the gate is busy.
+const gateReadBuffer = 4 << 20
 
-// peerQueue bounds the datagrams queued for one pion connection.
-const peerQueue = 64
+// peerQueue bounds the datagrams queued for one pion connection: a client
+// flight is a handful of records, and pion reads as they come.
+const peerQueue = 16
 
 type gate struct {
 	srv    *Server
@@ -61,7 +64,9 @@ func newGate(s *Server, pc *net.UDPConn, opts []dtls.ServerOption) *gate {
 		jar:    newCookieJar(s.o.CookieRotation, s.now),
 		adm:    s.admit,
 		opts:   opts,
-		accept: make(chan *vconn, gateAcceptQueue),
+		// Admission bounds the handshakes in progress, so the queue of
+		// admitted handshakes never holds more.
+		accept: make(chan *vconn, s.o.MaxHandshakes),
 		peers:  map[netip.AddrPort]*vconn{},
 		cids:   map[string]*vconn{},
 		done:   make(chan struct{}),
@@ -69,6 +74,7 @@ func newGate(s *Server, pc *net.UDPConn, opts []dtls.ServerOption) *gate {
 	if s.o.ConnectionID {
 		g.cidLen = connectionIDLength
 	}
+	_ = pc.SetReadBuffer(gateReadBuffer) // best effort
 	return g
 }
 
@@ -223,12 +229,15 @@ func (g *gate) start(v *vconn) {
 	}
 	v.mu.Lock()
 	v.conn = c
+	ch0 := v.ch0
+	v.ch0 = nil
 	v.mu.Unlock()
-	v.push(packet{data: v.ch0, from: v.ap})
+	v.push(packet{data: ch0, from: v.ap})
 	select {
 	case g.accept <- v:
 	default:
-		// The serve loop is this far behind: refuse like a full server.
+		// Cannot happen (the queue holds MaxHandshakes); refuse like a
+		// full server rather than block the gate.
 		g.srv.metrics.handshakeFailure(ReasonTooManyHandshakes)
 		g.srv.noteHandshake(ReasonTooManyHandshakes, v.ap.String(), "")
 		_ = c.Close()

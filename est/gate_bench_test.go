@@ -33,7 +33,7 @@ func BenchmarkHandshakeRateLimited(b *testing.B) {
 // all a spoofed source address costs the server.
 func BenchmarkGateHelloVerify(b *testing.B) {
 	e := stStart(b, nil)
-	hello := stClientHello(&testing.T{})
+	hello := stClientHello(b)
 	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		b.Fatal(err)

@@ -26,7 +26,7 @@ import (
 
 // stClientHello returns a real first ClientHello of pion's client (no
 // cookie), captured on a socket nobody answers.
-func stClientHello(t *testing.T) []byte {
+func stClientHello(t testing.TB) []byte {
 	t.Helper()
 	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

@@ -112,12 +112,13 @@ func (v *vconn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		// pion's own cookie exchange (pioncookie.go): never sent. The first
 		// one means pion waits for the second ClientHello.
 		v.mu.Lock()
-		first, c := !v.hvr, v.conn
+		first, c, ch1, cookie := !v.hvr, v.conn, v.ch1, v.cookie
 		v.hvr = true
+		v.ch1, v.cookie = nil, nil
 		v.mu.Unlock()
 		if first && c != nil {
-			setPionCookie(c, v.cookie)
-			v.push(packet{data: v.ch1, from: v.ap})
+			setPionCookie(c, cookie)
+			v.push(packet{data: ch1, from: v.ap})
 		}
 		return len(b), nil
 	}
