@@ -30,6 +30,8 @@ import (
 //
 //	go test -tags long -run 'LoadLong$' -v -timeout 30m ./est/
 //
+// make test-long runs it under -race, which multiplies memory (shadow
+// memory) and divides throughput: quote the numbers of a run without -race.
 // It reports, per phase, throughput, p50/p99, errors and the server's RSS:
 // idle sessions (RSS per session), sen-reuse with 1,000 workers for 60 s,
 // sen (a new handshake per enrollment) with 1,000 workers for 30 s. It
