@@ -59,11 +59,11 @@ type gate struct {
 
 func newGate(s *Server, pc *net.UDPConn, opts []dtls.ServerOption) *gate {
 	g := &gate{
-		srv:    s,
-		pc:     pc,
-		jar:    newCookieJar(s.o.CookieRotation, s.now),
-		adm:    s.admit,
-		opts:   opts,
+		srv:  s,
+		pc:   pc,
+		jar:  newCookieJar(s.o.CookieRotation, s.now),
+		adm:  s.admit,
+		opts: opts,
 		// Admission bounds the handshakes in progress, so the queue of
 		// admitted handshakes never holds more.
 		accept: make(chan *vconn, s.o.MaxHandshakes),
