@@ -143,13 +143,6 @@ func (a *authenticator) release(who *ca.Requester) {
 	a.releaseLocked(who)
 }
 
-// sessionsOf returns the sessions (and reservations) counted for who.
-func (a *authenticator) sessionsOf(who *ca.Requester) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.identities[identityKey(who)]
-}
-
 // verify is the pion VerifyPeerCertificate callback. A failure aborts the
 // handshake with a bad_certificate alert, before any application data.
 func (a *authenticator) verify(raw [][]byte, _ [][]*x509.Certificate) error {

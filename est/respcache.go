@@ -129,10 +129,3 @@ func (c *responseCache) expireLocked(now time.Time) {
 		c.items = nil
 	}
 }
-
-// size returns the entries and bytes held (for tests and metrics).
-func (c *responseCache) size() (entries, bytes int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.items), c.bytes
-}

@@ -599,7 +599,7 @@ func (m *Manager) storeLocked(k Key, e *entry, now time.Time) {
 		if !p && !o && !t {
 			break
 		}
-		match := func(ok Key, oe *entry) bool { return true }
+		var match func(ok Key, oe *entry) bool
 		switch {
 		case p:
 			match = func(ok Key, oe *entry) bool { return ok.Peer == k.Peer }
