@@ -33,7 +33,8 @@ test: deps
 	CGO_ENABLED=0 $(GO) test -count=1 ./hsm/
 	$(GO) test -race -count=1 -timeout 14m ./...
 
-# Long runs behind the 'long' build tag: the 20-round kill -9 crash test.
+# Long runs behind the 'long' build tag: the 20-round kill -9 crash test and the
+# 1,000-client EST-coaps load (est/load_long_test.go; numbers without -race are in its log).
 test-long: deps
 	$(GO) test -race -count=1 -timeout 30m -tags long -run 'Long$$' ./...
 

@@ -39,11 +39,13 @@ type exchange struct {
 	refused error
 }
 
-// auditRefusal writes the audit record of a refused request through
-// Authority.RecordRejection, unless the authority audited it already
-// (ca.Audited) or the peer is not authenticated. It runs synchronously,
-// before the response is sent: the store group-commits, and the wait gives
-// back-pressure. A failed write is logged; the answer stays the same.
+// auditRefusal audits a refused request through Authority.RecordRejection,
+// unless the authority audited it already (ca.Audited) or the peer is not
+// authenticated: the first refusal of an identity and reason in an interval
+// is written synchronously, before the response is sent (the store
+// group-commits, and the wait gives back-pressure), the further ones go
+// into one aggregate record (refusal.go). A failed write is logged; the
+// answer stays the same.
 func (s *Server) auditRefusal(x *exchange) {
 	if x.refused == nil || x.who == nil || ca.Audited(x.refused) {
 		return
@@ -61,9 +63,7 @@ func (s *Server) auditRefusal(x *exchange) {
 	if x.code == 0 {
 		r.Flags = []string{flagUnanswered}
 	}
-	if err := s.auth.RecordRejection(r); err != nil {
-		s.auditFailed(err, "req", x.id)
-	}
+	s.recordRefusal(x.who, r, x.id)
 }
 
 // auditFailed logs a failed audit write. While the store cannot write
@@ -200,10 +200,9 @@ func (s *Server) flushHandshakes() {
 	}
 }
 
-// auditLoop flushes the handshake tallies every HandshakeAuditInterval until
-// ctx ends; it closes done on return.
-func (s *Server) auditLoop(ctx context.Context, done chan<- struct{}) {
-	defer close(done)
+// auditLoop flushes the handshake and request refusal tallies every
+// HandshakeAuditInterval until ctx ends.
+func (s *Server) auditLoop(ctx context.Context) {
 	t := time.NewTicker(s.o.HandshakeAuditInterval)
 	defer t.Stop()
 	for {
@@ -211,7 +210,7 @@ func (s *Server) auditLoop(ctx context.Context, done chan<- struct{}) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.flushHandshakes()
+			s.flushAudits()
 		}
 	}
 }

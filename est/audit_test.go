@@ -33,11 +33,13 @@ func waitRejections(t *testing.T, a *stAuthority, n int) []ca.Rejection {
 }
 
 // TestRefusalsAudited: each request the server refuses itself is reported
-// once through RecordRejection with its code and fixed diagnostic; errors the
-// authority audited are not reported again; successes are not reported.
+// through RecordRejection with its code and fixed diagnostic: the first of
+// an identity, reason and code at once, the further ones of the interval in
+// one aggregate record with their count; errors the authority audited are
+// not reported again; successes are not reported.
 func TestRefusalsAudited(t *testing.T) {
 	t.Parallel()
-	e := stStart(t, nil)
+	e := stStart(t, func(o *Options) { o.HandshakeAuditInterval = time.Hour })
 	c := e.dial(t)
 	crts := "/.well-known/est/crts"
 	if r := c.do(stMsg{code: codes.GET, path: crts}); r.Code != codes.Content {
@@ -81,8 +83,19 @@ func TestRefusalsAudited(t *testing.T) {
 		{"internal", stMsg{code: codes.POST, path: "/est/sen", opts: message.Options{cf}, payload: csr(stCNBoom)},
 			ca.Rejection{Method: "POST", Resource: "sen", Code: "5.00", Reason: "internal error"}},
 	}
+	seen := map[string]bool{}
+	aggregated := map[string]int{} // code+reason+flags → refusals not written at once
+	note := func(key string) int {
+		if seen[key] {
+			aggregated[key]++
+			return 0
+		}
+		seen[key] = true
+		return 1
+	}
 	for _, tc := range tests {
 		before := len(e.auth.rejected())
+		want := note(tc.want.Code + " " + tc.want.Reason)
 		r := c.do(tc.msg)
 		if codeString(r.Code) != tc.want.Code || string(r.Payload) != tc.want.Reason {
 			t.Errorf("%s: answered %v %q, want %s %q", tc.name, r.Code, r.Payload, tc.want.Code, tc.want.Reason)
@@ -91,8 +104,11 @@ func TestRefusalsAudited(t *testing.T) {
 			t.Errorf("%s: diagnostic with a Content-Format", tc.name)
 		}
 		got := e.auth.rejected()
-		if len(got) != before+1 {
-			t.Fatalf("%s: %d rejections reported, want 1", tc.name, len(got)-before)
+		if len(got) != before+want {
+			t.Fatalf("%s: %d rejections reported, want %d", tc.name, len(got)-before, want)
+		}
+		if want == 0 {
+			continue
 		}
 		g := got[len(got)-1]
 		if g.Requester == nil || !g.Requester.Leaf.Equal(e.client.Leaf) || !strings.HasPrefix(g.Peer, "127.0.0.1:") ||
@@ -137,7 +153,7 @@ func TestRefusalsAudited(t *testing.T) {
 	if !bytes.Equal(answers[0], answers[1]) {
 		t.Fatalf("retransmission answered differently:\n% x\n% x", answers[0], answers[1])
 	}
-	before++
+	before += note("4.02 bad option") // counted once, into the aggregate
 	waitRejections(t, e.auth, before)
 
 	// Non-confirmable requests with a bad critical option: no answer, one
@@ -146,10 +162,31 @@ func TestRefusalsAudited(t *testing.T) {
 		if r, got := c.roundTrip(stMsg{typ: message.NonConfirmable, code: codes.GET, path: crts, opts: opts}, 200*time.Millisecond); got {
 			t.Errorf("NON with %v answered %v", opts[0].ID, r.Code)
 		}
-		before++
+		reason := "bad option 4.02"
+		if opts[0].ID == message.Block2 {
+			reason = "reserved block size 4.00"
+		}
+		n := note(reason + " " + flagUnanswered)
+		before += n
 		got := waitRejections(t, e.auth, before)
-		if g := got[len(got)-1]; !slices.Equal(g.Flags, []string{flagUnanswered}) || !strings.HasPrefix(g.Code, "4.0") {
+		if g := got[len(got)-1]; n == 1 && (!slices.Equal(g.Flags, []string{flagUnanswered}) || !strings.HasPrefix(g.Code, "4.0")) {
 			t.Errorf("NON with %v reported %+v", opts[0].ID, g)
+		}
+	}
+	// The aggregate records of the interval: one per identity, reason and
+	// code, with the count of the refusals not written at once.
+	e.srv.flushAudits()
+	got := e.auth.rejected()[before:]
+	if len(got) != len(aggregated) {
+		t.Fatalf("%d aggregate records, want %d: %+v", len(got), len(aggregated), got)
+	}
+	for _, g := range got {
+		key := g.Code + " " + g.Reason
+		if slices.Contains(g.Flags, flagUnanswered) {
+			key = g.Reason + " " + g.Code + " " + flagUnanswered
+		}
+		if g.Count != aggregated[key] || !slices.Contains(g.Flags, flagAggregated) || g.Requester == nil {
+			t.Errorf("aggregate %+v, want count %d (%q)", g, aggregated[key], key)
 		}
 	}
 	if r := c.do(stMsg{code: codes.GET, path: crts}); r.Code != codes.Content {

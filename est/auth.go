@@ -6,13 +6,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/dtls/v3"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/estca/estca/ca"
 )
@@ -25,8 +25,6 @@ const (
 	ReasonForbidden       = "forbidden"
 	ReasonAuthority       = "authority-error"
 	ReasonTimeout         = "timeout"
-	ReasonRateLimited     = "rate-limited"
-	ReasonTooManySessions = "too-many-sessions"
 	ReasonProtocol        = "protocol"
 	// ReasonHSMUnavailable: the server could not sign its handshake because
 	// the HSM is down (ca.ErrHSMUnavailable); the client got an
@@ -68,17 +66,25 @@ const authCacheTTL = time.Minute
 type authEntry struct {
 	who ca.Requester
 	at  time.Time
+	n   int // handshakes of this chain authenticated and not yet taken
 }
 
 // authenticator runs Authority.Authenticate inside the DTLS handshake
 // (VerifyPeerCertificate) and hands the requester over to the session once
 // the handshake completes, keyed by the SHA-256 of the raw certificate chain.
+// It also counts sessions per identity: verify reserves a slot (refusing the
+// handshake when the identity has maxPerIdentity already), the session
+// that takes the authentication owns it and releases it on close, and an
+// authentication never taken (the handshake failed later) gives it back
+// when it expires from the cache.
 type authenticator struct {
-	auth Authority
-	now  func() time.Time
+	auth           Authority
+	now            func() time.Time
+	maxPerIdentity int
 
-	mu    sync.Mutex
-	cache map[[32]byte]authEntry
+	mu         sync.Mutex
+	cache      map[[32]byte]authEntry
+	identities map[string]int // sessions and reservations per identity
 }
 
 func chainKey(raw [][]byte) [32]byte {
@@ -94,6 +100,49 @@ func chainKey(raw [][]byte) [32]byte {
 	return k
 }
 
+// identityKey is the key sessions are counted under: the authority's
+// identity fingerprint, else the leaf certificate.
+func identityKey(who *ca.Requester) string {
+	if who.Identity.Fingerprint != "" {
+		return who.Identity.Fingerprint
+	}
+	if who.Leaf != nil {
+		sum := sha256.Sum256(who.Leaf.Raw)
+		return string(sum[:])
+	}
+	return ""
+}
+
+// reserveLocked counts one more session of who, or refuses it.
+func (a *authenticator) reserveLocked(who *ca.Requester) error {
+	k := identityKey(who)
+	if a.maxPerIdentity > 0 && a.identities[k] >= a.maxPerIdentity {
+		subject := ""
+		if who.Leaf != nil {
+			subject = who.Leaf.Subject.String()
+		}
+		return &authError{reason: ReasonIdentitySessions, subject: subject, err: errors.New("too many sessions of this identity")}
+	}
+	a.identities[k]++
+	return nil
+}
+
+func (a *authenticator) releaseLocked(who *ca.Requester) {
+	k := identityKey(who)
+	if a.identities[k] <= 1 {
+		delete(a.identities, k)
+		return
+	}
+	a.identities[k]--
+}
+
+// release gives back the session slot of who (session close).
+func (a *authenticator) release(who *ca.Requester) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.releaseLocked(who)
+}
+
 // verify is the pion VerifyPeerCertificate callback. A failure aborts the
 // handshake with a bad_certificate alert, before any application data.
 func (a *authenticator) verify(raw [][]byte, _ [][]*x509.Certificate) error {
@@ -102,20 +151,36 @@ func (a *authenticator) verify(raw [][]byte, _ [][]*x509.Certificate) error {
 		return err
 	}
 	now := a.now()
+	k := chainKey(raw)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.cache) >= authCacheMax {
-		for k, e := range a.cache {
+		for ck, e := range a.cache {
 			if now.Sub(e.at) > authCacheTTL {
-				delete(a.cache, k)
+				a.dropLocked(ck, e)
 			}
 		}
 		if len(a.cache) >= authCacheMax {
-			clear(a.cache) // completed handshakes re-authenticate on a miss
+			// Completed handshakes re-authenticate (and re-reserve) on a miss.
+			for ck, e := range a.cache {
+				a.dropLocked(ck, e)
+			}
 		}
 	}
-	a.cache[chainKey(raw)] = authEntry{who: who, at: now}
+	if err := a.reserveLocked(&who); err != nil {
+		return err
+	}
+	e := a.cache[k]
+	a.cache[k] = authEntry{who: who, at: now, n: e.n + 1}
 	return nil
+}
+
+// dropLocked forgets a cache entry and gives back its reservations.
+func (a *authenticator) dropLocked(k [32]byte, e authEntry) {
+	for range e.n {
+		a.releaseLocked(&e.who)
+	}
+	delete(a.cache, k)
 }
 
 func (a *authenticator) authenticate(raw [][]byte) (ca.Requester, error) {
@@ -147,18 +212,34 @@ func (a *authenticator) authenticate(raw [][]byte) (ca.Requester, error) {
 	return who, nil
 }
 
-// take returns the requester authenticated for raw during the handshake, or
-// authenticates again when it is no longer cached.
+// take returns the requester authenticated for raw during the handshake,
+// with its session slot, or authenticates (and reserves) again when it is
+// no longer cached.
 func (a *authenticator) take(raw [][]byte) (ca.Requester, error) {
 	k := chainKey(raw)
 	a.mu.Lock()
 	e, ok := a.cache[k]
-	delete(a.cache, k)
+	if ok {
+		if e.n--; e.n <= 0 {
+			delete(a.cache, k)
+		} else {
+			a.cache[k] = e
+		}
+	}
 	a.mu.Unlock()
 	if ok {
 		return e.who, nil
 	}
-	return a.authenticate(raw)
+	who, err := a.authenticate(raw)
+	if err != nil {
+		return who, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.reserveLocked(&who); err != nil {
+		return ca.Requester{}, err
+	}
+	return who, nil
 }
 
 // handshakeReason classifies a handshake error for the metric.
@@ -192,16 +273,22 @@ type session struct {
 	// go-coap calls HandshakeContext before every read and write; the
 	// handshake and the requester binding happen once, under hsMu. who is
 	// written before ready is set and never again.
-	hsMu      sync.Mutex
-	ready     atomic.Bool
-	who       ca.Requester
-	closeOnce sync.Once
-	refused   atomic.Bool // closed because its requester failed the re-check
+	hsMu  sync.Mutex
+	ready atomic.Bool
+	who   ca.Requester
+	vc    *vconn // the gate's view of the peer; nil only in tests
+
+	releaseOnce sync.Once   // the identity's session slot
+	refused     atomic.Bool // closed because its requester failed the re-check
 
 	// The last CON refused by Read (critical.go), to answer its
 	// retransmissions; used by go-coap's read loop only.
 	lastRefusal    []byte
 	lastRefusalMID int32
+	nonSeen        []nonSeen // recent NON request Message IDs (datagram.go)
+
+	cc atomic.Pointer[udpclient.Conn] // go-coap connection, once serving
+
 }
 
 // HandshakeContext runs the DTLS handshake and binds the authenticated
@@ -218,6 +305,9 @@ func (c *session) HandshakeContext(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.srv.o.HandshakeTimeout)
 	defer cancel()
 	err := c.Conn.HandshakeContext(ctx)
+	if c.vc != nil {
+		c.vc.handshakeEnded()
+	}
 	if err == nil {
 		st, ok := c.Conn.ConnectionState()
 		if !ok || len(st.PeerCertificates) == 0 {
@@ -244,21 +334,21 @@ func (c *session) HandshakeContext(ctx context.Context) error {
 		return err
 	}
 	c.ready.Store(true)
-	c.srv.liveMu.Lock()
-	c.srv.live[c] = struct{}{}
-	c.srv.liveMu.Unlock()
+	if c.vc != nil {
+		c.vc.established(c) // RecheckSessions finds it in the gate's table
+	}
 	return nil
 }
 
-// Close closes the DTLS connection once and releases its session slot.
+// Close closes the DTLS connection and releases the peer's slots.
 func (c *session) Close() error {
 	err := c.Conn.Close()
-	c.closeOnce.Do(func() {
-		c.srv.liveMu.Lock()
-		delete(c.srv.live, c)
-		c.srv.liveMu.Unlock()
-		c.srv.sessionDone()
-	})
+	if c.ready.Load() {
+		c.releaseOnce.Do(func() { c.srv.authn.release(&c.who) })
+	}
+	if c.vc != nil {
+		_ = c.vc.Close()
+	}
 	return err
 }
 
@@ -271,62 +361,4 @@ func identity(who *ca.Requester) (fp, subject string) {
 	}
 	fp = who.Identity.Fingerprint
 	return fp[:min(len(fp), 12)], who.Identity.Subject
-}
-
-// rateLimiter is a token bucket per peer IP address for handshake attempts.
-type rateLimiter struct {
-	rate  float64 // tokens per second; <= 0 disables
-	burst float64
-	now   func() time.Time
-
-	mu      sync.Mutex
-	buckets map[string]*bucket
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-// rateLimiterMax bounds the number of tracked addresses.
-const rateLimiterMax = 65536
-
-func (l *rateLimiter) allow(addr net.Addr) bool {
-	if l.rate <= 0 {
-		return true
-	}
-	key := addr.String()
-	if ua, ok := addr.(*net.UDPAddr); ok {
-		key = ua.IP.String()
-	}
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets[key]
-	if !ok {
-		if len(l.buckets) >= rateLimiterMax {
-			l.sweepLocked(now)
-		}
-		b = &bucket{tokens: l.burst, last: now}
-		l.buckets[key] = b
-	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// sweepLocked forgets buckets that are full again.
-func (l *rateLimiter) sweepLocked(now time.Time) {
-	for k, b := range l.buckets {
-		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
-			delete(l.buckets, k)
-		}
-	}
-	if len(l.buckets) >= rateLimiterMax {
-		clear(l.buckets)
-	}
 }

@@ -128,8 +128,8 @@ func TestClientAgainstServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(certs) != 1 || !certs[0].Equal(s.issuing) || string(raw) != string(s.issuing.Raw) {
-			t.Fatal("287: want the issuing CA certificate")
+		if len(certs) != 1 || !certs[0].Equal(s.root) || string(raw) != string(s.root.Raw) {
+			t.Fatal("287: want the root CA certificate (the explicit trust anchor)")
 		}
 	})
 

@@ -35,7 +35,7 @@ import (
 func (c *session) Read(b []byte) (int, error) {
 	for {
 		n, err := c.Conn.Read(b)
-		if err != nil || !c.screen(b[:n]) {
+		if err != nil || (!c.screenDatagram(b[:n]) && !c.screen(b[:n])) {
 			return n, err
 		}
 	}

@@ -52,8 +52,11 @@ func matchRT(filter, rt string) bool {
 }
 
 // discovery serves GET /.well-known/core in link format (RFC 6690, Content-
-// Format 40). Query filters (RFC 6690 §4.1): rt (with trailing '*' prefix
-// match) and href; any other filter attribute matches nothing. When a filter
+// Format 40). Query filters (RFC 6690 §4.1) on every attribute the server
+// emits: href, rt and ct, each with a trailing '*' for a prefix match; rt
+// and ct are space-separated lists and match when one of their values does
+// (ct=287 matches ct="281 287"). Any other filter
+// attribute matches nothing. When a filter
 // matches no link the answer is 4.04 Not Found, so that a client learns that
 // no such resource exists rather than parsing an empty document.
 func (s *Server) discovery(r *request) (response, error) {
@@ -77,11 +80,15 @@ func matchLink(l discoveryLink, query []string) bool {
 		name, value, _ := strings.Cut(q, "=")
 		switch name {
 		case "rt":
-			if !matchRT(value, l.rt) {
+			if !matchAny(value, l.rt) {
 				return false
 			}
 		case "href":
 			if !matchRT(value, DiscoveryRoot+"/"+l.resource) {
+				return false
+			}
+		case "ct":
+			if !matchAny(value, strings.Trim(l.ct, `"`)) {
 				return false
 			}
 		default:
@@ -89,4 +96,16 @@ func matchLink(l discoveryLink, query []string) bool {
 		}
 	}
 	return true
+}
+
+// matchAny applies filter to each value of a space-separated attribute
+// value (RFC 6690 §4.1: a filter matches a multi-valued attribute when it
+// matches one of its values).
+func matchAny(filter, values string) bool {
+	for _, v := range strings.Fields(values) {
+		if matchRT(filter, v) {
+			return true
+		}
+	}
+	return false
 }

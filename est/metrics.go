@@ -23,6 +23,21 @@ import (
 //	estca_est_issuance_seconds{outcome}          histogram
 //	estca_est_sessions_active                    gauge
 //	estca_est_sessions_closed_total{reason}      counter (requester refused by the re-check)
+//	estca_est_hello_verify_total                 counter
+//	estca_est_limit_refusals_total{limit}        counter
+//	estca_est_audit_refusals_total{outcome}      counter
+//	estca_est_handshakes_active                  gauge (of a serving Server)
+//	estca_est_blockwise_state{kind}              gauge (of a serving Server)
+//
+// sessions_active counts peers that returned a valid cookie and were
+// admitted (handshaking or established); hello_verify_total counts the
+// stateless HelloVerifyRequests sent before that. limit_refusals_total
+// counts requests refused by a block-wise limit (limit = transfers-session,
+// transfers-identity, transfers-total); handshakes refused by a session,
+// handshake or rate limit are in handshake_failures_total. audit_refusals
+// counts refused requests by how they reached the audit log: "written" (a
+// record of its own) or "aggregated" (counted into the record of its
+// identity and reason for the interval).
 type Metrics struct {
 	reg               *prometheus.Registry
 	requests          *prometheus.CounterVec
@@ -30,6 +45,9 @@ type Metrics struct {
 	issuance          *prometheus.HistogramVec
 	sessions          prometheus.Gauge
 	closed            *prometheus.CounterVec
+	helloVerifies     prometheus.Counter
+	limitRefusals     *prometheus.CounterVec
+	auditRefusals     *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them in a new registry.
@@ -51,15 +69,74 @@ func NewMetrics() *Metrics {
 		}, []string{"outcome"}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "estca", Subsystem: "est", Name: "sessions_active",
-			Help: "DTLS sessions currently open (handshaking or established).",
+			Help: "DTLS sessions currently open (admitted after the cookie exchange: handshaking or established).",
 		}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "estca", Subsystem: "est", Name: "sessions_closed_total",
 			Help: "DTLS sessions the server closed because their requester failed the re-check, by reason.",
 		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.requests, m.handshakeFailures, m.issuance, m.sessions, m.closed)
+	m.helloVerifies = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "estca", Subsystem: "est", Name: "hello_verify_total",
+		Help: "Stateless HelloVerifyRequests sent (ClientHellos without a valid cookie).",
+	})
+	m.limitRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "estca", Subsystem: "est", Name: "limit_refusals_total",
+		Help: "Requests refused by a block-wise limit, by limit.",
+	}, []string{"limit"})
+	m.auditRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "estca", Subsystem: "est", Name: "audit_refusals_total",
+		Help: "Refused requests of authenticated peers by how they were audited (written, aggregated).",
+	}, []string{"outcome"})
+	m.reg.MustRegister(m.requests, m.handshakeFailures, m.issuance, m.sessions,
+		m.closed, m.helloVerifies, m.limitRefusals, m.auditRefusals)
 	return m
+}
+
+// serverGauges registers the gauges that read a serving Server's state. A
+// Metrics serves one Server; a second registration is ignored.
+func (m *Metrics) serverGauges(s *Server) {
+	if m == nil {
+		return
+	}
+	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "estca", Subsystem: "est", Name: "handshakes_active",
+		Help: "DTLS handshakes in progress after the cookie exchange.",
+	}, func() float64 { _, h := s.admit.counts(); return float64(h) }))
+	bs := prometheus.NewDesc("estca_est_blockwise_state", "Block-wise state held: transfers, stored responses, buffered bytes.", []string{"kind"}, nil)
+	_ = m.reg.Register(blockCollector{desc: bs, s: s})
+}
+
+type blockCollector struct {
+	desc *prometheus.Desc
+	s    *Server
+}
+
+func (c blockCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c blockCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.blocks.Stats()
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(st.Transfers), "transfers")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(st.Responses), "responses")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(st.Buffered), "bytes")
+}
+
+func (m *Metrics) helloVerify() {
+	if m != nil {
+		m.helloVerifies.Inc()
+	}
+}
+
+func (m *Metrics) limitRefusal(limit string) {
+	if m != nil {
+		m.limitRefusals.WithLabelValues(limit).Inc()
+	}
+}
+
+func (m *Metrics) auditRefusal(outcome string) {
+	if m != nil {
+		m.auditRefusals.WithLabelValues(outcome).Inc()
+	}
 }
 
 // Registry returns the registry holding the metrics, for the program to add

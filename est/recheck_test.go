@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +97,97 @@ func TestServerRecheckSessionsCloses(t *testing.T) {
 		if r := c2.do(stMsg{code: codes.GET, path: "/est/crts"}); r.Code != codes.Content {
 			t.Fatalf("the other session: %v", r.Code)
 		}
+	}
+}
+
+// TestServerRecheckThroughTheGate: the re-check works on the gate's
+// peers, the one registry of the server (issue 8 on issue 10's front). A
+// refused requester's NON request gets a NON 4.03, then its session is
+// closed and its per-identity session slot given back (with a limit of one
+// session per identity, the device gets in again once it is admitted
+// again); a peer still in its handshake is left alone (it has no
+// requester yet).
+func TestServerRecheckThroughTheGate(t *testing.T) {
+	t.Parallel()
+	e := stStart(t, func(o *Options) {
+		o.RecheckInterval = time.Hour
+		o.MaxSessionsPerIdentity = 1
+	})
+	c := e.dial(t)
+	if r := c.do(stMsg{code: codes.GET, path: "/est/crts"}); r.Code != codes.Content {
+		t.Fatalf("crts: %v", r.Code)
+	}
+	if c2, err := stDialErr(t, e.addr, &e.client, e.roots); err == nil {
+		_ = c2.c.Close()
+		t.Fatal("a second session of the identity was admitted (limit 1)")
+	}
+
+	// A peer in the middle of its handshake: admitted after the cookie,
+	// no requester yet.
+	hello := stClientHello(t)
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	buf := make([]byte, 2048)
+	if _, err := pc.WriteTo(hello, e.srv.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _, ok := nextRecord(buf[:n])
+	if !ok || !isHelloVerifyRequest(buf[:n]) {
+		t.Fatalf("no HelloVerifyRequest: % x", buf[:n])
+	}
+	cookie := r.body[handshakeHeaderLen+3:]
+	if _, err := pc.WriteTo(stWithCookie(t, hello, cookie), e.srv.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err = pc.ReadFrom(buf); err != nil { // the ServerHello flight: admitted
+		t.Fatalf("no ServerHello: %v", err)
+	}
+	peers := func() (established, handshaking int) {
+		for _, v := range e.srv.gate.all() {
+			if v.session() != nil {
+				established++
+			} else {
+				handshaking++
+			}
+		}
+		return
+	}
+	if est, hs := peers(); est != 1 || hs != 1 {
+		t.Fatalf("gate: %d established, %d handshaking; want 1 and 1", est, hs)
+	}
+
+	leaf, _ := x509.ParseCertificate(e.client.Certificate[0])
+	e.auth.refuse(leaf)
+	nr, ok := c.roundTrip(stMsg{typ: message.NonConfirmable, code: codes.GET, path: "/est/crts"}, 5*time.Second)
+	if !ok || nr.Type != message.NonConfirmable || nr.Code != codes.Forbidden || string(nr.Payload) != "certificate revoked" {
+		t.Fatalf("NON request after the revocation: %v %v %q (answered %v)", nr.Type, nr.Code, nr.Payload, ok)
+	}
+	stScrapeUntil(t, e.srv.Metrics(), `estca_est_sessions_closed_total{reason="certificate revoked"} 1`, `estca_est_sessions_active 1`)
+	if !stGone(c) {
+		t.Fatal("the refused session is still served")
+	}
+	if n := e.srv.RecheckSessions(); n != 0 {
+		t.Fatalf("RecheckSessions closed %d more sessions; the handshaking peer has no requester", n)
+	}
+	if est, hs := peers(); est != 0 || hs != 1 {
+		t.Fatalf("gate after the close: %d established, %d handshaking; want 0 and 1", est, hs)
+	}
+
+	e.auth.admitAgain(leaf)
+	c3, err := stDialErr(t, e.addr, &e.client, e.roots)
+	if err != nil {
+		t.Fatalf("the identity's slot was not given back: %v", err)
+	}
+	if r := c3.do(stMsg{code: codes.GET, path: "/est/crts"}); r.Code != codes.Content {
+		t.Fatalf("crts after re-admission: %v", r.Code)
 	}
 }
 

@@ -70,16 +70,28 @@ type target struct {
 
 // route maps a Uri-Path to a target (RFC 9148 §4.1):
 //
-//	/.well-known/core           discovery (RFC 6690)
-//	/.well-known/est/<res>      default profile
-//	/est/<res>                  default profile (alias)
-//	/est/<label>/<res>          profile <label>; unknown label → 4.04
-//	/est/crl                    the CRL (CRLPath)
+//	/.well-known/core              discovery (RFC 6690)
+//	/.well-known/est/<res>         default profile
+//	/.well-known/est/<label>/<res> profile <label>; unknown label → 4.04
+//	/est/<res>                     default profile (alias)
+//	/est/<label>/<res>             profile <label>; unknown label → 4.04
+//	/est/crl                       the CRL (CRLPath)
 //
 // Unknown paths and resources are KindNotFound.
 func route(path []string, hasProfile func(string) bool) (target, error) {
 	notFound := protoErr(KindNotFound, "not found")
+	labelled := func(label, res string) (target, error) {
+		if !isESTResource(res) || label == "" {
+			return target{}, notFound
+		}
+		if !hasProfile(label) {
+			return target{}, protoErr(KindNotFound, "unknown label")
+		}
+		return target{resource: res, profile: label}, nil
+	}
 	switch {
+	case len(path) == 4 && path[0] == ".well-known" && path[1] == "est":
+		return labelled(path[2], path[3])
 	case len(path) == 2 && path[0] == ".well-known" && path[1] == "core":
 		return target{resource: resourceCore}, nil
 	case len(path) == 2 && path[0] == "est" && path[1] == resourceCRL:
@@ -95,13 +107,7 @@ func route(path []string, hasProfile func(string) bool) (target, error) {
 		}
 		return target{resource: path[1]}, nil
 	case len(path) == 3 && path[0] == "est":
-		if !isESTResource(path[2]) || path[1] == "" {
-			return target{}, notFound
-		}
-		if !hasProfile(path[1]) {
-			return target{}, protoErr(KindNotFound, "unknown label")
-		}
-		return target{resource: path[2], profile: path[1]}, nil
+		return labelled(path[1], path[2])
 	}
 	return target{}, notFound
 }
@@ -216,7 +222,13 @@ func (s *Server) crts(r *request, t target) (response, error) {
 	}
 	var body []byte
 	if f == wire.FormatPKIXCert {
-		body = certs[0].Raw // the issuing CA (RFC 9148 §4.1: 287 is one cert)
+		// One certificate (RFC 9148 §4.1): the top of the chain, the root
+		// CA when the authority includes it. A client installs this
+		// answer as its explicit trust anchor (RFC 7030 §4.1.3), and the
+		// root is the one certificate OpenSSL (which by default wants a
+		// self-signed anchor), mbedTLS and GnuTLS all accept as such; the
+		// server sends the intermediates in its handshake.
+		body = certs[len(certs)-1].Raw
 	} else if body, err = wire.CertsOnly(certs...); err != nil {
 		return response{}, err
 	}

@@ -128,7 +128,11 @@ func TestServerBlockwise(t *testing.T) {
 		if last.Code != codes.Changed {
 			t.Fatalf("final block: %v %q", last.Code, last.Payload)
 		}
-		cert, err := x509.ParseCertificate(last.Payload)
+		// No Block2 asked for: the response comes in the request's 64-byte blocks.
+		if b2, ok := last.block(t, message.Block2); !ok || b2.Size() != 64 {
+			t.Fatalf("response Block2 %v %v, want 64-byte blocks", b2, ok)
+		}
+		cert, err := x509.ParseCertificate(stFetchBlock2(t, c, codes.POST, "/est/sen", last, []byte{9}))
 		if err != nil || !key.PublicKey.Equal(cert.PublicKey) {
 			t.Fatalf("certificate: %v", err)
 		}
@@ -160,11 +164,12 @@ func TestServerBlockwise(t *testing.T) {
 		for i, x := range []struct {
 			r   stReply
 			key *ecdsa.PublicKey
-		}{{lastA, &ka.PublicKey}, {lastB, &kb.PublicKey}} {
+			tag byte
+		}{{lastA, &ka.PublicKey, 'a'}, {lastB, &kb.PublicKey, 'b'}} {
 			if x.r.Code != codes.Changed {
 				t.Fatalf("transfer %d: %v %q", i, x.r.Code, x.r.Payload)
 			}
-			cert, err := x509.ParseCertificate(x.r.Payload)
+			cert, err := x509.ParseCertificate(stFetchBlock2(t, c, codes.POST, "/.well-known/est/sen", x.r, []byte{x.tag}))
 			if err != nil || !x.key.Equal(cert.PublicKey) {
 				t.Fatalf("transfer %d: %v", i, err)
 			}

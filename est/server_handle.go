@@ -6,10 +6,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/noresponse"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/estca/estca/est/block"
 )
@@ -68,7 +71,13 @@ func (s *Server) serveCoAP(w *responsewriter.ResponseWriter[*udpclient.Conn], m 
 	}
 	x.code = codes.Code(out.Code)
 	s.auditRefusal(x)
-	if err := writeOut(w, out); err != nil {
+	write := writeOut
+	if m.Type() == message.NonConfirmable && sess != nil {
+		write = func(w *responsewriter.ResponseWriter[*udpclient.Conn], o block.Outgoing) error {
+			return sess.writeNon(w, m, o)
+		}
+	}
+	if err := write(w, out); err != nil {
 		// No-Response option (RFC 7967) suppressed the answer.
 		x.code = 0
 	}
@@ -130,6 +139,7 @@ func (s *Server) serveRequest(ctx context.Context, x *exchange, sessID string, r
 			Path:       strings.Join(req.path, "/"),
 			RequestTag: req.tag,
 		},
+		Owner:   identityKey(x.who),
 		Size2:   req.hasSz2,
 		Payload: req.payload,
 	}
@@ -153,6 +163,14 @@ func (s *Server) serveRequest(ctx context.Context, x *exchange, sessID string, r
 	}
 	d := s.blocks.Request(in)
 	if !d.Handle {
+		switch {
+		case errors.Is(d.Err, block.ErrPeerLimit):
+			s.metrics.limitRefusal("transfers-session")
+		case errors.Is(d.Err, block.ErrOwnerLimit):
+			s.metrics.limitRefusal("transfers-identity")
+		case errors.Is(d.Err, block.ErrTotalLimit):
+			s.metrics.limitRefusal("transfers-total")
+		}
 		if d.Err != nil {
 			x.refused = d.Err
 			d.Reply.Payload = []byte(StatusOf(d.Err).Diagnostic)
@@ -203,4 +221,30 @@ func writeOut(w *responsewriter.ResponseWriter[*udpclient.Conn], o block.Outgoin
 	}
 	o.Apply(w.Message())
 	return nil
+}
+
+// writeNon sends the response to a NON request as a NON message with a new
+// Message ID (RFC 7252 §5.2.3), honouring No-Response (RFC 7967). go-coap
+// v3.8.0 sends responses to NON requests as CON and retransmits them until
+// acknowledged, with no hook to change that; so the server writes the NON
+// response to the session itself and leaves go-coap's response untouched,
+// which go-coap then does not send.
+func (c *session) writeNon(w *responsewriter.ResponseWriter[*udpclient.Conn], req *pool.Message, o block.Outgoing) error {
+	if v, err := req.Options().GetUint32(message.NoResponse); err == nil {
+		if err := noresponse.IsNoResponseCode(codes.Code(o.Code), v); err != nil {
+			return err
+		}
+	}
+	msg := w.Conn().AcquireMessage(req.Context())
+	defer w.Conn().ReleaseMessage(msg)
+	o.Apply(msg)
+	msg.SetType(message.NonConfirmable)
+	msg.SetMessageID(w.Conn().GetMessageID())
+	msg.SetToken(req.Token())
+	b, err := msg.MarshalWithEncoder(coder.DefaultCoder)
+	if err != nil {
+		return err
+	}
+	_, err = c.Conn.Write(b)
+	return err
 }

@@ -31,6 +31,8 @@ import (
 // against its CA and really signs CSRs with it.
 type stAuthority struct {
 	ca *pkitest.Cert
+	// chain, when set, is what CACertificates returns (issuing CA first).
+	chain []*x509.Certificate
 
 	mu         sync.Mutex
 	enrolls    int
@@ -74,6 +76,9 @@ func (a *stAuthority) Authenticate(chain []*x509.Certificate) (ca.Requester, err
 }
 
 func (a *stAuthority) CACertificates(profile string) ([]*x509.Certificate, error) {
+	if a.chain != nil {
+		return a.chain, nil
+	}
 	return []*x509.Certificate{a.ca.Cert}, nil
 }
 
@@ -102,6 +107,13 @@ func (a *stAuthority) refuse(leaf *x509.Certificate) {
 		a.refused = map[string]bool{}
 	}
 	a.refused[leaf.SerialNumber.String()] = true
+}
+
+// admitAgain undoes refuse.
+func (a *stAuthority) admitAgain(leaf *x509.Certificate) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.refused, leaf.SerialNumber.String())
 }
 
 // stCRL is a DER CRL stand-in (the server does not parse it).

@@ -303,10 +303,10 @@ func TestServerShutdownAndOptions(t *testing.T) {
 	}
 	// Idle sessions are closed and release their slot.
 	deadline := time.Now().Add(3 * time.Second)
-	for e.srv.sessions.Load() != 0 && time.Now().Before(deadline) {
+	for n, _ := e.srv.admit.counts(); n != 0 && time.Now().Before(deadline); n, _ = e.srv.admit.counts() {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := e.srv.sessions.Load(); n != 0 {
+	if n, _ := e.srv.admit.counts(); n != 0 {
 		t.Fatalf("%d sessions still open after the idle timeout", n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/estca/estca/est"
 	"github.com/estca/estca/hsm"
 )
 
@@ -88,10 +89,26 @@ type ESTConfig struct {
 	ExtendedMasterSecret string   `yaml:"extended_master_secret"` // request (default) | require
 	MaxSessions          int      `yaml:"max_sessions"`
 	IdleTimeout          Duration `yaml:"idle_timeout"`
-	HandshakeRate        *float64 `yaml:"handshake_rate"` // per source address, per second; 0: unlimited
+	HandshakeRate        *float64 `yaml:"handshake_rate"` // per source prefix, per second, after the cookie; 0: unlimited
 	MaxBody              int      `yaml:"max_body"`
-	MetricsListen        string   `yaml:"metrics_listen"`
-	AdminSocket          string   `yaml:"admin_socket"`
+	// Limits of issue 10 (0: the est package default, see README).
+	DTLSMTU                int      `yaml:"dtls_mtu"`
+	MaxMessageSize         int      `yaml:"max_message_size"`
+	MaxSessionsPerPrefix   int      `yaml:"max_sessions_per_prefix"`
+	MaxSessionsPerIdentity int      `yaml:"max_sessions_per_identity"`
+	MaxHandshakes          int      `yaml:"max_handshakes"`
+	MaxHandshakesPerPrefix int      `yaml:"max_handshakes_per_prefix"`
+	HandshakeBurst         int      `yaml:"handshake_burst"`
+	HandshakeMaxWait       Duration `yaml:"handshake_max_wait"`
+	CookieRotation         Duration `yaml:"cookie_rotation"`
+	BlockTransfersSession  int      `yaml:"blockwise_per_session"`
+	BlockTransfersIdentity int      `yaml:"blockwise_per_identity"`
+	BlockTransfersTotal    int      `yaml:"blockwise_total"`
+	ResponseCacheEntries   int      `yaml:"response_cache_entries"`
+	ResponseCacheBytes     int      `yaml:"response_cache_bytes"`
+	AuditInterval          Duration `yaml:"audit_interval"`
+	MetricsListen          string   `yaml:"metrics_listen"`
+	AdminSocket            string   `yaml:"admin_socket"`
 }
 
 // Duration is a time.Duration written as "90s", "8760h". A duration key
@@ -278,6 +295,7 @@ func (c *Config) validate() error {
 	if c.EST.MaxSessions < 0 {
 		bad("est.max_sessions must not be negative")
 	}
+	c.validateESTLimits(bad)
 	if c.Store.MaxBatchSize < 0 {
 		bad("store.max_batch_size must not be negative")
 	}
@@ -343,4 +361,42 @@ func readCert(path string) (*x509.Certificate, error) {
 		return nil, err
 	}
 	return cs[0], nil
+}
+
+// validateESTLimits checks the est limits of issue 10; 0 selects the est
+// package's default.
+func (c *Config) validateESTLimits(bad func(string, ...any)) {
+	e := c.EST
+	if e.DTLSMTU != 0 && (e.DTLSMTU < est.MinMTU || e.DTLSMTU > 8192) {
+		bad("est.dtls_mtu must be between %d and 8192", est.MinMTU)
+	}
+	if e.MaxMessageSize != 0 && (e.MaxMessageSize < 64 || e.MaxMessageSize > 8128) {
+		bad("est.max_message_size must be between 64 and 8128")
+	}
+	for _, l := range []struct {
+		name string
+		v    int
+	}{
+		{"max_sessions_per_prefix", e.MaxSessionsPerPrefix}, {"max_sessions_per_identity", e.MaxSessionsPerIdentity},
+		{"max_handshakes", e.MaxHandshakes}, {"max_handshakes_per_prefix", e.MaxHandshakesPerPrefix},
+		{"handshake_burst", e.HandshakeBurst}, {"blockwise_per_session", e.BlockTransfersSession},
+		{"blockwise_per_identity", e.BlockTransfersIdentity}, {"blockwise_total", e.BlockTransfersTotal},
+		{"response_cache_entries", e.ResponseCacheEntries}, {"response_cache_bytes", e.ResponseCacheBytes},
+	} {
+		if l.v < 0 {
+			bad("est.%s must not be negative", l.name)
+		}
+	}
+	if e.ResponseCacheBytes != 0 && e.ResponseCacheBytes < 1280 {
+		bad("est.response_cache_bytes must be at least 1280 (one full block response)")
+	}
+	if e.HandshakeMaxWait.D() > 5*time.Second {
+		bad("est.handshake_max_wait must be at most 5s (clients retransmit after 1s)")
+	}
+	if e.CookieRotation != 0 && e.CookieRotation.D() < time.Second {
+		bad("est.cookie_rotation must be at least 1s")
+	}
+	if e.AuditInterval != 0 && e.AuditInterval.D() < time.Second {
+		bad("est.audit_interval must be at least 1s")
+	}
 }

@@ -32,6 +32,9 @@ func TestConfigErrorsByPath(t *testing.T) {
 		{"unknown policy key", base + "policy: {reserved: [x]}\n", []string{"policy.reserved: unknown key (line 2)"}},
 		{"unknown SAN key", base + "profiles: [{name: a, san: {dns: {allow: [a.test], max_count: 1}}}]\n", []string{"profiles[0].san.dns.max_count: unknown key"}},
 		{"unknown manufacturer key", base + "manufacturers: [{name: m, roots: [r.pem], tolerate_expiration: true}]\n", []string{"manufacturers[0].tolerate_expiration: unknown key"}},
+		{"zero cookie rotation", base + "est: {cookie_rotation: 0s}\n", []string{`est.cookie_rotation: must be positive, not "0s" (line 2)`}},
+		{"negative handshake wait", base + "est: {handshake_max_wait: -1s}\n", []string{`est.handshake_max_wait: must be positive, not "-1s"`}},
+		{"est limit not a number", base + "est: {max_sessions_per_identity: many}\n", []string{`est.max_sessions_per_identity: want a whole number, not "many"`}},
 		{"everything at once", base + "est: {bogus_key: 1, max_body: lots, extended_master_secret: maybe}\nprofiles: [{name: a, validity: 0s}]\n",
 			[]string{"est.bogus_key: unknown key", "est.max_body: want a whole number", "profiles[0].validity: must be positive", "extended_master_secret"}},
 	}

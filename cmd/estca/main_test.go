@@ -151,6 +151,8 @@ func TestConfigStrict(t *testing.T) {
 		{"all problems at once", "hsm: {}\nest: {extended_master_secret: maybe, max_body: 10}\nprofiles: [{name: a, validity: 1m, key_usage: {ecdsa: [flying]}}]\ndefault_profile: b\n",
 			[]string{"hsm.module", "hsm.token", "extended_master_secret", "max_body", "validity", "flying", "default_profile"}},
 		{"bad duration", "hsm: {module: /x.so, token: t}\nstore: {lock_timeout: soon}\n", []string{"invalid duration"}},
+		{"est limits", "hsm: {module: /x.so, token: t}\nest: {dtls_mtu: 100, max_message_size: 9000, max_sessions_per_identity: -1, blockwise_per_identity: -2, response_cache_bytes: 100, handshake_max_wait: 10s, cookie_rotation: 10ms, audit_interval: 1ms}\n",
+			[]string{"dtls_mtu", "max_message_size", "max_sessions_per_identity", "blockwise_per_identity", "response_cache_bytes", "handshake_max_wait", "cookie_rotation", "audit_interval"}},
 		{"decode and validation problems together", "hsm: {module: /x.so, token: t, uri: \"pkcs11:token=t?pin-value=1234\"}\nstore: {lock_timeout: soon}\nest:\n  max_sessions: -5\n  max_body: lots\nprofiles: [{name: a, key_usage: {ecdsa: [flying]}}]\nbogus: 1\n",
 			[]string{"invalid duration", "lots", "max_sessions", "flying", "bogus", "pin-value"}},
 	}
@@ -169,6 +171,10 @@ func TestConfigStrict(t *testing.T) {
 	}
 	if _, err := parseConfig([]byte(renderConfig(configValues{Module: "/x.so", Token: "t", KeyType: "ecdsa-p256", Demo: true})), t.TempDir()); err != nil {
 		t.Fatalf("generated config rejected: %v", err)
+	}
+	ok := "hsm: {module: /x.so, token: t}\nest: {dtls_mtu: 600, max_message_size: 1152, max_sessions_per_prefix: 64, max_sessions_per_identity: 2, max_handshakes: 100, max_handshakes_per_prefix: 8, handshake_burst: 5, handshake_max_wait: 200ms, cookie_rotation: 1m, blockwise_per_session: 2, blockwise_per_identity: 4, blockwise_total: 512, response_cache_entries: 2, response_cache_bytes: 2048, audit_interval: 30s}\n"
+	if c, err := parseConfig([]byte(ok), t.TempDir()); err != nil || c.EST.DTLSMTU != 600 || c.EST.BlockTransfersIdentity != 4 || c.EST.AuditInterval.D() != 30*time.Second {
+		t.Fatalf("est limits: %v %+v", err, c)
 	}
 }
 

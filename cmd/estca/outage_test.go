@@ -1,17 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"errors"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +13,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/estca/estca/est/client"
-	"github.com/estca/estca/est/wire"
 )
 
 // Log messages of the HSM outage, one line each way.
@@ -73,41 +65,15 @@ func (l *outageLoad) between(from, to time.Time, handshakes bool) []outcome {
 	return out
 }
 
-// enrollOnce enrolls a fresh key with an empty subject: the demo profile
-// binds the certificate to the device's identity.
+// enrollOnce enrolls a fresh key (enrollNew) and records the outcome.
 func enrollOnce(ctx context.Context, c *client.Conn) outcome {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	_, _, err := c.Enroll(ctx, csr, wire.FormatPKIXCert)
+	_, _, err := enrollNew(ctx, c)
 	o := outcome{at: time.Now(), ok: err == nil, err: err}
 	var re *client.ResponseError
 	if errors.As(err, &re) {
 		o.code, o.maxAge, o.err = re.Code, re.MaxAge, nil
 	}
 	return o
-}
-
-// metricValue scrapes the metrics listener and returns the value of the
-// sample whose name and labels are exactly series (0 if absent).
-func metricValue(t *testing.T, addr, series string) float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), " ")
-		if ok && name == series {
-			v, err := strconv.ParseFloat(val, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", series, err)
-			}
-			return v
-		}
-	}
-	return 0
 }
 
 // TestHSMOutage moves the SoftHSM token directory away under a running
@@ -220,7 +186,7 @@ func TestHSMOutage(t *testing.T) {
 	if d := time.Until(away.Add(3 * time.Second)); d > 0 {
 		time.Sleep(d)
 	}
-	if up := metricValue(t, metrics, "estca_hsm_up"); up != 0 {
+	if up := metricIn(t, scrapeMetrics(t, metrics), "estca_hsm_up"); up != 0 {
 		t.Errorf("estca_hsm_up = %v during the outage, want 0", up)
 	}
 	if err := os.Rename(tokens+".away", tokens); err != nil {
@@ -271,16 +237,16 @@ func TestHSMOutage(t *testing.T) {
 	if n := strings.Count(logs, logHSMUp); n != 1 {
 		t.Errorf("%d log lines %s, want 1\n%s", n, logHSMUp, logs)
 	}
-	if up := metricValue(t, metrics, "estca_hsm_up"); up != 1 {
+	if up := metricIn(t, scrapeMetrics(t, metrics), "estca_hsm_up"); up != 1 {
 		t.Errorf("estca_hsm_up = %v after recovery, want 1", up)
 	}
-	if n := metricValue(t, metrics, `estca_hsm_failures_total{reason="unavailable"}`); n < 1 {
+	if n := metricIn(t, scrapeMetrics(t, metrics), `estca_hsm_failures_total{reason="unavailable"}`); n < 1 {
 		t.Errorf("estca_hsm_failures_total{reason=\"unavailable\"} = %v, want > 0", n)
 	}
-	if n := metricValue(t, metrics, `estca_est_handshake_failures_total{reason="hsm-unavailable"}`); n < 1 {
+	if n := metricIn(t, scrapeMetrics(t, metrics), `estca_est_handshake_failures_total{reason="hsm-unavailable"}`); n < 1 {
 		t.Errorf("refused handshakes not counted under hsm-unavailable (%v)", n)
 	}
-	if n := metricValue(t, metrics, `estca_est_handshake_failures_total{reason="protocol"}`); n != 0 {
+	if n := metricIn(t, scrapeMetrics(t, metrics), `estca_est_handshake_failures_total{reason="protocol"}`); n != 0 {
 		t.Errorf("%v handshakes counted as protocol failures", n)
 	}
 }

@@ -274,7 +274,9 @@ func worker(loopCtx, ctx context.Context, o Options, copts client.Options, csrs 
 		cancel()
 		if o.Mode == ModeEnroll || (err != nil && c != nil && !isResponseError(err)) {
 			// A fresh session per enrollment; or a broken session.
-			_ = c.Close()
+			if c != nil {
+				_ = c.Close()
+			}
 			c = nil
 		}
 		if err != nil {

@@ -12,6 +12,9 @@ import (
 func postWithResponse(t *testing.T, m *Manager, k Key, respBody []byte, runs *int) (Incoming, Outgoing) {
 	t.Helper()
 	reqs := block1Requests(k, testBody(200, 9), 2)
+	// The final block asks for 1024-byte response blocks (without it the
+	// response would come in blocks of the request's 64 bytes).
+	reqs[len(reqs)-1].Block2 = opt(0, false, 6)
 	d := sendAll(t, m, reqs)
 	if !d.Handle {
 		t.Fatalf("final block: %+v", d)
@@ -281,5 +284,57 @@ func TestStoredResponseLimit(t *testing.T) {
 	checkInvariants(t, m)
 	if st := m.Stats(); st.Responses != 3 {
 		t.Fatalf("%+v", st)
+	}
+}
+
+// TestBlock2SizeFromTransfer: the response block size is the Block2 size
+// given in any request of the Block1 transfer (libcoap -b 16 puts it in the
+// first one, RFC 9148 Appendix B.2), else no larger than the client's Block1
+// size.
+func TestBlock2SizeFromTransfer(t *testing.T) {
+	t.Parallel()
+	resp := testBody(700, 4)
+	tests := []struct {
+		name string
+		mod  func(reqs []Incoming)
+		want uint8
+	}{
+		{"Block2 in the first request", func(r []Incoming) { r[0].Block2 = opt(0, false, 0) }, 0},
+		{"Block2 in a middle request", func(r []Incoming) { r[1].Block2 = opt(0, false, 1) }, 1},
+		{"no Block2: Block1 size", func([]Incoming) {}, 2},
+		{"final Block2 wins", func(r []Incoming) { r[0].Block2 = opt(0, false, 0); r[len(r)-1].Block2 = opt(0, false, 3) }, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m, _ := newTestManager(t, Options{})
+			reqs := block1Requests(keyA, testBody(200, 9), 2)
+			tt.mod(reqs)
+			d := sendAll(t, m, reqs)
+			if !d.Handle {
+				t.Fatalf("final block: %+v", d)
+			}
+			last := reqs[len(reqs)-1]
+			first := m.Respond(last, Response{Code: CodeChanged, Body: resp})
+			if first.Block2 == nil || first.Block2.SZX != tt.want || len(first.Payload) != 16<<tt.want {
+				t.Fatalf("first block %v with %d bytes, want size %d", first.Block2, len(first.Payload), 16<<tt.want)
+			}
+			got := fetchBlock2(t, first, tt.want, func(num uint32, szx uint8) Outgoing {
+				return expectReply(t, m.Request(Incoming{Key: keyA, Block2: opt(num, false, szx)}), CodeChanged)
+			})
+			if !bytes.Equal(got, resp) {
+				t.Fatal("reassembled response differs")
+			}
+			checkInvariants(t, m)
+		})
+	}
+	// A single-message Block1 request (block 0, no more) without Block2.
+	m, _ := newTestManager(t, Options{})
+	in := Incoming{Key: Key{Peer: "b", Method: MethodPOST, Path: "sen"}, Block1: opt(0, false, 1), Payload: []byte("small")}
+	if d := m.Request(in); !d.Handle {
+		t.Fatal("want Handle")
+	}
+	if out := m.Respond(in, Response{Code: CodeChanged, Body: resp}); out.Block2 == nil || out.Block2.SZX != 1 {
+		t.Fatalf("single-block request answered with %v", out.Block2)
 	}
 }

@@ -1,6 +1,9 @@
 package block
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // CoAP response codes used by this package, as the 8-bit class.detail value
 // of RFC 7252 §3 (class<<5 | detail).
@@ -48,6 +51,12 @@ var (
 	// ErrBusy: the per-peer or global transfer limit is reached, or the
 	// handler for this transfer has not answered yet; retry after Max-Age.
 	ErrBusy = errors.New("block: too many block-wise transfers")
+
+	// ErrPeerLimit, ErrOwnerLimit and ErrTotalLimit wrap ErrBusy and tell
+	// which transfer limit refused a new Block1 transfer.
+	ErrPeerLimit  = fmt.Errorf("%w: limit per peer", ErrBusy)
+	ErrOwnerLimit = fmt.Errorf("%w: limit per owner", ErrBusy)
+	ErrTotalLimit = fmt.Errorf("%w: limit in all", ErrBusy)
 )
 
 // Code maps an error of this package to its CoAP response code: the one

@@ -104,19 +104,27 @@ func checkInvariants(t testing.TB, m *Manager) {
 	defer m.mu.Unlock()
 	var tr, rs int
 	perPeer := map[string]*peerCount{}
+	perOwner := map[string]*peerCount{}
 	for k, e := range m.entries {
 		pc := perPeer[k.Peer]
 		if pc == nil {
 			pc = &peerCount{}
 			perPeer[k.Peer] = pc
 		}
+		oc := perOwner[e.owner]
+		if oc == nil {
+			oc = &peerCount{}
+			perOwner[e.owner] = oc
+		}
 		switch e.kind {
 		case kindTransfer, kindPending:
 			tr++
 			pc.transfers++
+			oc.transfers++
 		case kindResponse:
 			rs++
 			pc.responses++
+			oc.responses++
 		default:
 			t.Fatalf("entry kind %d", e.kind)
 		}
@@ -142,6 +150,14 @@ func checkInvariants(t testing.TB, m *Manager) {
 			t.Fatalf("peer %q over limit: %+v", p, got)
 		}
 	}
+	if len(perOwner) != len(m.owners) {
+		t.Fatalf("owners %d, want %d", len(m.owners), len(perOwner))
+	}
+	for o, want := range perOwner {
+		if got := m.owners[o]; got == nil || *got != *want || got.transfers > m.opts.MaxTransfersPerOwner || got.responses > m.opts.MaxTransfersPerOwner {
+			t.Fatalf("owner %q counts %+v, want %+v (limit %d)", o, got, want, m.opts.MaxTransfersPerOwner)
+		}
+	}
 	if tr > m.opts.MaxTransfers || rs > m.opts.MaxTransfers {
 		t.Fatalf("over global limit: %d transfers %d responses", tr, rs)
 	}
@@ -153,6 +169,11 @@ func fetchBlock2(t *testing.T, first Outgoing, szx uint8, next func(num uint32, 
 	t.Helper()
 	var got bytes.Buffer
 	out := first
+	if first.Block2 != nil && first.Block2.SZX < szx {
+		// The server chose a smaller size (e.g. the client's Block1 size):
+		// go on with it, as a client must (RFC 7959 §2.4).
+		szx = first.Block2.SZX
+	}
 	for i := 0; ; i++ {
 		if i > 10000 {
 			t.Fatal("runaway Block2 loop")

@@ -8,11 +8,12 @@ import (
 
 // Defaults for the zero fields of Options.
 const (
-	DefaultMaxBody             = 64 << 10
-	DefaultMaxTransfersPerPeer = 4
-	DefaultMaxTransfers        = 1024
-	DefaultLifetime            = 30 * time.Second
-	DefaultRetryAfter          = 2 * time.Second
+	DefaultMaxBody              = 64 << 10
+	DefaultMaxTransfersPerPeer  = 4
+	DefaultMaxTransfersPerOwner = 8
+	DefaultMaxTransfers         = 1024
+	DefaultLifetime             = 30 * time.Second
+	DefaultRetryAfter           = 2 * time.Second
 )
 
 // Options configures a Manager. The zero value of every field selects its
@@ -26,6 +27,10 @@ type Options struct {
 	// Key.Peer, and separately the stored Block2 responses of one peer.
 	// Default 4.
 	MaxTransfersPerPeer int
+	// MaxTransfersPerOwner bounds the concurrent Block1 transfers of one
+	// Incoming.Owner (all its peers together), and separately its stored
+	// Block2 responses. Default 8.
+	MaxTransfersPerOwner int
 	// MaxTransfers bounds the concurrent Block1 transfers of all peers, and
 	// separately all stored Block2 responses. Default 1024.
 	MaxTransfers int
@@ -58,7 +63,11 @@ type Key struct {
 
 // Incoming is one CoAP request as far as block-wise transfer is concerned.
 type Incoming struct {
-	Key    Key
+	Key Key
+	// Owner is who the peer acts for (the server uses the client
+	// identity); its transfers and stored responses are bounded by
+	// Options.MaxTransfersPerOwner. "" is an owner like any other.
+	Owner  string
 	Block1 *Option // Block1 option, nil if absent
 	Block2 *Option // Block2 option, nil if absent
 	Size1  *uint32 // Size1 option, nil if absent (RFC 7959 §4)
@@ -117,12 +126,18 @@ const (
 )
 
 type entry struct {
-	kind     kind
-	id       uint64
-	body     []byte  // kindTransfer: bytes received so far
-	last     Option  // kindTransfer: last accepted Block1
-	lastLen  int     // kindTransfer: payload length of last
-	final    *Option // kindPending/kindResponse: final Block1 of the transfer, nil if none
+	kind    kind
+	id      uint64
+	body    []byte  // kindTransfer: bytes received so far
+	last    Option  // kindTransfer: last accepted Block1
+	lastLen int     // kindTransfer: payload length of last
+	final   *Option // kindPending/kindResponse: final Block1 of the transfer, nil if none
+	owner   string
+	// b2szx is the Block2 size the client asked for in any request of the
+	// transfer (-1: none; RFC 9148 Appendix B.2: libcoap puts it in the
+	// first Block1 request), b1szx the smallest Block1 size it used.
+	b2szx    int8
+	b1szx    uint8
 	resp     Response
 	deadline time.Time
 }
@@ -137,6 +152,7 @@ type Manager struct {
 	mu        sync.Mutex
 	entries   map[Key]*entry
 	peers     map[string]*peerCount
+	owners    map[string]*peerCount
 	transfers int
 	responses int
 	nextID    uint64
@@ -144,7 +160,7 @@ type Manager struct {
 
 // NewManager returns a Manager. It reports an error if opts is invalid.
 func NewManager(opts Options) (*Manager, error) {
-	if opts.MaxBody < 0 || opts.MaxTransfersPerPeer < 0 || opts.MaxTransfers < 0 ||
+	if opts.MaxBody < 0 || opts.MaxTransfersPerPeer < 0 || opts.MaxTransfers < 0 || opts.MaxTransfersPerOwner < 0 ||
 		opts.Lifetime < 0 || opts.RetryAfter < 0 {
 		return nil, fmt.Errorf("block: negative option value")
 	}
@@ -156,6 +172,9 @@ func NewManager(opts Options) (*Manager, error) {
 	}
 	if opts.MaxTransfersPerPeer == 0 {
 		opts.MaxTransfersPerPeer = DefaultMaxTransfersPerPeer
+	}
+	if opts.MaxTransfersPerOwner == 0 {
+		opts.MaxTransfersPerOwner = DefaultMaxTransfersPerOwner
 	}
 	if opts.MaxTransfers == 0 {
 		opts.MaxTransfers = DefaultMaxTransfers
@@ -176,6 +195,7 @@ func NewManager(opts Options) (*Manager, error) {
 		opts:    opts,
 		entries: make(map[Key]*entry),
 		peers:   make(map[string]*peerCount),
+		owners:  make(map[string]*peerCount),
 	}, nil
 }
 
@@ -184,6 +204,7 @@ type Stats struct {
 	Transfers int // Block1 transfers in progress or awaiting Respond
 	Responses int // stored Block2 responses
 	Buffered  int // request body bytes held by transfers in progress
+	Stored    int // response body bytes held by stored responses
 }
 
 // Stats returns the current counts (expired entries included until swept).
@@ -193,6 +214,7 @@ func (m *Manager) Stats() Stats {
 	s := Stats{Transfers: m.transfers, Responses: m.responses}
 	for _, e := range m.entries {
 		s.Buffered += len(e.body)
+		s.Stored += len(e.resp.Body)
 	}
 	return s
 }
@@ -284,7 +306,7 @@ func (m *Manager) block1Locked(in Incoming, e *entry, now time.Time) Decision {
 		if !b.More {
 			return Decision{Handle: true, Body: in.Payload}
 		}
-		if err := m.reserveTransferLocked(in.Key.Peer, now); err != nil {
+		if err := m.reserveTransferLocked(in.Key.Peer, in.Owner, now); err != nil {
 			return m.fail(err)
 		}
 		m.nextID++
@@ -295,7 +317,13 @@ func (m *Manager) block1Locked(in Incoming, e *entry, now time.Time) Decision {
 			body:     append(body, in.Payload...),
 			last:     b,
 			lastLen:  len(in.Payload),
+			owner:    in.Owner,
+			b2szx:    -1,
+			b1szx:    b.SZX,
 			deadline: now.Add(m.opts.Lifetime),
+		}
+		if in.Block2 != nil {
+			ne.b2szx = int8(in.Block2.SZX)
 		}
 		m.entries[in.Key] = ne
 		echo := Option{Num: 0, More: true, SZX: min(b.SZX, m.opts.SZX)}
@@ -309,7 +337,7 @@ func (m *Manager) block1Locked(in Incoming, e *entry, now time.Time) Decision {
 				return m.fail(fmt.Errorf("%w: handler for this request still running", ErrBusy))
 			}
 			e.deadline = now.Add(m.opts.Lifetime)
-			out, err := m.sliceLocked(e.resp, 0, m.respSZX(in.Block2), in.Block2 != nil, in.Size2)
+			out, err := m.sliceLocked(e.resp, 0, m.entrySZX(in, e), in.Block2 != nil, in.Size2)
 			if err != nil {
 				return m.fail(err)
 			}
@@ -335,6 +363,10 @@ func (m *Manager) block1Locked(in Incoming, e *entry, now time.Time) Decision {
 	}
 	e.body = append(e.body, in.Payload...)
 	e.last, e.lastLen = b, len(in.Payload)
+	e.b1szx = min(e.b1szx, b.SZX)
+	if in.Block2 != nil {
+		e.b2szx = int8(in.Block2.SZX)
+	}
 	e.deadline = now.Add(m.opts.Lifetime)
 	if b.More {
 		echo := b
@@ -386,7 +418,18 @@ func (m *Manager) Respond(in Incoming, resp Response) Outgoing {
 	if in.Block2 != nil && in.Block2.Validate() == nil {
 		offset = in.Block2.Offset()
 	}
+	e := m.entries[in.Key]
+	pending := e != nil && e.kind == kindPending && e.final != nil && in.Block1 != nil &&
+		*e.final == *in.Block1
 	szx := m.respSZX(in.Block2)
+	switch {
+	case pending:
+		szx = m.entrySZX(in, e)
+	case in.Block2 == nil && in.Block1 != nil:
+		// A single-block Block1 request: never answer in blocks larger
+		// than the client sends.
+		szx = min(szx, in.Block1.SZX)
+	}
 	out, err := m.sliceLocked(resp, offset, szx, in.Block2 != nil, in.Size2)
 	if err != nil {
 		return m.fail(err).Reply
@@ -397,9 +440,6 @@ func (m *Manager) Respond(in Incoming, resp Response) Outgoing {
 		final, out.Block1 = &b, &echo
 	}
 
-	e := m.entries[in.Key]
-	pending := e != nil && e.kind == kindPending && e.final != nil && in.Block1 != nil &&
-		*e.final == *in.Block1
 	blockwise := out.Block2 != nil && (out.Block2.More || out.Block2.Num > 0)
 	if !pending && !blockwise {
 		return out
@@ -417,13 +457,32 @@ func (m *Manager) Respond(in Incoming, resp Response) Outgoing {
 		// send this response unstored.
 		return out
 	}
-	m.storeLocked(in.Key, &entry{
+	ne := &entry{
 		kind:     kindResponse,
 		final:    final,
+		owner:    in.Owner,
+		b2szx:    int8(szx),
+		b1szx:    szx,
 		resp:     resp,
 		deadline: now.Add(m.opts.Lifetime),
-	}, now)
+	}
+	m.storeLocked(in.Key, ne, now)
 	return out
+}
+
+// entrySZX is the response block size for a request on e's exchange: the
+// request's own Block2 size, else the Block2 size asked for in any request
+// of the transfer, else no larger than the smallest Block1 size the client
+// used (RFC 7959 §2.4, RFC 9148 Appendix B.2), never above the server's.
+func (m *Manager) entrySZX(in Incoming, e *entry) uint8 {
+	switch {
+	case in.Block2 != nil:
+		return m.respSZX(in.Block2)
+	case e.b2szx >= 0:
+		return min(uint8(e.b2szx), m.opts.SZX)
+	default:
+		return min(e.b1szx, m.opts.SZX)
+	}
 }
 
 // respSZX returns the block size exponent for a response: the client's
@@ -475,6 +534,15 @@ func (m *Manager) fail(err error) Decision {
 	return Decision{Reply: out, Err: err}
 }
 
+func (m *Manager) owner(o string) *peerCount {
+	oc := m.owners[o]
+	if oc == nil {
+		oc = &peerCount{}
+		m.owners[o] = oc
+	}
+	return oc
+}
+
 func (m *Manager) peer(p string) *peerCount {
 	pc := m.peers[p]
 	if pc == nil {
@@ -486,38 +554,70 @@ func (m *Manager) peer(p string) *peerCount {
 
 // reserveTransferLocked checks the transfer limits, sweeping expired state
 // once when a limit is hit.
-func (m *Manager) reserveTransferLocked(peer string, now time.Time) error {
-	full := func() bool {
-		pc := m.peers[peer]
-		return m.transfers >= m.opts.MaxTransfers ||
-			(pc != nil && pc.transfers >= m.opts.MaxTransfersPerPeer)
+func (m *Manager) reserveTransferLocked(peer, owner string, now time.Time) error {
+	full := func() error {
+		pc, oc := m.peers[peer], m.owners[owner]
+		switch {
+		case pc != nil && pc.transfers >= m.opts.MaxTransfersPerPeer:
+			return ErrPeerLimit
+		case oc != nil && oc.transfers >= m.opts.MaxTransfersPerOwner:
+			return ErrOwnerLimit
+		case m.transfers >= m.opts.MaxTransfers:
+			return ErrTotalLimit
+		}
+		return nil
 	}
-	if full() {
+	if full() != nil {
 		m.sweepLocked(now)
-		if full() {
-			return fmt.Errorf("%w: transfer limit reached", ErrBusy)
+		if err := full(); err != nil {
+			return err
 		}
 	}
 	m.transfers++
 	m.peer(peer).transfers++
+	m.owner(owner).transfers++
 	return nil
 }
 
-// storeLocked adds a stored response, evicting the peer's (or everyone's)
-// least recently used stored response when a limit is reached: the
-// handler already ran, so the response is never refused.
+// storeLocked adds a stored response. When a limit is reached it evicts
+// the least recently used stored response of the same peer, else of the
+// same owner, else (server full) of the owner holding the most: the
+// handler already ran, so the response is never refused, and an owner that
+// fills the server evicts its own responses first.
 func (m *Manager) storeLocked(k Key, e *entry, now time.Time) {
-	pc := m.peer(k.Peer)
-	if pc.responses >= m.opts.MaxTransfersPerPeer || m.responses >= m.opts.MaxTransfers {
-		m.sweepLocked(now)
-		pc = m.peer(k.Peer)
+	over := func() (peer, owner, total bool) {
+		pc, oc := m.peers[k.Peer], m.owners[e.owner]
+		return pc != nil && pc.responses >= m.opts.MaxTransfersPerPeer,
+			oc != nil && oc.responses >= m.opts.MaxTransfersPerOwner,
+			m.responses >= m.opts.MaxTransfers
 	}
-	for pc.responses >= m.opts.MaxTransfersPerPeer || m.responses >= m.opts.MaxTransfers {
-		samePeer := pc.responses >= m.opts.MaxTransfersPerPeer
+	if p, o, t := over(); p || o || t {
+		m.sweepLocked(now)
+	}
+	for {
+		p, o, t := over()
+		if !p && !o && !t {
+			break
+		}
+		var match func(ok Key, oe *entry) bool
+		switch {
+		case p:
+			match = func(ok Key, oe *entry) bool { return ok.Peer == k.Peer }
+		case o:
+			match = func(ok Key, oe *entry) bool { return oe.owner == e.owner }
+		default:
+			top, most := "", -1
+			for name, oc := range m.owners {
+				if oc.responses > most {
+					top, most = name, oc.responses
+				}
+			}
+			match = func(ok Key, oe *entry) bool { return oe.owner == top }
+		}
 		var oldK Key
 		var old *entry
 		for ok, oe := range m.entries {
-			if oe.kind != kindResponse || (samePeer && ok.Peer != k.Peer) {
+			if oe.kind != kindResponse || !match(ok, oe) {
 				continue
 			}
 			if old == nil || oe.deadline.Before(old.deadline) {
@@ -528,11 +628,11 @@ func (m *Manager) storeLocked(k Key, e *entry, now time.Time) {
 			break
 		}
 		m.removeLocked(oldK, old)
-		pc = m.peer(k.Peer)
 	}
 	m.entries[k] = e
 	m.responses++
-	pc.responses++
+	m.peer(k.Peer).responses++
+	m.owner(e.owner).responses++
 }
 
 // removeLocked deletes the entry at k and its counts.
@@ -541,20 +641,28 @@ func (m *Manager) removeLocked(k Key, e *entry) {
 		return
 	}
 	delete(m.entries, k)
-	pc := m.peers[k.Peer]
+	pc, oc := m.peers[k.Peer], m.owners[e.owner]
+	for _, c := range []*peerCount{pc, oc} {
+		if c == nil {
+			continue
+		}
+		switch e.kind {
+		case kindTransfer, kindPending:
+			c.transfers--
+		case kindResponse:
+			c.responses--
+		}
+	}
 	switch e.kind {
 	case kindTransfer, kindPending:
 		m.transfers--
-		if pc != nil {
-			pc.transfers--
-		}
 	case kindResponse:
 		m.responses--
-		if pc != nil {
-			pc.responses--
-		}
 	}
 	if pc != nil && pc.transfers == 0 && pc.responses == 0 {
 		delete(m.peers, k.Peer)
+	}
+	if oc != nil && oc.transfers == 0 && oc.responses == 0 {
+		delete(m.owners, e.owner)
 	}
 }

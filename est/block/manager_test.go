@@ -17,7 +17,7 @@ func TestNewManagerOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Options{MaxBody: 64 << 10, MaxTransfersPerPeer: 4, MaxTransfers: 1024,
+	want := Options{MaxBody: 64 << 10, MaxTransfersPerPeer: 4, MaxTransfersPerOwner: 8, MaxTransfers: 1024,
 		Lifetime: 30 * time.Second, RetryAfter: 2 * time.Second, SZX: 6}
 	got := m.opts
 	if got.Now == nil {
@@ -336,4 +336,61 @@ func TestConcurrentTransfers(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkInvariants(t, m)
+}
+
+// TestOwnerLimits: transfers and stored responses are bounded per owner
+// (all its peers together) as well as per peer and in all; an owner at its
+// limit is refused (ErrOwnerLimit) or evicts its own stored responses,
+// never another owner's.
+func TestOwnerLimits(t *testing.T) {
+	t.Parallel()
+	m, _ := newTestManager(t, Options{MaxTransfersPerPeer: 4, MaxTransfersPerOwner: 6, MaxTransfers: 8})
+	start := func(peer, owner, tag string) Decision {
+		return m.Request(Incoming{Key: Key{Peer: peer, Method: MethodPOST, Path: "sen", RequestTag: tag}, Owner: owner,
+			Block1: opt(0, true, 2), Payload: make([]byte, 64)})
+	}
+	for i := range 4 {
+		expectReply(t, start("a", "X", fmt.Sprint(i)), CodeContinue)
+	}
+	if d := start("a", "X", "4"); !errors.Is(d.Err, ErrPeerLimit) {
+		t.Fatalf("fifth on one peer: %v", d.Err)
+	}
+	for i := range 2 {
+		expectReply(t, start("b", "X", fmt.Sprint(i)), CodeContinue)
+	}
+	if d := start("b", "X", "2"); !errors.Is(d.Err, ErrOwnerLimit) || Code(d.Err) != CodeServiceUnavailable {
+		t.Fatalf("seventh of one owner: %v", d.Err)
+	}
+	expectReply(t, start("c", "Y", "0"), CodeContinue)
+	expectReply(t, start("c", "Y", "1"), CodeContinue)
+	if d := start("d", "Z", "0"); !errors.Is(d.Err, ErrTotalLimit) {
+		t.Fatalf("ninth in all: %v", d.Err)
+	}
+	checkInvariants(t, m)
+
+	// Stored responses: owner X fills its share; its next one evicts its own
+	// oldest, Y's stays.
+	r, clk := newTestManager(t, Options{MaxTransfersPerPeer: 4, MaxTransfersPerOwner: 2, MaxTransfers: 8})
+	store := func(peer, owner, path string) {
+		clk.Advance(time.Millisecond)
+		in := Incoming{Key: Key{Peer: peer, Method: MethodPOST, Path: path}, Owner: owner, Block2: opt(0, false, 0)}
+		if d := r.Request(in); !d.Handle {
+			t.Fatalf("%s: %+v", path, d)
+		}
+		r.Respond(in, Response{Code: CodeChanged, Body: make([]byte, 100)})
+	}
+	store("c", "Y", "y1")
+	store("a", "X", "x1")
+	store("a", "X", "x2")
+	store("b", "X", "x3")
+	if st := r.Stats(); st.Responses != 3 {
+		t.Fatalf("%d stored responses, want 3", st.Responses)
+	}
+	if _, ok := r.entries[Key{Peer: "c", Method: MethodPOST, Path: "y1"}]; !ok {
+		t.Fatal("another owner's stored response evicted")
+	}
+	if _, ok := r.entries[Key{Peer: "a", Method: MethodPOST, Path: "x1"}]; ok {
+		t.Fatal("the owner's oldest response kept over its limit")
+	}
+	checkInvariants(t, r)
 }
