@@ -147,8 +147,9 @@ func TestServerRecheckThroughTheGate(t *testing.T) {
 	if _, err := pc.WriteTo(stWithCookie(t, hello, cookie), e.srv.Addr()); err != nil {
 		t.Fatal(err)
 	}
-	if n, _, err = pc.ReadFrom(buf); err != nil { // the ServerHello flight: admitted
-		t.Fatalf("no ServerHello: %v", err)
+	// The ServerHello flight: admitted.
+	if n, _, err = pc.ReadFrom(buf); err != nil || n == 0 || buf[0] != contentHandshake || isHelloVerifyRequest(buf[:n]) {
+		t.Fatalf("no ServerHello: %v % x", err, buf[:n])
 	}
 	peers := func() (established, handshaking int) {
 		for _, v := range e.srv.gate.all() {
