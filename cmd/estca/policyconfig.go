@@ -248,13 +248,14 @@ func (c *Config) validatePolicy() []error {
 				c.warnings = append(c.warnings, fmt.Sprintf("%s.tolerate_expiry: deprecated, now allow_expired", where))
 			}
 		}
-		for j, s := range append(append([]string(nil), m.DenySerials...), m.AllowSerials...) {
-			if _, ok := policy.NormalizeSerial(s); !ok {
-				field := "deny_serials"
-				if j >= len(m.DenySerials) {
-					field, j = "allow_serials", j-len(m.DenySerials)
+		for _, l := range []struct {
+			field string
+			list  []string
+		}{{"deny_serials", m.DenySerials}, {"allow_serials", m.AllowSerials}} {
+			for j, s := range l.list {
+				if _, err := parseSerial(s); err != nil {
+					errs = append(errs, fmt.Errorf("%s.%s[%d]: %w", where, l.field, j, err))
 				}
-				bad(fmt.Sprintf("%s.%s[%d]", where, field, j), "%q is not a hex serial number", s)
 			}
 		}
 		for field, list := range map[string][]string{"deny_fingerprints": m.DenyFingerprints, "allow_fingerprints": m.AllowFingerprints} {
@@ -485,8 +486,10 @@ func (c *Config) policyOptions(root, issuing, server *x509.Certificate) (policy.
 	}
 	for i, m := range c.Manufacturers {
 		where := fmt.Sprintf("manufacturers[%d]", i)
-		a := policy.Anchor{Name: m.Name, DenySerials: m.DenySerials, DenyFingerprints: m.DenyFingerprints,
-			AllowSerials: m.AllowSerials, AllowFingerprints: m.AllowFingerprints, Profiles: m.Profiles}
+		// Serials in any form parseSerial reads (the CLI's one serial
+		// parser), handed down in the store's form.
+		a := policy.Anchor{Name: m.Name, DenySerials: serialForms(m.DenySerials), DenyFingerprints: m.DenyFingerprints,
+			AllowSerials: serialForms(m.AllowSerials), AllowFingerprints: m.AllowFingerprints, Profiles: m.Profiles}
 		switch {
 		case m.AllowExpired != nil:
 			a.TolerateExpiry = *m.AllowExpired
@@ -524,6 +527,19 @@ func (c *Config) policyOptions(root, issuing, server *x509.Certificate) (policy.
 		return policy.Options{}, errors.Join(c.explainPolicy(err)...)
 	}
 	return o, nil
+}
+
+// serialForms returns the serials in the store's form (parseSerial); those
+// it cannot read are left as they are (validatePolicy reports them).
+func serialForms(list []string) []string {
+	out := make([]string, 0, len(list))
+	for _, s := range list {
+		if n, err := parseSerial(s); err == nil {
+			s = n
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // readCRL reads a CRL file, DER or PEM ("X509 CRL").

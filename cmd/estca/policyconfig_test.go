@@ -62,7 +62,7 @@ crl: {validity: 30s, refresh: 1h, distribution_point: "ftp://x"}
 			`profiles[0].approval: "later"`,
 			"bogus",
 			`manufacturers[0].roots: at least one`,
-			`manufacturers[0].deny_serials[0]: "xyz"`,
+			`manufacturers[0].deny_serials[0]: serial "xyz": 'x' is not a hex digit`,
 			`manufacturers[0].deny_fingerprints[0]: "abc"`,
 			`manufacturers[0].profiles[0]: no profile "nosuch"`,
 			"crl.validity: must be at least 1m",
@@ -164,6 +164,17 @@ manufacturers:
 	c.Manufacturers[0].CRLs = []string{"mfg.crl"}
 	if _, err := c.policyOptions(ca.Cert, ca.Cert, nil); err != nil {
 		t.Fatal(err)
+	}
+	// Serials are read as the CLI reads them (parseSerial: the forms
+	// openssl prints) and handed down in the store's form.
+	c.Manufacturers[0].DenySerials = []string{"serial=7A310C44", "00:8A:1B", "0x0c"}
+	c.Manufacturers[0].AllowSerials = []string{"4660 (0x1234)"}
+	o, err := c.policyOptions(ca.Cert, ca.Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := o.Requesters.Anchors[0]; strings.Join(a.DenySerials, " ") != "7a310c44 8a1b c" || strings.Join(a.AllowSerials, " ") != "1234" {
+		t.Fatalf("serials handed down: %q %q", a.DenySerials, a.AllowSerials)
 	}
 }
 
