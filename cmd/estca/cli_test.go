@@ -161,7 +161,7 @@ func TestHelp(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "audit verify") || !strings.Contains(out, "Exit status") {
 		t.Fatalf("help: %d\n%s", code, out)
 	}
-	for _, group := range []string{"ca", "certs", "audit", "store"} {
+	for _, group := range []string{"ca", "certs", "audit", "requests", "store"} {
 		for _, form := range [][]string{{group, "--help"}, {group, "-h"}, {"help", group}} {
 			code, out, errs := estca(t, form...)
 			if code != 0 || errs != "" {

@@ -18,9 +18,9 @@ func revokeCommand() *command {
 	var reasonText string
 	return &command{
 		name: "revoke", args: "[--reason REASON] SERIAL",
-		summary: "Revoke an issued certificate; a new CRL is published and a signed audit head covers it at once.\n\n" +
-			"The certificate is refused at the next handshake and on every request of its open sessions,\n" +
-			"which the running server closes at once. Through the running server's admin socket, or\n" +
+		summary: "Revoke an issued certificate: in force at once, a new CRL is published.\n\n" +
+			"A signed audit head covers the revocation at once. The certificate is refused at the next\n" +
+			"handshake and on every request of its open sessions, which the running server closes at once. Through the running server's admin socket, or\n" +
 			"offline (server stopped) with the HSM. REASON is an RFC 5280 CRLReason a device certificate\n" +
 			"can have, by name or code. SERIAL in any common form (0A1B2C, 0a:1b:2c, serial=0A1B2C). Exit 1\n" +
 			"with a plain message if there is no such certificate or it is already revoked.",
