@@ -76,6 +76,7 @@ type profile struct {
 	rules    policy.Rules
 	csrAttrs []byte
 	exts     []byte // DER keyUsage, extKeyUsage, basicConstraints (fast path)
+	ops      operations
 }
 
 // Authority is estca's certificate authority. It is safe for concurrent use.
@@ -174,7 +175,11 @@ func New(opts Options) (*Authority, error) {
 		if err != nil {
 			bad("profile %q: %v", p.Name, err)
 		}
-		pp := &profile{Profile: p, csrAttrs: attrs, exts: exts,
+		ops, err := profileOperations(p)
+		if err != nil {
+			bad("profile %q: %v", p.Name, err)
+		}
+		pp := &profile{Profile: p, csrAttrs: attrs, exts: exts, ops: ops,
 			rules: policy.Rules{KeyTypes: p.KeyTypes, AllowSAN: p.AllowSAN, MaxSANs: p.MaxSANs}}
 		if p.Name != "" && a.profiles[p.Name] == nil {
 			a.profiles[p.Name] = pp

@@ -11,6 +11,38 @@
 // end encodes their answers (the certs-only SignedData of Content-Format 281
 // is est/wire's, shared with the device client).
 //
+// Server-side key generation (RFC 9148 §4.8, RFC 7030 §4.4): NewKeygen
+// returns a Keygen whose ServerKeygen serves /skg and /skc on the profiles
+// that list them in Operations. The CSR's key and signature are ignored; its
+// subject, SAN and extensions pass the profile's CSR rules like any
+// enrollment's (with the policy engine: Engine.Evaluate with OpSkg/OpSkc).
+// The CSR's attributes (ca/cms ParseKeyRequest) choose the delivery, which
+// is resolved before any key is generated: plain PKCS#8 unless the profile
+// sets RequireEncryptedKeys; DecryptKeyIdentifier → KEKRecipientInfo under a
+// pre-shared AES key in the token, which wraps the content key itself;
+// AsymmetricDecryptKeyIdentifier → the requester's own certificate or a
+// certificate registered for its identity (Recipients, RequesterIdentity),
+// matched by subject key identifier (the extension, or RFC 5280 / RFC 7093
+// method 1 of the key), RSA → KeyTransRecipientInfo, EC →
+// KeyAgreeRecipientInfo. The token generates the pair of the profile's
+// ServerKeyType (hsm.Token.GenerateExportable: CKA_LOCAL, sensitive,
+// extractable only wrapped, a session object destroyed in the same
+// operation unless the profile escrows keys); the PKCS#8 is unwrapped in
+// memory only and checked against the generated public key; the
+// certificate is issued for it through the same signing and storing step
+// as Enroll (issue.go), flagged server-keygen and without a request
+// mapping (each request gets a new key); the key package is the
+// EnvelopedData(SignedData(AsymmetricKeyPackage)) of RFC 7030 §4.4.2,
+// signed by the key-package signer (LabelKeyPackage, its certificate from
+// IssueKeyPackageSigner), with a content key of the generated key's
+// strength (AES-128, AES-256 for P-384), AES-CBC by default, AES-GCM in an
+// AuthEnvelopedData when the SMIMECapabilities ask for it. An escrowed key
+// is relabelled hsm.EscrowPrefix+serial. A keygen audit record (key type,
+// delivery, recipient kind and key identifier, content encryption,
+// CKA_LOCAL, escrowed or destroyed; never key material) is durable before
+// ServerKeygen returns. Every refusal is an audited denial flagged
+// server-keygen, and costs no key generation.
+//
 // Init, ImportIssuing and LoadSigners create and load the hierarchy in the
 // token (root, issuing CA, DTLS server key and certificate, audit key); Demo
 // makes IDevID-like device fixtures for `estca init --demo`.
@@ -81,8 +113,9 @@
 // configuration parsing (cmd/estca), no PKCS#11 calls of its own (package hsm),
 // no storage format (package store). Authenticate does not audit failed
 // handshakes itself (it runs per handshake; the front end aggregates them).
-// Manual approval (pending requests), CRLs and server-side key generation are
-// not here yet.
+// Manual approval (pending requests) and CRLs are not here yet. Profile
+// Operations gate /sen and /sren too (empty: sen and sren), until the
+// policy engine takes over the decision.
 //
 // Errors returned to the front end are *Error with an ErrorKind that maps to
 // exactly one CoAP code, and a short fixed Reason safe to send to the client.
@@ -92,6 +125,12 @@
 // front end does not log it per request. Authenticate consults the
 // revocation set the store proved against its signed audit chain when it
 // was opened, never the file.
+//
+// Zeroing: the unwrapped PKCS#8 and every buffer of the CMS layer are
+// zeroed before ServerKeygen returns; a plain key (KeygenResult.Key of
+// DeliveryPlain) is the caller's to zero once sent. Parsing the PKCS#8 to
+// check it against the public key leaves copies in Go's big.Int and
+// curve values that cannot be cleared (see ca/cms Caveats).
 //
 // Concurrency: an *Authority is safe for concurrent use; its configuration is
 // immutable after New, and the only shared mutable state is the in-flight

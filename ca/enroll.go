@@ -99,6 +99,9 @@ func (a *Authority) Enroll(ctx context.Context, req Request) (*Result, error) {
 
 func (a *Authority) enroll(p *profile, req Request, digest string) (*Result, error) {
 	fp := req.Requester.Identity.Fingerprint
+	if op := enrollOperation(req); !p.ops.offers(op) {
+		return nil, a.deny(p, req, digest, KindForbidden, op.String()+" not offered by the profile", nil)
+	}
 	// Re-enrollment rules come first, also for a CSR that was enrolled
 	// before: /sren must refuse what RFC 7030 §4.2.2 refuses, re-sent or not.
 	var csr *x509.CertificateRequest
@@ -141,47 +144,7 @@ func (a *Authority) enroll(p *profile, req Request, digest string) (*Result, err
 		Verdict:   VerdictAccepted,
 		Flags:     flags(req),
 	}
-	for range maxSerialAttempts {
-		cert, err := a.sign(p, csr)
-		if errors.Is(err, ErrBadSignature) {
-			// Nothing was stored or sent; the refusal is audited (and the
-			// front end logs the detail of this internal error).
-			return nil, a.deny(p, req, digest, KindInternal, "invalid HSM signature", err, FlagBadSignature)
-		}
-		if err != nil {
-			return nil, err
-		}
-		sc := store.Certificate{
-			Serial:    cert.SerialNumber.Text(16),
-			DER:       cert.Raw,
-			Subject:   cert.Subject.String(),
-			SKI:       cert.SubjectKeyId,
-			Requester: fp,
-			Profile:   p.Name,
-			CSRDigest: digest,
-			NotBefore: cert.NotBefore,
-			NotAfter:  cert.NotAfter,
-		}
-		rec.Time = a.now()
-		rec.Serial = sc.Serial
-		_, err = a.store.Issue(sc, rec)
-		switch {
-		case err == nil:
-			return &Result{Certificate: cert, Serial: sc.Serial, Chain: a.chain}, nil
-		case errors.Is(err, store.ErrDuplicateSerial):
-			continue
-		case errors.Is(err, store.ErrDuplicateRequest):
-			// Another authority instance won the race: return its certificate.
-			c, err := a.store.IssuedFor(fp, digest)
-			if err != nil {
-				return nil, &Error{Kind: KindInternal, Reason: "store lookup failed", Err: err}
-			}
-			return a.existing(c)
-		default:
-			return nil, a.storeErr("store write failed", err)
-		}
-	}
-	return nil, &Error{Kind: KindInternal, Reason: "serial collisions", Err: store.ErrDuplicateSerial}
+	return a.issue(p, req, digest, digest, csr, rec)
 }
 
 func flags(req Request) []string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/estca/estca/policy"
 	"github.com/estca/estca/store"
 )
 
@@ -160,4 +161,21 @@ type Profile struct {
 	MaxSANs int
 	// CSRAttrs are the OIDs advertised by /att (RFC 7030 §4.5); may be empty.
 	CSRAttrs []string
+
+	// Operations are the EST functions the profile offers (policy.OpSen,
+	// OpSren, OpSkg, OpSkc); empty means OpSen and OpSren: server-side key
+	// generation (/skg, /skc, RFC 9148 §4.8) is offered only where listed.
+	Operations []policy.Operation
+	// ServerKeyType is the type of the keys generated for /skg and /skc:
+	// "ecdsa-p256", "ecdsa-p384", "rsa-2048" or "rsa-3072"; "" means the
+	// first of KeyTypes (ecdsa-p256 by default).
+	ServerKeyType string
+	// RequireEncryptedKeys refuses /skg and /skc requests that do not ask
+	// for the key encrypted (no DecryptKeyIdentifier or
+	// AsymmetricDecryptKeyIdentifier attribute): no plain PKCS#8 leaves.
+	RequireEncryptedKeys bool
+	// EscrowKeys keeps each generated key in the token, labelled by its
+	// certificate's serial (hsm.EscrowPrefix), instead of destroying it once
+	// exported.
+	EscrowKeys bool
 }

@@ -1,0 +1,494 @@
+package ca
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"slices"
+
+	"github.com/estca/estca/ca/cms"
+	"github.com/estca/estca/hsm"
+	"github.com/estca/estca/policy"
+	"github.com/estca/estca/store"
+)
+
+// Audit vocabulary of server-side key generation.
+const (
+	// FlagServerKeygen marks the issued and denied records of /skg and /skc.
+	FlagServerKeygen = "server-keygen"
+	// FlagEscrow marks the issued record of a certificate whose key is
+	// escrowed in the token.
+	FlagEscrow = "escrow"
+	// VerdictDestroyed and VerdictEscrowed are the verdicts of a keygen
+	// record: what became of the key in the token.
+	VerdictDestroyed = "destroyed"
+	VerdictEscrowed  = "escrowed"
+)
+
+// Delivery kinds of a server-generated key, as KeygenResult.Delivery and
+// the audit record name them.
+const (
+	DeliveryPlain = "plain" // PKCS#8, Content-Format 284
+	DeliveryKEK   = "kekri" // EnvelopedData with KEKRecipientInfo (280)
+	DeliveryKTRI  = "ktri"  // EnvelopedData with KeyTransRecipientInfo (280)
+	DeliveryKARI  = "kari"  // EnvelopedData with KeyAgreeRecipientInfo (280)
+)
+
+// KeyToken is what server-side key generation needs from the PKCS#11
+// token; *hsm.Token implements it.
+type KeyToken interface {
+	// GenerateExportable generates a key pair with the token's RNG and
+	// exports it wrapped; keep leaves it in the token, pending escrow.
+	GenerateExportable(kt hsm.KeyType, keep bool) (*hsm.ExportedKey, error)
+	// EscrowKey relabels a kept key by its certificate's serial.
+	EscrowKey(label, serial string) error
+	// DeleteKey destroys a kept key that will not be escrowed.
+	DeleteKey(label string) error
+	// FindKEK returns the pre-shared key-encryption key named id, or an
+	// error wrapping hsm.ErrKeyNotFound.
+	FindKEK(id []byte) (*hsm.KEK, error)
+}
+
+// Recipients are the recipient certificates registered for requester
+// identities (`estca keys add-recipient`): a device may ask for its key
+// encrypted to one of them by its key identifier (RFC 7030 §4.4.1.2).
+type Recipients interface {
+	// RecipientCertificates returns the certificates registered for the
+	// identity (policy.IdentityOf); none is not an error.
+	RecipientCertificates(identity string) ([]*x509.Certificate, error)
+}
+
+// KeygenOptions configure server-side key generation (NewKeygen).
+type KeygenOptions struct {
+	// Token generates the keys and holds the key-encryption keys. Required.
+	Token KeyToken
+	// Signer is the key-package signing key (in the HSM) and
+	// SignerCertificate its certificate, issued by the issuing CA with
+	// digitalSignature and no extended key usage (see
+	// KeyPackageSignerTemplate). Required. Every signature is verified
+	// before it leaves (package cms).
+	Signer            crypto.Signer
+	SignerCertificate *x509.Certificate
+	// Recipients are the registered recipient certificates; nil means none.
+	Recipients Recipients
+	// NoAuthAttrs leaves out the authenticated attributes of an
+	// AuthEnvelopedData (AES-GCM, when a request's SMIMECapabilities ask
+	// for it). RFC 5083 §2.1 requires them, with a content-type attribute,
+	// when the content is not id-data (here it is id-signedData), so they
+	// are sent by default; OpenSSL up to at least 3.6 cannot parse an
+	// AuthEnvelopedData that has them (openssl#26101): set this for fleets
+	// that decrypt with OpenSSL and ask for GCM. AES-CBC (the default
+	// without SMIMECapabilities) is not concerned.
+	NoAuthAttrs bool
+	// Rand is the randomness of the CMS layer (content keys, IVs, ephemeral
+	// keys); nil means crypto/rand.Reader. Key pairs come from the token.
+	Rand io.Reader
+}
+
+// Keygen is server-side key generation (RFC 9148 §4.8, RFC 7030 §4.4) on
+// top of an Authority. It is safe for concurrent use.
+type Keygen struct {
+	a           *Authority
+	tok         KeyToken
+	signer      *cms.Signer
+	recipients  Recipients
+	noAuthAttrs bool
+	rand        io.Reader
+}
+
+// NewKeygen returns the server-side key generation of a. The signer
+// certificate must be issued by a's issuing CA, be valid now, allow
+// digitalSignature and carry no extended key usage other than
+// emailProtection (so that `openssl cms -verify` accepts it).
+func (a *Authority) NewKeygen(o KeygenOptions) (*Keygen, error) {
+	if o.Token == nil {
+		return nil, errors.New("ca: keygen: no token")
+	}
+	c := o.SignerCertificate
+	if o.Signer == nil || c == nil {
+		return nil, errors.New("ca: keygen: no key-package signer")
+	}
+	if err := checkKeyPackageSigner(c, a.issuing, a.now()); err != nil {
+		return nil, err
+	}
+	s, err := cms.NewSigner(o.Signer, c, cms.SignerOptions{Chain: a.chain[:1]})
+	if err != nil {
+		return nil, fmt.Errorf("ca: keygen: key-package signer: %w", err)
+	}
+	g := &Keygen{a: a, tok: o.Token, signer: s, recipients: o.Recipients, noAuthAttrs: o.NoAuthAttrs, rand: o.Rand}
+	if g.rand == nil {
+		g.rand = rand.Reader
+	}
+	return g, nil
+}
+
+// KeygenRequest is one /skg or /skc request.
+type KeygenRequest struct {
+	// CSR is the DER PKCS#10 request (Content-Format 286). Its public key
+	// and signature are ignored (RFC 9148 §4.8); its subject, SAN and
+	// attributes are used.
+	CSR []byte
+	// Profile is the profile selected by the path label; "" means the default.
+	Profile string
+	// Requester is the authenticated client.
+	Requester Requester
+	// Operation is policy.OpSkg or policy.OpSkc.
+	Operation policy.Operation
+}
+
+// KeygenResult is a server-generated key and its certificate.
+type KeygenResult struct {
+	Result
+	// Key is the private key: a DER PKCS#8 PrivateKeyInfo when Delivery is
+	// DeliveryPlain (Content-Format 284), else a DER ContentInfo holding an
+	// EnvelopedData or AuthEnvelopedData of a SignedData of an
+	// AsymmetricKeyPackage (RFC 7030 §4.4.2, Content-Format 280). A plain
+	// key is the caller's to zero (Zero) once it is sent.
+	Key      []byte
+	Delivery string
+	// Escrowed says the key is kept in the token (hsm.EscrowPrefix+Serial).
+	Escrowed bool
+}
+
+// Encrypted reports whether Key is CMS (280) rather than PKCS#8 (284).
+func (r *KeygenResult) Encrypted() bool { return r.Delivery != DeliveryPlain }
+
+// Zero overwrites Key.
+func (r *KeygenResult) Zero() {
+	if r != nil {
+		clear(r.Key)
+	}
+}
+
+// ServerKeygen serves /skg and /skc (RFC 9148 §4.8, RFC 7030 §4.4): it
+// checks the CSR's subject, SAN and attributes under the profile's rules
+// as for any enrollment (the CSR's key and signature are ignored),
+// resolves how the key is to be delivered (cms.ParseKeyRequest: plain
+// PKCS#8 unless the profile requires encryption; a KEK in the token named by
+// DecryptKeyIdentifier; the requester's own certificate or a registered
+// recipient certificate named by AsymmetricDecryptKeyIdentifier), has the
+// token generate the key pair of the profile's ServerKeyType, issues the
+// certificate for it (durable in the store with its audit record, flagged
+// server-keygen), packages the key (plain, or signed by the key-package
+// signer and encrypted for the recipient with a content key of the
+// generated key's strength), escrows or destroys the token copy, and
+// writes a keygen audit record (profile, key type, delivery, recipient,
+// escrowed or destroyed; never key material) before it returns.
+//
+// Every request gets a new key and certificate: an identical CSR sent again
+// is served again (the key of the first answer is gone unless escrowed).
+// Refusals are audited *Error values (KindForbidden when the profile does
+// not offer the operation, KindBadRequest for the request's content);
+// KindUnavailable when the HSM or the store cannot serve for now.
+func (g *Keygen) ServerKeygen(ctx context.Context, req KeygenRequest) (*KeygenResult, error) {
+	a := g.a
+	if err := ctx.Err(); err != nil {
+		return nil, &Error{Kind: KindUnavailable, Reason: "request cancelled", Err: err}
+	}
+	if req.Requester.Identity.Fingerprint == "" || (req.Requester.Leaf == nil && req.Requester.Kind != KindOperator) {
+		return nil, &Error{Kind: KindUnauthenticated, Reason: "requester not authenticated"}
+	}
+	if req.Operation != policy.OpSkg && req.Operation != policy.OpSkc {
+		return nil, &Error{Kind: KindInternal, Reason: "not a key generation request"}
+	}
+	p, err := a.profile(req.Profile)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(req.CSR)
+	digest := hex.EncodeToString(sum[:])
+	r := Request{CSR: req.CSR, Profile: req.Profile, Requester: req.Requester}
+	deny := func(kind ErrorKind, reason string, cause error, flags ...string) error {
+		return a.deny(p, r, digest, kind, reason, cause, append([]string{FlagServerKeygen}, flags...)...)
+	}
+	if !p.ops.offers(req.Operation) {
+		return nil, deny(KindForbidden, req.Operation.String()+" not offered by the profile", nil)
+	}
+	if a.issuing.NotAfter.Sub(a.now()) < minRemaining {
+		return nil, deny(KindUnavailable, "issuing CA expired", nil)
+	}
+	csr, err := x509.ParseCertificateRequest(req.CSR)
+	if err != nil {
+		return nil, deny(KindBadRequest, "malformed CSR", err)
+	}
+	kr, err := cms.ParseKeyRequest(req.CSR)
+	if err != nil {
+		return nil, deny(KindBadRequest, "malformed key request attributes", err)
+	}
+	// The CSR's subject, SAN and extensions pass the profile's rules as for
+	// any enrollment; its key is ignored (RFC 9148 §4.8), the placeholder
+	// stands for the key of the profile's server key type. With the policy
+	// engine this is Engine.Evaluate with OpSkg or OpSkc.
+	vetted := *csr
+	vetted.PublicKey = p.ops.placeholder
+	if err := policy.CheckCSR(&vetted, policy.Rules{KeyTypes: []string{string(p.ops.serverKey)},
+		AllowSAN: p.rules.AllowSAN, MaxSANs: p.rules.MaxSANs}); err != nil {
+		return nil, deny(KindBadRequest, policyReason(err), err)
+	}
+	d, err := g.delivery(p, req, kr)
+	if err != nil {
+		if e := (*Error)(nil); errors.As(err, &e) && e.Kind == KindBadRequest {
+			return nil, deny(e.Kind, e.Reason, e.Err)
+		}
+		return nil, err
+	}
+
+	k, err := g.tok.GenerateExportable(p.ops.serverKey, p.EscrowKeys)
+	if err != nil {
+		return nil, hsmError("key generation failed", err)
+	}
+	defer k.Zero()
+	pkcs8, err := unwrapExported(k)
+	if err != nil {
+		g.discard(k)
+		return nil, err
+	}
+	defer clear(pkcs8)
+
+	res, err := g.issue(p, r, digest, csr, k, d)
+	if err != nil {
+		g.discard(k)
+		return nil, err
+	}
+	out := &KeygenResult{Result: *res, Delivery: d.kind}
+	if d.recipient == nil {
+		out.Key = bytes.Clone(pkcs8)
+	} else if out.Key, err = g.signer.SealKeyPackage(pkcs8, d.recipient, cms.SealOptions{
+		EncryptOptions: cms.EncryptOptions{Content: d.content, NoAuthAttrs: g.noAuthAttrs, Rand: g.rand},
+		SigningTime:    a.now(),
+	}); err != nil {
+		g.discard(k)
+		if errors.Is(err, ErrHSMUnavailable) {
+			return nil, hsmError("key package signing failed", err)
+		}
+		flags := []string{}
+		if errors.Is(err, cms.ErrSignature) {
+			flags = append(flags, FlagBadSignature)
+		}
+		return nil, deny(KindInternal, "key packaging failed", err, flags...)
+	}
+	if k.Label != "" {
+		if err := g.tok.EscrowKey(k.Label, res.Serial); err != nil {
+			g.discard(k)
+			out.Zero()
+			return nil, hsmError("key escrow failed", err)
+		}
+		out.Escrowed = true
+	}
+	if err := g.record(p, r, digest, k, d, out); err != nil {
+		out.Zero()
+		return nil, err
+	}
+	return out, nil
+}
+
+// discard destroys the token copy of a key that will not be delivered
+// (kept keys only: session keys are gone already). A failure leaves it
+// pending, for hsm.Token.CleanupGenerated at the next start.
+func (g *Keygen) discard(k *hsm.ExportedKey) {
+	if k.Label != "" {
+		_ = g.tok.DeleteKey(k.Label)
+	}
+}
+
+// unwrapExported recovers the PKCS#8 of an exported key in memory
+// (RFC 5649; some tokens zero-pad it before wrapping) and checks that it is
+// the key the token reported, so that a token fault never delivers a key
+// that does not match its certificate.
+func unwrapExported(k *hsm.ExportedKey) ([]byte, error) {
+	padded, err := cms.UnwrapPad(k.TransportKey, k.Wrapped)
+	if err != nil {
+		return nil, &Error{Kind: KindInternal, Reason: "key export failed", Err: err}
+	}
+	der, err := cms.TrimDERPadding(padded)
+	if err != nil {
+		clear(padded)
+		return nil, &Error{Kind: KindInternal, Reason: "key export failed", Err: err}
+	}
+	priv, err := x509.ParsePKCS8PrivateKey(der)
+	if err == nil {
+		pub, ok := priv.(crypto.Signer)
+		if !ok || !samePublicKey(pub.Public(), k.Public) {
+			err = errors.New("ca: exported private key does not match the generated public key")
+		}
+	}
+	if err != nil {
+		clear(padded)
+		return nil, &Error{Kind: KindInternal, Reason: "key export failed", Err: err}
+	}
+	return der, nil
+}
+
+// issue signs and stores the certificate of the generated key: the CSR's
+// subject and SAN with the generated key (ca.issue), flagged server-keygen,
+// without a request mapping (every request gets a new key).
+func (g *Keygen) issue(p *profile, r Request, digest string, csr *x509.CertificateRequest, k *hsm.ExportedKey, d *delivery) (*Result, error) {
+	spki, err := x509.MarshalPKIXPublicKey(k.Public)
+	if err != nil {
+		return nil, &Error{Kind: KindInternal, Reason: "generated key unusable", Err: err}
+	}
+	withKey := *csr
+	withKey.PublicKey, withKey.RawSubjectPublicKeyInfo = k.Public, spki
+	fl := append(flags(r), FlagServerKeygen)
+	if k.Label != "" {
+		fl = append(fl, FlagEscrow)
+	}
+	rec := store.AuditRecord{
+		Event:     store.EventIssued,
+		Requester: r.Requester.Identity,
+		Profile:   p.Name,
+		Verdict:   VerdictAccepted,
+		Reason:    "server-generated " + string(k.Type) + " key, " + d.kind,
+		Flags:     fl,
+	}
+	return g.a.issue(p, r, digest, "", &withKey, rec)
+}
+
+// record writes the keygen audit record of a delivered key.
+func (g *Keygen) record(p *profile, r Request, digest string, k *hsm.ExportedKey, d *delivery, out *KeygenResult) error {
+	fate, where := VerdictDestroyed, "destroyed in the token"
+	if out.Escrowed {
+		fate, where = VerdictEscrowed, "escrowed in the token as "+hsm.EscrowPrefix+out.Serial
+	}
+	fl := append(flags(r), "key-type:"+string(k.Type), "delivery:"+d.kind)
+	reason := fmt.Sprintf("%s key generated in the token (CKA_LOCAL %t), delivered %s", k.Type, k.Attributes.Local, d.kind)
+	if d.recipient != nil {
+		fl = append(fl, "recipient:"+d.recipientKind, "key-id:"+hex.EncodeToString(d.keyID), "content:"+d.content.String())
+		reason += fmt.Sprintf(" (%s) to the %s, key id %x", d.content, d.recipientText(), d.keyID)
+	}
+	fl = append(fl, fate)
+	_, err := g.a.store.Append(store.AuditRecord{
+		Time:      g.a.now(),
+		Event:     store.EventKeygen,
+		Requester: r.Requester.Identity,
+		CSRDigest: digest,
+		Serial:    out.Serial,
+		Profile:   p.Name,
+		Verdict:   fate,
+		Reason:    reason + "; " + where,
+		Flags:     fl,
+	})
+	if err != nil {
+		return g.a.storeErr("audit write failed", err)
+	}
+	return nil
+}
+
+// hsmError classifies a token failure: while the HSM is down, 5.03 with
+// Max-Age HSMRetryAfter; otherwise an internal error under reason.
+func hsmError(reason string, err error) error {
+	if errors.Is(err, ErrHSMUnavailable) {
+		return &Error{Kind: KindUnavailable, Reason: "hsm unavailable", MaxAge: HSMRetryAfter, Err: err}
+	}
+	return &Error{Kind: KindInternal, Reason: reason, Err: err}
+}
+
+// operations is what a profile offers: its EST functions and, for server-side
+// key generation, the key type and a public key of that type standing for
+// the generated key in the CSR rules (which run before the key exists).
+type operations struct {
+	set         [policy.OpSkc + 1]bool
+	serverKey   hsm.KeyType
+	placeholder crypto.PublicKey
+}
+
+func (o operations) offers(op policy.Operation) bool { return op <= policy.OpSkc && o.set[op] }
+
+// enrollOperation is the operation of an Enroll request.
+func enrollOperation(r Request) policy.Operation {
+	if r.Renew {
+		return policy.OpSren
+	}
+	return policy.OpSen
+}
+
+// profileOperations checks and resolves the operations of p.
+func profileOperations(p Profile) (operations, error) {
+	var o operations
+	ops := p.Operations
+	if len(ops) == 0 {
+		ops = []policy.Operation{policy.OpSen, policy.OpSren}
+	}
+	for _, op := range ops {
+		if op < policy.OpSen || op > policy.OpSkc {
+			return o, fmt.Errorf("unknown operation %d", op)
+		}
+		o.set[op] = true
+	}
+	if !o.set[policy.OpSkg] && !o.set[policy.OpSkc] {
+		if p.ServerKeyType != "" || p.RequireEncryptedKeys || p.EscrowKeys {
+			return o, errors.New("server key settings without skg or skc among the operations")
+		}
+		return o, nil
+	}
+	name := p.ServerKeyType
+	if name == "" && len(p.KeyTypes) > 0 {
+		name = p.KeyTypes[0]
+	}
+	kt, err := hsm.ParseDeviceKeyType(name)
+	if err != nil {
+		return o, fmt.Errorf("server key type: %w", err)
+	}
+	o.serverKey = kt
+	switch kt {
+	case hsm.ECDSAP256, hsm.ECDSAP384:
+		curve := elliptic.P256()
+		if kt == hsm.ECDSAP384 {
+			curve = elliptic.P384()
+		}
+		k, err := ecdsa.GenerateKey(curve, rand.Reader)
+		if err != nil {
+			return o, err
+		}
+		o.placeholder = k.Public()
+	default:
+		bits := 3072
+		if kt == hsm.RSA2048 {
+			bits = 2048
+		}
+		n := new(big.Int).Lsh(big.NewInt(1), uint(bits-1))
+		o.placeholder = &rsa.PublicKey{N: n.Add(n, big.NewInt(1)), E: 65537}
+	}
+	return o, nil
+}
+
+// contentBits is the content-encryption key strength matching a generated
+// key (NIST SP 800-57: P-256, RSA-2048 and RSA-3072 give at most 128 bits
+// of security, P-384 192, for which AES-256 is the next size).
+func contentBits(kt hsm.KeyType) int {
+	if kt == hsm.ECDSAP384 {
+		return 256
+	}
+	return 128
+}
+
+// keyIDs are the identifiers a requester may name a certificate's key by:
+// its subject key identifier extension, and the RFC 5280 §4.2.1.2 method 1
+// (SHA-1) and RFC 7093 §2 method 1 (SHA-256, 160 bits) identifiers of its
+// key, for certificates without the extension or whose issuer used
+// another method.
+func keyIDs(c *x509.Certificate) [][]byte {
+	ids := [][]byte{}
+	if len(c.SubjectKeyId) > 0 {
+		ids = append(ids, c.SubjectKeyId)
+	}
+	if bits, err := publicKeyBits(c.RawSubjectPublicKeyInfo); err == nil {
+		ids = append(ids, sha1Sum(bits), sha256Prefix(bits))
+	}
+	return ids
+}
+
+func matchesKeyID(c *x509.Certificate, id []byte) bool {
+	return slices.ContainsFunc(keyIDs(c), func(k []byte) bool { return bytes.Equal(k, id) })
+}

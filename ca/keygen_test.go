@@ -1,0 +1,487 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/hex"
+	"errors"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/estca/estca/ca/cms"
+	"github.com/estca/estca/hsm"
+	"github.com/estca/estca/policy"
+	"github.com/estca/estca/policy/pkitest"
+	"github.com/estca/estca/store"
+)
+
+// Key-generation profiles of the keygen fixture.
+var (
+	profKG = Profile{Name: "kg", Validity: 24 * time.Hour, AllowSAN: true,
+		Operations: []policy.Operation{policy.OpSen, policy.OpSkg, policy.OpSkc}}
+	profKG384   = Profile{Name: "kg384", Validity: 24 * time.Hour, Operations: []policy.Operation{policy.OpSkg}, ServerKeyType: "ecdsa-p384"}
+	profKGRSA   = Profile{Name: "kgrsa", Validity: 24 * time.Hour, Operations: []policy.Operation{policy.OpSkg}, ServerKeyType: "rsa-2048"}
+	profKGEnc   = Profile{Name: "kgenc", Validity: 24 * time.Hour, Operations: []policy.Operation{policy.OpSkg}, RequireEncryptedKeys: true}
+	profEscrow  = Profile{Name: "escrow", Validity: 24 * time.Hour, Operations: []policy.Operation{policy.OpSkg}, EscrowKeys: true}
+	profSenOnly = Profile{Name: "senonly", Validity: 24 * time.Hour, Operations: []policy.Operation{policy.OpSkg}}
+)
+
+// recordingToken passes every call to the real token and keeps the
+// attributes of the keys it generated.
+type recordingToken struct {
+	*hsm.Token
+	mu        sync.Mutex
+	generated []hsm.GeneratedAttributes
+}
+
+func (r *recordingToken) GenerateExportable(kt hsm.KeyType, keep bool) (*hsm.ExportedKey, error) {
+	k, err := r.Token.GenerateExportable(kt, keep)
+	if err == nil {
+		r.mu.Lock()
+		r.generated = append(r.generated, k.Attributes)
+		r.mu.Unlock()
+	}
+	return k, err
+}
+
+// recipientMap is a recipient registry in memory (cmd/estca keeps it in files).
+type recipientMap map[string][]*x509.Certificate
+
+func (m recipientMap) RecipientCertificates(id string) ([]*x509.Certificate, error) { return m[id], nil }
+
+type keygenFixture struct {
+	*fixture
+	g      *Keygen
+	tok    *recordingToken
+	signer *x509.Certificate
+	kek    []byte
+	recips recipientMap
+	dev    Requester
+	devKey crypto.Signer
+}
+
+func testdataPair(t testing.TB, name string) (*x509.Certificate, crypto.PrivateKey) {
+	t.Helper()
+	c, err := os.ReadFile("cms/testdata/" + name + ".pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := os.ReadFile("cms/testdata/" + name + ".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(pkitest.PEMBlock(t, k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkitest.PEMCert(t, c), key
+}
+
+func newKeygenFixture(t testing.TB, o KeygenOptions) *keygenFixture {
+	t.Helper()
+	f := newFixture(t)
+	f.opts.Profiles = append(f.opts.Profiles, profKG, profKG384, profKGRSA, profKGEnc, profEscrow, profSenOnly)
+	a, err := New(f.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.a = a
+	issuingKey, err := f.tok.FindKey(LabelIssuing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := IssueKeyPackageSigner(f.tok, issuingKey, f.h.Issuing, InitOptions{Now: func() time.Time { return f.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := f.tok.FindKey(LabelKeyPackage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf := &keygenFixture{fixture: f, tok: &recordingToken{Token: f.tok}, signer: sc,
+		kek: []byte("0123456789abcdef0123456789abcdef"), recips: recipientMap{}}
+	if err := f.tok.ImportKEK([]byte("device-kek-1"), kf.kek); err != nil {
+		t.Fatal(err)
+	}
+	o.Token, o.Signer, o.SignerCertificate, o.Recipients = kf.tok, sk, sc, kf.recips
+	if kf.g, err = a.NewKeygen(o); err != nil {
+		t.Fatal(err)
+	}
+	kf.dev = f.requester(t, f.demo.Valid)
+	kp := pkitest.KeyPair(t, f.demo.Valid.Cert, f.demo.Valid.Key)
+	kf.devKey = kp.PrivateKey.(crypto.Signer)
+	return kf
+}
+
+// csr makes a /skg CSR asking for kr, with a throwaway key (the server
+// ignores it), subject CN cn.
+func (f *keygenFixture) csr(t testing.TB, cn string, kr *cms.KeyRequest, exts ...pkix.Extension) []byte {
+	t.Helper()
+	der, err := cms.CreateCertificateRequest(nil, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, ExtraExtensions: exts}, pkitest.Key(t), kr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func (f *keygenFixture) keygen(profile string, csr []byte, op policy.Operation) (*KeygenResult, error) {
+	return f.g.ServerKeygen(context.Background(), KeygenRequest{CSR: csr, Profile: profile, Requester: f.dev, Operation: op})
+}
+
+// open recovers and checks a delivered key: decrypted with dk (nil for
+// plain), signed by the key-package signer chaining to the root, and the
+// key of the certificate.
+func (f *keygenFixture) open(t testing.TB, res *KeygenResult, dk *cms.DecryptKey) crypto.Signer {
+	t.Helper()
+	der := res.Key
+	if dk != nil {
+		kp, err := cms.OpenKeyPackage(res.Key, dk, cms.VerifyOptions{Roots: pkitest.Pool(f.h.Root), CurrentTime: f.now})
+		if err != nil {
+			t.Fatalf("OpenKeyPackage: %v", err)
+		}
+		if !kp.Signer.Equal(f.signer) {
+			t.Fatalf("key package signed by %s", kp.Signer.Subject)
+		}
+		der = kp.PrivateKey
+	}
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		t.Fatalf("PKCS#8: %v", err)
+	}
+	s := k.(crypto.Signer)
+	if !samePublicKey(s.Public(), res.Certificate.PublicKey) {
+		t.Fatal("delivered key is not the certificate's")
+	}
+	if _, err := res.Certificate.Verify(x509.VerifyOptions{Roots: pkitest.Pool(f.h.Root),
+		Intermediates: pkitest.Pool(f.h.Issuing), CurrentTime: f.now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// records returns the audit records about serial.
+func (f *keygenFixture) records(t testing.TB, serial string) []store.AuditRecord {
+	t.Helper()
+	recs, err := f.db.AuditRecords(store.AuditFilter{Serial: serial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+func TestServerKeygen(t *testing.T) {
+	f := newKeygenFixture(t, KeygenOptions{})
+	rsaCert, rsaKey := testdataPair(t, "recip-rsa")
+	ecCert, ecKey := testdataPair(t, "recip-p256")
+	id := RequesterIdentity(f.dev)
+	if !strings.HasPrefix(id, "idevid/demo/sn:") {
+		t.Fatalf("identity %q", id)
+	}
+	f.recips[id] = []*x509.Certificate{rsaCert, ecCert}
+	devCert := pkitest.PEMCert(t, f.demo.Valid.Cert)
+	devKeyID := keyIDs(devCert)[0]
+
+	cases := []struct {
+		name     string
+		profile  string
+		kr       *cms.KeyRequest
+		dk       *cms.DecryptKey
+		delivery string
+		kt       hsm.KeyType
+		content  cms.ContentEncryption
+	}{
+		{"plain", "kg", &cms.KeyRequest{}, nil, DeliveryPlain, hsm.ECDSAP256, 0},
+		{"kekri", "kg", &cms.KeyRequest{Delivery: cms.DeliverKEK, KeyID: []byte("device-kek-1")},
+			&cms.DecryptKey{KEKID: []byte("device-kek-1"), KEK: mustKEK(t, f.kek)}, DeliveryKEK, hsm.ECDSAP256, cms.AES128CBC},
+		{"kari to the requester's IDevID", "kg", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: devKeyID},
+			&cms.DecryptKey{PrivateKey: f.devKey, SubjectKeyID: devKeyID}, DeliveryKARI, hsm.ECDSAP256, cms.AES128CBC},
+		{"ktri to a registered RSA certificate", "kg", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: rsaCert.SubjectKeyId},
+			&cms.DecryptKey{PrivateKey: rsaKey, SubjectKeyID: rsaCert.SubjectKeyId}, DeliveryKTRI, hsm.ECDSAP256, cms.AES128CBC},
+		{"kari to a registered P-256 certificate, GCM", "kg", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: ecCert.SubjectKeyId,
+			Capabilities: cms.ContentCapabilities(cms.AES128GCM, cms.AES128CBC)},
+			&cms.DecryptKey{PrivateKey: ecKey, SubjectKeyID: ecCert.SubjectKeyId}, DeliveryKARI, hsm.ECDSAP256, cms.AES128GCM},
+		{"P-384 gets AES-256", "kg384", &cms.KeyRequest{Delivery: cms.DeliverKEK, KeyID: []byte("device-kek-1")},
+			&cms.DecryptKey{KEKID: []byte("device-kek-1"), KEK: mustKEK(t, f.kek)}, DeliveryKEK, hsm.ECDSAP384, cms.AES256CBC},
+		{"RSA-2048", "kgrsa", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: devKeyID},
+			&cms.DecryptKey{PrivateKey: f.devKey, SubjectKeyID: devKeyID}, DeliveryKARI, hsm.RSA2048, cms.AES128CBC},
+		{"encrypted on a profile that requires it", "kgenc", &cms.KeyRequest{Delivery: cms.DeliverKEK, KeyID: []byte("device-kek-1")},
+			&cms.DecryptKey{KEKID: []byte("device-kek-1"), KEK: mustKEK(t, f.kek)}, DeliveryKEK, hsm.ECDSAP256, cms.AES128CBC},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			csr := f.csr(t, "kg-"+strings.ReplaceAll(c.name, " ", "-"), c.kr)
+			res, err := f.keygen(c.profile, csr, policy.OpSkg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Delivery != c.delivery || res.Encrypted() != (c.dk != nil) || res.Escrowed {
+				t.Fatalf("delivery %s escrowed %t", res.Delivery, res.Escrowed)
+			}
+			k := f.open(t, res, c.dk)
+			if got := policy.KeyTypeOf(k.Public()); got != string(c.kt) {
+				t.Fatalf("key type %s, want %s", got, c.kt)
+			}
+			if res.Certificate.Subject.CommonName != "kg-"+strings.ReplaceAll(c.name, " ", "-") {
+				t.Fatalf("subject %s", res.Certificate.Subject)
+			}
+			recs := f.records(t, res.Serial)
+			if len(recs) != 2 || recs[0].Event != store.EventIssued || !slices.Contains(recs[0].Flags, FlagServerKeygen) ||
+				recs[1].Event != store.EventKeygen || recs[1].Verdict != VerdictDestroyed || recs[1].Profile != c.profile {
+				t.Fatalf("records %+v", recs)
+			}
+			want := []string{"key-type:" + string(c.kt), "delivery:" + c.delivery, VerdictDestroyed}
+			if c.dk != nil {
+				want = append(want, "content:"+c.content.String())
+			}
+			for _, w := range want {
+				if !slices.Contains(recs[1].Flags, w) {
+					t.Errorf("keygen record flags %v lack %q", recs[1].Flags, w)
+				}
+			}
+			sum := hexSHA256(csr)
+			if recs[1].CSRDigest != sum || recs[1].Requester.Fingerprint != f.dev.Identity.Fingerprint {
+				t.Errorf("keygen record %+v", recs[1])
+			}
+		})
+	}
+	t.Run("skc and the same CSR twice get two keys", func(t *testing.T) {
+		csr := f.csr(t, "twice", &cms.KeyRequest{})
+		a, err := f.keygen("kg", csr, policy.OpSkc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := f.keygen("kg", csr, policy.OpSkc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Serial == b.Serial || samePublicKey(a.Certificate.PublicKey, b.Certificate.PublicKey) {
+			t.Fatal("the same key or certificate twice")
+		}
+	})
+	// Every key was generated in the token (CKA_LOCAL) as a session object
+	// that could not be used there, and none is left: nothing escrowed,
+	// nothing pending (the session objects are gone with the operation,
+	// see hsm's TestGenerateExportable).
+	f.tok.mu.Lock()
+	gen := f.tok.generated
+	f.tok.mu.Unlock()
+	if len(gen) != len(cases)+2 {
+		t.Fatalf("%d keys generated", len(gen))
+	}
+	for _, a := range gen {
+		if !a.Local || a.Token || !a.Sensitive || !a.Extractable || a.Sign {
+			t.Fatalf("generated key attributes %+v", a)
+		}
+	}
+	assertTokenClean(t, f.tok.Token, 0)
+}
+
+func hexSHA256(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func mustKEK(t testing.TB, k []byte) *cms.AESKEK {
+	t.Helper()
+	kek, err := cms.NewAESKEK(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kek
+}
+
+func assertTokenClean(t testing.TB, tok *hsm.Token, escrowed int) {
+	t.Helper()
+	n, err := tok.CleanupGenerated()
+	if err != nil || n != 0 {
+		t.Fatalf("pending generated keys: %d, %v", n, err)
+	}
+	es, err := tok.EscrowedKeys()
+	if err != nil || len(es) != escrowed {
+		t.Fatalf("escrowed keys %v, %v; want %d", es, err, escrowed)
+	}
+}
+
+func TestServerKeygenEscrow(t *testing.T) {
+	f := newKeygenFixture(t, KeygenOptions{})
+	res, err := f.keygen("escrow", f.csr(t, "escrowed", &cms.KeyRequest{}), policy.OpSkg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.open(t, res, nil)
+	if !res.Escrowed {
+		t.Fatal("not escrowed")
+	}
+	es, err := f.tok.EscrowedKeys()
+	if err != nil || len(es) != 1 || es[0].Serial != res.Serial || es[0].Type != hsm.ECDSAP256 {
+		t.Fatalf("escrowed %+v, %v", es, err)
+	}
+	recs := f.records(t, res.Serial)
+	if len(recs) != 2 || !slices.Contains(recs[0].Flags, FlagEscrow) || recs[1].Verdict != VerdictEscrowed ||
+		!strings.Contains(recs[1].Reason, hsm.EscrowPrefix+res.Serial) {
+		t.Fatalf("records %+v", recs)
+	}
+	f.tok.mu.Lock()
+	a := f.tok.generated[0]
+	f.tok.mu.Unlock()
+	if !a.Local || !a.Token {
+		t.Fatalf("escrowed key attributes %+v", a)
+	}
+	assertTokenClean(t, f.tok.Token, 1)
+}
+
+func TestServerKeygenRefusals(t *testing.T) {
+	f := newKeygenFixture(t, KeygenOptions{})
+	rsaCert, _ := testdataPair(t, "recip-rsa")
+	weird := pkix.Extension{Id: policy.OIDBasicConstraints, Value: mustMarshal(t, struct{ CA bool }{true})}
+	cases := []struct {
+		name    string
+		profile string
+		op      policy.Operation
+		csr     []byte
+		kind    ErrorKind
+		reason  string
+	}{
+		{"profile without skg", "device", policy.OpSkg, f.csr(t, "x", &cms.KeyRequest{}), KindForbidden, "skg not offered by the profile"},
+		{"profile without skc", "kgenc", policy.OpSkc, f.csr(t, "x", &cms.KeyRequest{}), KindForbidden, "skc not offered by the profile"},
+		{"plain where encryption is required", "kgenc", policy.OpSkg, f.csr(t, "x", &cms.KeyRequest{}), KindBadRequest,
+			"encrypted key required: add DecryptKeyIdentifier or AsymmetricDecryptKeyIdentifier"},
+		{"plain with capabilities only, encryption required", "kgenc", policy.OpSkg,
+			f.csr(t, "x", &cms.KeyRequest{Capabilities: cms.ContentCapabilities(cms.AES128GCM)}), KindBadRequest,
+			"encrypted key required: add DecryptKeyIdentifier or AsymmetricDecryptKeyIdentifier"},
+		{"unknown KEK", "kg", policy.OpSkg, f.csr(t, "x", &cms.KeyRequest{Delivery: cms.DeliverKEK, KeyID: []byte("nope")}),
+			KindBadRequest, "unknown key-encryption key"},
+		{"identifier matching no key", "kg", policy.OpSkg, f.csr(t, "x", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: rsaCert.SubjectKeyId}),
+			KindBadRequest, "no recipient key matches the identifier"},
+		{"no usable content encryption", "kg", policy.OpSkg, f.csr(t, "x", &cms.KeyRequest{Delivery: cms.DeliverKEK, KeyID: []byte("device-kek-1"),
+			Capabilities: []cms.Capability{{ID: asn1.ObjectIdentifier{1, 2, 840, 113549, 3, 7}}}}), KindBadRequest, "no usable content-encryption algorithm"},
+		{"capabilities too weak for P-384", "kg384", policy.OpSkg, f.csr(t, "x", &cms.KeyRequest{Delivery: cms.DeliverKEK, KeyID: []byte("device-kek-1"),
+			Capabilities: cms.ContentCapabilities(cms.AES128CBC)}), KindBadRequest, "no usable content-encryption algorithm"},
+		{"policy: CA requested", "kg", policy.OpSkg, f.csr(t, "x", &cms.KeyRequest{}, weird), KindBadRequest, "CA certificate requested"},
+		{"policy: no common name", "kg", policy.OpSkg, f.csr(t, "", &cms.KeyRequest{}), KindBadRequest, "subject commonName missing"},
+		{"policy: SAN on a profile without", "kgrsa", policy.OpSkg, f.csr(t, "x", &cms.KeyRequest{}, hmnExt(t, "SN1", "a.example")),
+			KindBadRequest, "SAN not allowed by profile"},
+		{"malformed CSR", "kg", policy.OpSkg, []byte("not a CSR"), KindBadRequest, "malformed CSR"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := f.countRecords(t)
+			_, err := f.keygen(c.profile, c.csr, c.op)
+			wantKind(t, err, c.kind, c.reason)
+			if !Audited(err) {
+				t.Fatalf("refusal not audited: %v", err)
+			}
+			recs, err := f.db.AuditRecords(store.AuditFilter{AfterSeq: before})
+			if err != nil || len(recs) != 1 || recs[0].Event != store.EventDenied || recs[0].Reason != c.reason ||
+				!slices.Contains(recs[0].Flags, FlagServerKeygen) {
+				t.Fatalf("audit %+v, %v", recs, err)
+			}
+		})
+	}
+	f.tok.mu.Lock()
+	n := len(f.tok.generated)
+	f.tok.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d keys generated for refused requests", n)
+	}
+	assertTokenClean(t, f.tok.Token, 0)
+	// The authority keeps serving.
+	if _, err := f.keygen("kg", f.csr(t, "after", &cms.KeyRequest{}), policy.OpSkg); err != nil {
+		t.Fatal(err)
+	}
+	// sen is refused where the profile does not offer it.
+	_, err := f.a.Enroll(context.Background(), Request{CSR: pkitest.CSR(t, pkitest.Key(t), pkix.Name{CommonName: "s"}),
+		Profile: "senonly", Requester: f.dev})
+	wantKind(t, err, KindForbidden, "sen not offered by the profile")
+}
+
+func (f *keygenFixture) countRecords(t testing.TB) uint64 {
+	t.Helper()
+	recs, err := f.db.AuditRecords(store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs[len(recs)-1].Seq
+}
+
+func mustMarshal(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := asn1.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestProfileOperations(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		p    Profile
+		want string
+	}{
+		{Profile{ServerKeyType: "ecdsa-p384"}, "server key settings without skg or skc"},
+		{Profile{EscrowKeys: true, Operations: []policy.Operation{policy.OpSen}}, "server key settings without skg or skc"},
+		{Profile{Operations: []policy.Operation{policy.OpSkg}, ServerKeyType: "ed25519"}, "unsupported key type"},
+		{Profile{Operations: []policy.Operation{policy.OpSkg}, KeyTypes: []string{"rsa-4096"}}, "unsupported key type"},
+		{Profile{Operations: []policy.Operation{9}}, "unknown operation"},
+	} {
+		if _, err := profileOperations(c.p); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.p, err, c.want)
+		}
+	}
+	o, err := profileOperations(Profile{Operations: []policy.Operation{policy.OpSkc}, KeyTypes: []string{"rsa-3072"}})
+	if err != nil || o.serverKey != hsm.RSA3072 || !o.offers(policy.OpSkc) || o.offers(policy.OpSen) || o.offers(policy.OpSkg) {
+		t.Fatalf("%+v, %v", o, err)
+	}
+	if policy.KeyTypeOf(o.placeholder) != "rsa-3072" {
+		t.Fatalf("placeholder of type %q", policy.KeyTypeOf(o.placeholder))
+	}
+	if o, _ := profileOperations(Profile{}); !o.offers(policy.OpSen) || !o.offers(policy.OpSren) || o.offers(policy.OpSkg) {
+		t.Fatalf("default operations %+v", o)
+	}
+}
+
+func TestKeyPackageSigner(t *testing.T) {
+	f := newFixture(t)
+	issuingKey, err := f.tok.FindKey(LabelIssuing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := IssueKeyPackageSigner(f.tok, issuingKey, f.h.Issuing, InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.KeyUsage != x509.KeyUsageDigitalSignature || len(c.ExtKeyUsage) != 0 || c.IsCA {
+		t.Fatalf("signer certificate %+v", c)
+	}
+	// A second call (lost certificate file) re-certifies the same key.
+	c2, err := IssueKeyPackageSigner(f.tok, issuingKey, f.h.Issuing, InitOptions{})
+	if err != nil || !samePublicKey(c.PublicKey, c2.PublicKey) || c.SerialNumber.Cmp(c2.SerialNumber) == 0 {
+		t.Fatalf("second certificate %v", err)
+	}
+	sk, err := f.tok.FindKey(LabelKeyPackage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.a.NewKeygen(KeygenOptions{Token: f.tok, Signer: sk, SignerCertificate: f.h.Server}); err == nil {
+		t.Fatal("the DTLS server certificate (EKU serverAuth, other key) accepted as key-package signer")
+	}
+	if err := KeyPackageSignerUsable(f.h.Server, f.h.Issuing, time.Now()); err == nil ||
+		!strings.Contains(err.Error(), "extended key usage") {
+		t.Fatalf("server certificate: %v", err)
+	}
+	if err := KeyPackageSignerUsable(c, f.h.Root, time.Now()); err == nil {
+		t.Fatal("signer certificate accepted under the root")
+	}
+	if _, err := IssueKeyPackageSigner(f.tok, sk, f.h.Issuing, InitOptions{}); !errors.Is(err, ErrKeyMismatch) {
+		t.Fatalf("issuing with the wrong key: %v", err)
+	}
+}
