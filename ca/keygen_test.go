@@ -55,7 +55,9 @@ func (r *recordingToken) GenerateExportable(kt hsm.KeyType, keep bool) (*hsm.Exp
 // recipientMap is a recipient registry in memory (cmd/estca keeps it in files).
 type recipientMap map[string][]*x509.Certificate
 
-func (m recipientMap) RecipientCertificates(id string) ([]*x509.Certificate, error) { return m[id], nil }
+func (m recipientMap) RecipientCertificates(id string) ([]*x509.Certificate, error) {
+	return m[id], nil
+}
 
 type keygenFixture struct {
 	*fixture
