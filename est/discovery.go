@@ -22,14 +22,20 @@ type discoveryLink struct {
 const DiscoveryRoot = wire.LabelRoot
 
 // discoveryLinks lists what exists (RFC 9148 §4.1): crts, sen, sren (MUST)
-// and att; skg and skc are left out until they are implemented.
-func discoveryLinks() []discoveryLink {
-	return []discoveryLink{
+// and att; skg and skc (Content-Format 62) when keygen is served.
+func discoveryLinks(keygen bool) []discoveryLink {
+	links := []discoveryLink{
 		{wire.ResourceCrts, "ace.est.crts", `"281 287"`},
 		{wire.ResourceSen, "ace.est.sen", `"281 287"`},
 		{wire.ResourceSren, "ace.est.sren", `"281 287"`},
 		{wire.ResourceAtt, "ace.est.att", "285"},
 	}
+	if keygen {
+		links = append(links,
+			discoveryLink{wire.ResourceSkg, "ace.est.skg", "62"},
+			discoveryLink{wire.ResourceSkc, "ace.est.skc", "62"})
+	}
+	return links
 }
 
 func (l discoveryLink) String() string {
@@ -55,7 +61,7 @@ func (s *Server) discovery(r *request) (response, error) {
 		return response{}, protoErr(KindNotAcceptable, "not acceptable")
 	}
 	var out []string
-	for _, l := range discoveryLinks() {
+	for _, l := range discoveryLinks(s.keygen != nil) {
 		if matchLink(l, r.query) {
 			out = append(out, l.String())
 		}

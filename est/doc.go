@@ -48,10 +48,15 @@
 //	/.well-known/core        RFC 6690 discovery; rt filter with trailing '*'
 //
 // crts (GET; 281 by default, 287 = the issuing CA certificate alone), sen and
-// sren (POST 286; 2.04 with 281 or 287), att (GET; 285). skg and skc are
-// routed but answer 4.04 "not implemented" and are not listed in discovery.
-// Discovery lists /est/crts, /est/sen, /est/sren, /est/att; a filter that
-// matches nothing answers 4.04 Not Found.
+// sren (POST 286; 2.04 with 281 or 287), att (GET; 285), skg and skc (POST
+// 286 with Accept 62 or none, RFC 9148 §4.8; 2.04 with Content-Format 62,
+// the CBOR array [key-format, key, cert-format, cert] of RFC 8710: the key
+// as 284 PKCS#8 or 280 CMS, then the certificate as 281 for skg or 287 for
+// skc), served by Options.Keygen (ca.Keygen). Without a Keygen, skg and skc
+// are routed but answer 4.04 "not implemented" and are not listed in
+// discovery. Discovery lists /est/crts, /est/sen, /est/sren, /est/att (and
+// /est/skg, /est/skc with ct=62); a filter that matches nothing answers 4.04
+// Not Found.
 //
 // # Errors
 //
@@ -105,7 +110,11 @@
 //
 // # What it does not do
 //
-// It makes no policy decisions. It does not implement Observe, proxying or
+// It makes no policy decisions. A plain server-generated key (284) is
+// zeroed once encoded, but the encoded response that carries it stays with
+// the block layer until its transfer completes or expires and is copied into
+// go-coap's message buffers, neither of which is zeroed: profiles that must
+// not leave keys in memory set require_encrypted_keys. It does not implement Observe, proxying or
 // OSCORE. It logs one structured line per request (request id, peer,
 // identity fingerprint prefix and subject, method, resource, code,
 // duration, and for refusals the fixed reason); it never logs keys or CSRs.

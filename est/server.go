@@ -43,6 +43,10 @@ type Options struct {
 	Certificate tls.Certificate
 	// Authority authenticates clients and serves the EST functions.
 	Authority Authority
+	// Keygen serves server-side key generation (/skg, /skc, RFC 9148 §4.8);
+	// nil answers them 4.04 "not implemented" and leaves them out of
+	// discovery.
+	Keygen KeyGenerator
 	// CipherSuites offered; nil means TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 only
 	// (RFC 9148 §3, RFC 7925). pion follows the client's order, so offering
 	// more suites lets clients pick a weaker one.
@@ -85,6 +89,7 @@ type Options struct {
 type Server struct {
 	o       Options
 	auth    Authority
+	keygen  KeyGenerator
 	authn   *authenticator
 	limiter *rateLimiter
 	blocks  *block.Manager
@@ -165,6 +170,7 @@ func NewServer(o Options) (*Server, error) {
 	return &Server{
 		o:       o,
 		auth:    o.Authority,
+		keygen:  o.Keygen,
 		authn:   &authenticator{auth: o.Authority, now: o.Now, cache: map[[32]byte]authEntry{}},
 		limiter: &rateLimiter{rate: o.HandshakeRate, burst: float64(o.HandshakeBurst), now: o.Now, buckets: map[string]*bucket{}},
 		blocks:  blocks,
