@@ -29,6 +29,7 @@ type Config struct {
 	Profiles       []ProfileConfig      `yaml:"profiles"`
 	DefaultProfile string               `yaml:"default_profile"`
 	Manufacturers  []ManufacturerConfig `yaml:"manufacturers"`
+	Keys           KeysConfig           `yaml:"keys"`
 
 	dir string // directory of the config file
 }
@@ -99,6 +100,17 @@ type ProfileConfig struct {
 	KeyTypes    []string `yaml:"key_types"`
 	AllowSAN    bool     `yaml:"allow_san"`
 	CSRAttrs    []string `yaml:"csr_attrs"`
+	// Operations are the EST functions offered: sen, sren, skg, skc;
+	// default [sen, sren] (server-side key generation only where listed).
+	Operations []string `yaml:"operations"`
+	// ServerKeyType is the key generated for skg/skc: ecdsa-p256,
+	// ecdsa-p384, rsa-2048, rsa-3072; default the first of key_types.
+	ServerKeyType string `yaml:"server_key_type"`
+	// RequireEncryptedKeys refuses skg/skc requests that do not ask for the
+	// key encrypted (no plain PKCS#8).
+	RequireEncryptedKeys bool `yaml:"require_encrypted_keys"`
+	// EscrowKeys keeps generated keys in the token, labelled by serial.
+	EscrowKeys bool `yaml:"escrow_keys"`
 }
 
 // ManufacturerConfig is an IDevID trust anchor.
@@ -233,6 +245,7 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	def(&c.DefaultProfile, c.Profiles[0].Name)
+	c.Keys.applyDefaults()
 }
 
 func defaultProfile() ProfileConfig {
@@ -354,6 +367,12 @@ func (c *Config) validate() error {
 				bad("%s.key_types: unknown %q", where, k)
 			}
 		}
+		for _, e := range p.keygenProblems() {
+			bad("%s.%s", where, e)
+		}
+	}
+	for _, e := range c.Keys.problems() {
+		bad("keys.%s", e)
 	}
 	if !seen[c.DefaultProfile] {
 		bad("default_profile %q is not a defined profile", c.DefaultProfile)
@@ -389,6 +408,8 @@ func (c *Config) profiles() []ca.Profile {
 		out = append(out, ca.Profile{
 			Name: p.Name, Validity: p.Validity.D(), KeyUsage: ku, ExtKeyUsage: eku,
 			KeyTypes: p.KeyTypes, AllowSAN: p.AllowSAN, CSRAttrs: p.CSRAttrs,
+			Operations: p.operations(), ServerKeyType: p.ServerKeyType,
+			RequireEncryptedKeys: p.RequireEncryptedKeys, EscrowKeys: p.EscrowKeys,
 		})
 	}
 	return out

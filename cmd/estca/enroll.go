@@ -77,6 +77,7 @@ func (f *clientFlags) options() (client.Options, error) {
 
 func enrollCommand() *command {
 	var cf clientFlags
+	var kf keygenFlags
 	var csrFile, out, subject, accept string
 	return &command{
 		name: "enroll", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [flags] OP",
@@ -85,13 +86,15 @@ func enrollCommand() *command {
 			"  crts      fetch the CA certificates and update the trust anchors (RFC 9148 §9.1)\n" +
 			"  sen       simple enrollment; sren re-enrollment with the current operational certificate\n" +
 			"  att       CSR attributes; skg, skc server-side key generation\n" +
-			"Without --csr a fresh P-256 key is generated here and written to PREFIX.key.",
+			"Without --csr a fresh P-256 key is generated here and written to PREFIX.key; with skg/skc\n" +
+			"the server generates it and it is written, decrypted and checked, to PREFIX.key (0600).",
 		flags: func(fs *flag.FlagSet) {
 			cf.register(fs)
 			fs.StringVar(&csrFile, "csr", "", "PKCS#10 CSR `FILE` (DER or PEM) instead of a locally generated key")
 			fs.StringVar(&out, "out", "estca-enroll", "output `PREFIX` for PEM files (PREFIX.pem, PREFIX.key, PREFIX-cacerts.pem, ...)")
 			fs.StringVar(&subject, "subject", "", "common name for a generated CSR (default: the client certificate's subject)")
 			fs.StringVar(&accept, "accept", "281", "certificate format to ask for: 281 (PKCS#7 certs-only) or 287 (DER)")
+			kf.register(fs)
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) != 1 {
@@ -122,6 +125,9 @@ func enrollCommand() *command {
 				return err
 			}
 			defer c.Close()
+			if op == "skg" || op == "skc" {
+				return runServerKeygen(ctx, a, c, opts, op == "skc", &kf, csrFile, out, subject)
+			}
 			return runEnroll(ctx, a, c, opts, op, acc, csrFile, out, subject)
 		},
 	}
@@ -176,11 +182,8 @@ func runEnroll(ctx context.Context, a *app, c *client.Conn, opts client.Options,
 	var csr []byte
 	var err error
 	if csrFile != "" {
-		if csr, err = os.ReadFile(csrFile); err != nil {
+		if csr, err = readCSRFile(csrFile); err != nil {
 			return err
-		}
-		if blk, _ := pem.Decode(csr); blk != nil {
-			csr = blk.Bytes
 		}
 	} else {
 		leaf := opts.Certificate.Leaf
@@ -222,24 +225,8 @@ func runEnroll(ctx context.Context, a *app, c *client.Conn, opts client.Options,
 		fmt.Fprintf(a.stdout, "enrolled: serial %x, subject %s, valid until %s; wrote %s.pem\n",
 			cert.SerialNumber, cert.Subject, cert.NotAfter.UTC().Format(time.RFC3339), out)
 		return nil
-	default: // skg, skc
-		res, err := c.ServerKeygen(ctx, csr, op == "skc")
-		if err != nil {
-			return err
-		}
-		if err := writeCerts(out+".pem", res.Certificates...); err != nil {
-			return err
-		}
-		typ, name := "PRIVATE KEY", out+".key"
-		if res.KeyFormat == wire.FormatServerGeneratedKey {
-			typ, name = "CMS", out+".key.p7m"
-		}
-		if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: res.Key}), 0o600); err != nil {
-			return err
-		}
-		fmt.Fprintf(a.stdout, "server-generated key (format %d) in %s, certificate in %s.pem\n", res.KeyFormat, name, out)
-		return nil
 	}
+	return fmt.Errorf("unknown OP %q", op)
 }
 
 // newCSR makes a CSR for key. For re-enrollment the subject and the

@@ -139,6 +139,11 @@ func runInit(a *app, o initOptions) error {
 		if err := writeCerts(cfg.path(cfg.CA.ServerCert), h.Server, h.Issuing); err != nil {
 			return err
 		}
+		// The key-package signer of server-side key generation (audited
+		// in the init record below).
+		if _, err := issueKeySigner(cfg, tok, nil, "init"); err != nil {
+			return err
+		}
 	}
 	audit, err := tok.FindKey(cfg.CA.AuditKey)
 	if err != nil {
@@ -169,7 +174,7 @@ func runInit(a *app, o initOptions) error {
 	defer db.Close()
 	if _, err := db.Append(store.AuditRecord{
 		Time: time.Now(), Event: store.EventConfig, Verdict: "init",
-		Reason: fmt.Sprintf("appliance initialised (key type %s, external root %t, demo %t)", kt, o.externalRoot, o.demo),
+		Reason: fmt.Sprintf("appliance initialised (key type %s, external root %t, demo %t, key-package signer %t)", kt, o.externalRoot, o.demo, !o.externalRoot),
 	}); err != nil {
 		return err
 	}
@@ -297,6 +302,17 @@ profiles:
     key_types: [ecdsa-p256, ecdsa-p384]
     allow_san: true
     csr_attrs: []
+    operations: [sen, sren, skg, skc]   # skg, skc: server-side key generation in the token
+    server_key_type: ecdsa-p256         # ecdsa-p256 | ecdsa-p384 | rsa-2048 | rsa-3072
+    require_encrypted_keys: false       # true: refuse skg/skc that do not ask for an encrypted key
+    escrow_keys: false                  # true: keep generated keys in the token, labelled by serial
+
+# Server-side key generation (/skg, /skc).
+keys:
+  signer_key: estca-keypkg          # token label of the key that signs key packages
+  signer_cert: ca/keypkg.pem        # its certificate, issued by the issuing CA
+  recipients_dir: keys/recipients   # recipient certificates (estca keys add-recipient)
+  gcm_auth_attrs: true              # RFC 5083 authAttrs in AES-GCM answers; false for OpenSSL <= 3.6 devices
 
 # IDevID trust anchors of device manufacturers.
 manufacturers:

@@ -42,7 +42,7 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func commands() []*command {
-	return []*command{
+	return append([]*command{
 		initCommand(),
 		serveCommand(),
 		caShowCommand(),
@@ -60,7 +60,7 @@ func commands() []*command {
 		storeMigrateCommand(),
 		enrollCommand(),
 		benchCommand(),
-	}
+	}, keysCommands()...)
 }
 
 func main() {

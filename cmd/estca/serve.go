@@ -77,6 +77,10 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if left := time.Until(x.issuing.NotAfter); left < 30*24*time.Hour {
 		a.log.Warn("issuing CA expires soon: enrollment stops an hour before", "not_after", x.issuing.NotAfter, "left", left.Round(time.Hour))
 	}
+	keygen, keys, err := setupKeygen(cfg, x, a.log, func(s crypto.Signer) crypto.Signer { return timedSigner{s, appMetrics} }, watch.badSignature)
+	if err != nil {
+		return err
+	}
 	serverKey, err := x.token.FindKey(cfg.CA.ServerKey)
 	if err != nil {
 		return fmt.Errorf("server key %q: %w", cfg.CA.ServerKey, err)
@@ -105,6 +109,7 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		Addr:                 cfg.EST.Listen,
 		Certificate:          cert,
 		Authority:            x.ca,
+		Keygen:               keygen,
 		CipherSuites:         suites,
 		ExtendedMasterSecret: ems,
 		MaxSessions:          cfg.EST.MaxSessions,
@@ -126,7 +131,10 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	adminSrv := &http.Server{Handler: adminHandler(x.db, x.auditPub), ReadHeaderTimeout: 10 * time.Second}
+	adminMux := http.NewServeMux()
+	adminMux.Handle("/v1/keys/", keysAdminHandler(keys))
+	adminMux.Handle("/", adminHandler(x.db, x.auditPub))
+	adminSrv := &http.Server{Handler: adminMux, ReadHeaderTimeout: 10 * time.Second}
 	go adminSrv.Serve(admin)
 	defer func() {
 		adminSrv.Close()
