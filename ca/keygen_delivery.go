@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 
@@ -56,7 +57,7 @@ func (g *Keygen) delivery(p *profile, req KeygenRequest, kr *cms.KeyRequest) (*d
 	switch kr.Delivery {
 	case cms.DeliverPlain:
 		if p.RequireEncryptedKeys {
-			return nil, badRequest("encrypted key required: add DecryptKeyIdentifier or AsymmetricDecryptKeyIdentifier", nil)
+			return nil, badRequest("encrypted key required by the profile", nil)
 		}
 		d.kind = DeliveryPlain
 		return d, nil
@@ -77,7 +78,17 @@ func (g *Keygen) delivery(p *profile, req KeygenRequest, kr *cms.KeyRequest) (*d
 		if err != nil {
 			return nil, err
 		}
-		if d.recipient, err = cms.NewPublicKeyRecipient(cert.PublicKey, kr.KeyID); err != nil {
+		// The answer names the recipient as the request did when that is
+		// the certificate's subject key identifier; a key identifier
+		// computed from the key (certificates without the extension, as
+		// many IDevIDs) would not let OpenSSL find its certificate, so the
+		// certificate is then named by issuer and serial number.
+		if bytes.Equal(cert.SubjectKeyId, kr.KeyID) {
+			d.recipient, err = cms.NewPublicKeyRecipient(cert.PublicKey, kr.KeyID)
+		} else {
+			d.recipient, err = cms.NewCertificateRecipient(cert, false)
+		}
+		if err != nil {
 			return nil, badRequest("recipient key not usable", err)
 		}
 		d.recipientKind, d.subject = kind, cert.Subject.String()

@@ -100,7 +100,7 @@ func newKeygenFixture(t testing.TB, o KeygenOptions) *keygenFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := IssueKeyPackageSigner(f.tok, issuingKey, f.h.Issuing, InitOptions{Now: func() time.Time { return f.now }})
+	sc, err := IssueKeyPackageSigner(f.tok, "", issuingKey, f.h.Issuing, InitOptions{Now: func() time.Time { return f.now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestServerKeygen(t *testing.T) {
 		{"kekri", "kg", &cms.KeyRequest{Delivery: cms.DeliverKEK, KeyID: []byte("device-kek-1")},
 			&cms.DecryptKey{KEKID: []byte("device-kek-1"), KEK: mustKEK(t, f.kek)}, DeliveryKEK, hsm.ECDSAP256, cms.AES128CBC},
 		{"kari to the requester's IDevID", "kg", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: devKeyID},
-			&cms.DecryptKey{PrivateKey: f.devKey, SubjectKeyID: devKeyID}, DeliveryKARI, hsm.ECDSAP256, cms.AES128CBC},
+			&cms.DecryptKey{PrivateKey: f.devKey, Certificate: devCert}, DeliveryKARI, hsm.ECDSAP256, cms.AES128CBC},
 		{"ktri to a registered RSA certificate", "kg", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: rsaCert.SubjectKeyId},
 			&cms.DecryptKey{PrivateKey: rsaKey, SubjectKeyID: rsaCert.SubjectKeyId}, DeliveryKTRI, hsm.ECDSAP256, cms.AES128CBC},
 		{"kari to a registered P-256 certificate, GCM", "kg", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: ecCert.SubjectKeyId,
@@ -213,7 +213,7 @@ func TestServerKeygen(t *testing.T) {
 		{"P-384 gets AES-256", "kg384", &cms.KeyRequest{Delivery: cms.DeliverKEK, KeyID: []byte("device-kek-1")},
 			&cms.DecryptKey{KEKID: []byte("device-kek-1"), KEK: mustKEK(t, f.kek)}, DeliveryKEK, hsm.ECDSAP384, cms.AES256CBC},
 		{"RSA-2048", "kgrsa", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: devKeyID},
-			&cms.DecryptKey{PrivateKey: f.devKey, SubjectKeyID: devKeyID}, DeliveryKARI, hsm.RSA2048, cms.AES128CBC},
+			&cms.DecryptKey{PrivateKey: f.devKey, Certificate: devCert}, DeliveryKARI, hsm.RSA2048, cms.AES128CBC},
 		{"encrypted on a profile that requires it", "kgenc", &cms.KeyRequest{Delivery: cms.DeliverKEK, KeyID: []byte("device-kek-1")},
 			&cms.DecryptKey{KEKID: []byte("device-kek-1"), KEK: mustKEK(t, f.kek)}, DeliveryKEK, hsm.ECDSAP256, cms.AES128CBC},
 	}
@@ -355,10 +355,10 @@ func TestServerKeygenRefusals(t *testing.T) {
 		{"profile without skg", "device", policy.OpSkg, f.csr(t, "x", &cms.KeyRequest{}), KindForbidden, "skg not offered by the profile"},
 		{"profile without skc", "kgenc", policy.OpSkc, f.csr(t, "x", &cms.KeyRequest{}), KindForbidden, "skc not offered by the profile"},
 		{"plain where encryption is required", "kgenc", policy.OpSkg, f.csr(t, "x", &cms.KeyRequest{}), KindBadRequest,
-			"encrypted key required: add DecryptKeyIdentifier or AsymmetricDecryptKeyIdentifier"},
+			"encrypted key required by the profile"},
 		{"plain with capabilities only, encryption required", "kgenc", policy.OpSkg,
 			f.csr(t, "x", &cms.KeyRequest{Capabilities: cms.ContentCapabilities(cms.AES128GCM)}), KindBadRequest,
-			"encrypted key required: add DecryptKeyIdentifier or AsymmetricDecryptKeyIdentifier"},
+			"encrypted key required by the profile"},
 		{"unknown KEK", "kg", policy.OpSkg, f.csr(t, "x", &cms.KeyRequest{Delivery: cms.DeliverKEK, KeyID: []byte("nope")}),
 			KindBadRequest, "unknown key-encryption key"},
 		{"identifier matching no key", "kg", policy.OpSkg, f.csr(t, "x", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: rsaCert.SubjectKeyId}),
@@ -457,7 +457,7 @@ func TestKeyPackageSigner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := IssueKeyPackageSigner(f.tok, issuingKey, f.h.Issuing, InitOptions{})
+	c, err := IssueKeyPackageSigner(f.tok, "", issuingKey, f.h.Issuing, InitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -465,7 +465,7 @@ func TestKeyPackageSigner(t *testing.T) {
 		t.Fatalf("signer certificate %+v", c)
 	}
 	// A second call (lost certificate file) re-certifies the same key.
-	c2, err := IssueKeyPackageSigner(f.tok, issuingKey, f.h.Issuing, InitOptions{})
+	c2, err := IssueKeyPackageSigner(f.tok, "", issuingKey, f.h.Issuing, InitOptions{})
 	if err != nil || !samePublicKey(c.PublicKey, c2.PublicKey) || c.SerialNumber.Cmp(c2.SerialNumber) == 0 {
 		t.Fatalf("second certificate %v", err)
 	}
@@ -483,7 +483,30 @@ func TestKeyPackageSigner(t *testing.T) {
 	if err := KeyPackageSignerUsable(c, f.h.Root, time.Now()); err == nil {
 		t.Fatal("signer certificate accepted under the root")
 	}
-	if _, err := IssueKeyPackageSigner(f.tok, sk, f.h.Issuing, InitOptions{}); !errors.Is(err, ErrKeyMismatch) {
+	if _, err := IssueKeyPackageSigner(f.tok, "", sk, f.h.Issuing, InitOptions{}); !errors.Is(err, ErrKeyMismatch) {
 		t.Fatalf("issuing with the wrong key: %v", err)
+	}
+}
+
+// TestServerKeygenGCMForOpenSSL: with NoAuthAttrs the AuthEnvelopedData of
+// an AES-GCM answer is one OpenSSL (<= 3.6) decrypts.
+func TestServerKeygenGCMForOpenSSL(t *testing.T) {
+	f := newKeygenFixture(t, KeygenOptions{NoAuthAttrs: true})
+	ecCert, _ := testdataPair(t, "recip-p256")
+	f.recips[RequesterIdentity(f.dev)] = []*x509.Certificate{ecCert}
+	res, err := f.keygen("kg", f.csr(t, "gcm", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: ecCert.SubjectKeyId,
+		Capabilities: cms.ContentCapabilities(cms.AES128GCM)}), policy.OpSkg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	in, out := dir+"/key.p7m", dir+"/sd.der"
+	if err := os.WriteFile(in, res.Key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pkitest.OpenSSL(t, "cms", "-decrypt", "-inform", "DER", "-in", in, "-out", out,
+		"-recip", "cms/testdata/recip-p256.pem", "-inkey", "cms/testdata/recip-p256.key")
+	if b, err := os.ReadFile(out); err != nil || len(b) == 0 || b[0] != 0x30 {
+		t.Fatalf("openssl wrote %x, %v", b, err)
 	}
 }

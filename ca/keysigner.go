@@ -15,8 +15,8 @@ import (
 const LabelKeyPackage = "estca-keypkg"
 
 // IssueKeyPackageSigner makes the key-package signer of server-side key
-// generation: it finds the P-256 key labelled LabelKeyPackage in the token,
-// or generates it (non-extractable, like every estca key), and issues its
+// generation: it finds the P-256 key labelled label (LabelKeyPackage when
+// "") in the token, or generates it (non-extractable, like every estca key), and issues its
 // certificate under the issuing CA: digitalSignature, no extended key usage
 // (so that `openssl cms -verify`, whose default purpose is S/MIME signing,
 // accepts it), valid for o.ServerValidity (2 years by default) within the
@@ -24,14 +24,17 @@ const LabelKeyPackage = "estca-keypkg"
 // before server-side key generation existed (`estca keys init-signer`, and
 // `estca serve` when the certificate is missing). The certificate is not
 // stored in the store, like the DTLS server certificate.
-func IssueKeyPackageSigner(ks KeyStore, issuingKey crypto.Signer, issuing *x509.Certificate, o InitOptions) (*x509.Certificate, error) {
+func IssueKeyPackageSigner(ks KeyStore, label string, issuingKey crypto.Signer, issuing *x509.Certificate, o InitOptions) (*x509.Certificate, error) {
 	o.defaults()
+	if label == "" {
+		label = LabelKeyPackage
+	}
 	if issuingKey == nil || issuing == nil || !samePublicKey(signerKey(issuingKey), issuing.PublicKey) {
 		return nil, fmt.Errorf("ca: key-package signer: %w", ErrKeyMismatch)
 	}
-	key, err := ks.FindKey(LabelKeyPackage)
+	key, err := ks.FindKey(label)
 	if errors.Is(err, hsm.ErrKeyNotFound) {
-		key, err = ks.GenerateKey(LabelKeyPackage, hsm.ECDSAP256)
+		key, err = ks.GenerateKey(label, hsm.ECDSAP256)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ca: key-package signer: %w", err)
