@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"sync"
 
 	"github.com/miekg/pkcs11"
 )
@@ -326,6 +327,43 @@ type KEK struct {
 	id    []byte
 	label string
 	bits  int
+
+	mu    sync.Mutex
+	h     pkcs11.ObjectHandle
+	gen   uint64
+	found bool
+}
+
+// handle returns the KEK's object handle valid in the generation of s,
+// finding it again by label after a recovery or a stale handle.
+func (k *KEK) handle(s session) (pkcs11.ObjectHandle, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.found && k.gen == s.gen {
+		return k.h, nil
+	}
+	h, err := k.t.findKEKHandle(s.h, k.label)
+	if err != nil {
+		return 0, err
+	}
+	k.h, k.gen, k.found = h, s.gen, true
+	return h, nil
+}
+
+// markStale forgets the handle after a failure that may come from it, and
+// reports a wrapping-key handle the token no longer knows as
+// CKR_KEY_HANDLE_INVALID, so that the operation is retried once with the
+// KEK found again (or ErrKeyNotFound if it was deleted).
+func (k *KEK) markStale(err error) error {
+	if errors.Is(err, pkcs11.Error(pkcs11.CKR_WRAPPING_KEY_HANDLE_INVALID)) {
+		err = pkcs11.Error(pkcs11.CKR_KEY_HANDLE_INVALID)
+	}
+	if err != nil && classify(err) != classFatal {
+		k.mu.Lock()
+		k.found = false
+		k.mu.Unlock()
+	}
+	return err
 }
 
 func kekLabel(id []byte) string { return KEKPrefix + hex.EncodeToString(id) }
@@ -383,6 +421,7 @@ func (t *Token) findKEK(id []byte) (*KEK, error) {
 			return err
 		}
 		k.bits = int(ulong(attrs[0].Value)) * 8
+		k.h, k.gen, k.found = h, s.gen, true
 		return nil
 	})
 	if err != nil {
@@ -404,7 +443,7 @@ func (k *KEK) wrapKey(cek []byte) ([]byte, error) {
 	}
 	var wrapped []byte
 	err := k.t.do("kek-wrap", func(s session) error {
-		h, err := k.t.findKEKHandle(s.h, k.label)
+		h, err := k.handle(s)
 		if err != nil {
 			return err
 		}
@@ -415,6 +454,7 @@ func (k *KEK) wrapKey(cek []byte) ([]byte, error) {
 			return err
 		}
 		wrapped, err = k.t.ctx.WrapKey(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP, nil)}, h, ck)
+		err = k.markStale(err)
 		if derr := k.t.ctx.DestroyObject(s.h, ck); err == nil {
 			err = derr
 		}

@@ -232,8 +232,16 @@ func TestKEK(t *testing.T) {
 	if _, err := tok.FindKEK([]byte("nope")); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Fatalf("unknown KEK: %v", err)
 	}
+	held, err := tok.FindKEK([]byte("kek-16"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := tok.DeleteKEK([]byte("kek-16")); err != nil {
 		t.Fatal(err)
+	}
+	// A KEK found before its deletion no longer wraps.
+	if _, err := held.WrapKey(make([]byte, 16)); !errors.Is(err, hsm.ErrKeyNotFound) {
+		t.Fatalf("wrap under a deleted KEK: %v", err)
 	}
 	if _, err := tok.FindKEK([]byte("kek-16")); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Fatalf("deleted KEK: %v", err)
@@ -312,4 +320,49 @@ func TestKeygenCrash(t *testing.T) {
 		t.Fatalf("cleanup after kill -9: %d pending destroyed, %v; want 1", n, err)
 	}
 	assertNoGenerated(t, tok, 1)
+}
+
+// BenchmarkGenerateExportable: one device key generated in SoftHSM and
+// exported wrapped (session objects), by key type.
+func BenchmarkGenerateExportable(b *testing.B) {
+	_, tok := softhsmtest.New(b)
+	for _, kt := range []hsm.KeyType{hsm.ECDSAP256, hsm.ECDSAP384, hsm.RSA2048} {
+		b.Run(string(kt), func(b *testing.B) {
+			for b.Loop() {
+				k, err := tok.GenerateExportable(kt, false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				k.Zero()
+			}
+		})
+	}
+}
+
+// BenchmarkKEK: finding a key-encryption key and wrapping a content key
+// under it in the token.
+func BenchmarkKEK(b *testing.B) {
+	_, tok := softhsmtest.New(b)
+	if err := tok.ImportKEK([]byte("kek"), make([]byte, 16)); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("find", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := tok.FindKEK([]byte("kek")); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	k, err := tok.FindKEK([]byte("kek"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cek := make([]byte, 16)
+	b.Run("wrap", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := k.WrapKey(cek); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
