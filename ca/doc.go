@@ -37,11 +37,15 @@
 // IssueKeyPackageSigner), with a content key of the generated key's
 // strength (AES-128, AES-256 for P-384), AES-CBC by default, AES-GCM in an
 // AuthEnvelopedData when the SMIMECapabilities ask for it. An escrowed key
-// is relabelled hsm.EscrowPrefix+serial. A keygen audit record (key type,
-// delivery, recipient kind and key identifier, content encryption,
-// CKA_LOCAL, escrowed or destroyed; never key material) is durable before
-// ServerKeygen returns. Every refusal is an audited denial flagged
-// server-keygen, and costs no key generation.
+// is relabelled hsm.EscrowPrefix+serial. The certificate's issued record is
+// the audit record of the key generation, committed with the certificate
+// in one durable write (flag server-keygen; flags and reason name the key
+// type, delivery, recipient kind and key identifier, content encryption,
+// CKA_LOCAL, escrowed or destroyed, and the CSR digest; never key
+// material); keygen records (store.EventKeygen) mark keys destroyed later:
+// by the operator, at start after an interrupted run, after a failed
+// escrow. Every refusal is an audited denial flagged server-keygen, and
+// costs no key generation.
 //
 // Init, ImportIssuing and LoadSigners create and load the hierarchy in the
 // token (root, issuing CA, DTLS server key and certificate, audit key); Demo

@@ -179,18 +179,21 @@ func (r *KeygenResult) Zero() {
 // DecryptKeyIdentifier; the requester's own certificate or a registered
 // recipient certificate named by AsymmetricDecryptKeyIdentifier), has the
 // token generate the key pair of the profile's ServerKeyType, issues the
-// certificate for it (durable in the store with its audit record, flagged
-// server-keygen), packages the key (plain, or signed by the key-package
-// signer and encrypted for the recipient with a content key of the
-// generated key's strength), escrows or destroys the token copy, and
-// writes a keygen audit record (profile, key type, delivery, recipient,
-// escrowed or destroyed; never key material) before it returns.
+// certificate for it (durable in the store with its audit record, which is
+// the record of the key generation: profile, key type, delivery, recipient
+// kind and key identifier, content encryption, CKA_LOCAL, escrowed or
+// destroyed, the CSR digest; never key material), packages the key (plain,
+// or signed by the key-package signer and encrypted for the recipient with
+// a content key of the generated key's strength) and escrows the token copy
+// if the profile says so.
 //
 // Every request gets a new key and certificate: an identical CSR sent again
 // is served again (the key of the first answer is gone unless escrowed).
 // Refusals are audited *Error values (KindForbidden when the profile does
 // not offer the operation, KindBadRequest for the request's content);
-// KindUnavailable when the HSM or the store cannot serve for now.
+// KindUnavailable when the HSM or the store cannot serve for now. A key
+// that cannot be escrowed after its certificate was stored is destroyed, a
+// keygen record says so, and the request fails.
 func (g *Keygen) ServerKeygen(ctx context.Context, req KeygenRequest) (*KeygenResult, error) {
 	a := g.a
 	if err := ctx.Err(); err != nil {
@@ -282,13 +285,9 @@ func (g *Keygen) ServerKeygen(ctx context.Context, req KeygenRequest) (*KeygenRe
 		if err := g.tok.EscrowKey(k.Label, res.Serial); err != nil {
 			g.discard(k)
 			out.Zero()
-			return nil, hsmError("key escrow failed", err)
+			return nil, g.escrowFailed(p, r, digest, res.Serial, err)
 		}
 		out.Escrowed = true
-	}
-	if err := g.record(p, r, digest, k, d, out); err != nil {
-		out.Zero()
-		return nil, err
 	}
 	return out, nil
 }
@@ -331,8 +330,12 @@ func unwrapExported(k *hsm.ExportedKey) ([]byte, error) {
 }
 
 // issue signs and stores the certificate of the generated key: the CSR's
-// subject and SAN with the generated key (ca.issue), flagged server-keygen,
-// without a request mapping (every request gets a new key).
+// subject and SAN with the generated key (ca.issue), without a request
+// mapping (every request gets a new key). Its issued record is the audit
+// record of the key generation, durable together with the certificate:
+// flagged server-keygen, it names the key type, the delivery (recipient
+// kind, key identifier, content encryption), CKA_LOCAL, the CSR digest and
+// what becomes of the key in the token (destroyed already, or escrowed).
 func (g *Keygen) issue(p *profile, r Request, digest string, csr *x509.CertificateRequest, k *hsm.ExportedKey, d *delivery) (*Result, error) {
 	spki, err := x509.MarshalPKIXPublicKey(k.Public)
 	if err != nil {
@@ -340,49 +343,45 @@ func (g *Keygen) issue(p *profile, r Request, digest string, csr *x509.Certifica
 	}
 	withKey := *csr
 	withKey.PublicKey, withKey.RawSubjectPublicKeyInfo = k.Public, spki
-	fl := append(flags(r), FlagServerKeygen)
+	fl := append(flags(r), FlagServerKeygen, "key-type:"+string(k.Type), "delivery:"+d.kind)
+	reason := fmt.Sprintf("server-generated %s key (CKA_LOCAL %t), delivered %s", k.Type, k.Attributes.Local, d.kind)
+	if d.recipient != nil {
+		fl = append(fl, "recipient:"+d.recipientKind, "key-id:"+hex.EncodeToString(d.keyID), "content:"+d.content.String())
+		reason += fmt.Sprintf(" (%s) to the %s, key id %x", d.content, d.recipientText(), d.keyID)
+	}
 	if k.Label != "" {
-		fl = append(fl, FlagEscrow)
+		fl = append(fl, FlagEscrow, VerdictEscrowed)
+		reason += "; escrowed in the token as " + hsm.EscrowPrefix + "SERIAL"
+	} else {
+		fl = append(fl, VerdictDestroyed)
+		reason += "; destroyed in the token"
 	}
 	rec := store.AuditRecord{
 		Event:     store.EventIssued,
 		Requester: r.Requester.Identity,
 		Profile:   p.Name,
 		Verdict:   VerdictAccepted,
-		Reason:    "server-generated " + string(k.Type) + " key, " + d.kind,
+		Reason:    reason + "; CSR sha256 " + digest,
 		Flags:     fl,
 	}
 	return g.a.issue(p, r, digest, "", &withKey, rec)
 }
 
-// record writes the keygen audit record of a delivered key.
-func (g *Keygen) record(p *profile, r Request, digest string, k *hsm.ExportedKey, d *delivery, out *KeygenResult) error {
-	fate, where := VerdictDestroyed, "destroyed in the token"
-	if out.Escrowed {
-		fate, where = VerdictEscrowed, "escrowed in the token as "+hsm.EscrowPrefix+out.Serial
-	}
-	fl := append(flags(r), "key-type:"+string(k.Type), "delivery:"+d.kind)
-	reason := fmt.Sprintf("%s key generated in the token (CKA_LOCAL %t), delivered %s", k.Type, k.Attributes.Local, d.kind)
-	if d.recipient != nil {
-		fl = append(fl, "recipient:"+d.recipientKind, "key-id:"+hex.EncodeToString(d.keyID), "content:"+d.content.String())
-		reason += fmt.Sprintf(" (%s) to the %s, key id %x", d.content, d.recipientText(), d.keyID)
-	}
-	fl = append(fl, fate)
+// escrowFailed records that a key announced as escrowed could not be kept
+// (it was destroyed, the answer not sent).
+func (g *Keygen) escrowFailed(p *profile, r Request, digest, serial string, cause error) error {
 	_, err := g.a.store.Append(store.AuditRecord{
 		Time:      g.a.now(),
 		Event:     store.EventKeygen,
 		Requester: r.Requester.Identity,
 		CSRDigest: digest,
-		Serial:    out.Serial,
+		Serial:    serial,
 		Profile:   p.Name,
-		Verdict:   fate,
-		Reason:    reason + "; " + where,
-		Flags:     fl,
+		Verdict:   VerdictDestroyed,
+		Reason:    "escrow failed: the key was destroyed and not delivered",
+		Flags:     append(flags(r), FlagServerKeygen, VerdictDestroyed),
 	})
-	if err != nil {
-		return g.a.storeErr("audit write failed", err)
-	}
-	return nil
+	return errors.Join(hsmError("key escrow failed", cause), err)
 }
 
 // hsmError classifies a token failure: while the HSM is down, 5.03 with
