@@ -228,7 +228,7 @@ func TestClientAgainstServer(t *testing.T) {
 			{"skg plain", false, &cms.KeyRequest{}, nil},
 			{"skc plain", true, &cms.KeyRequest{}, nil},
 			{"skg kari", false, &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: id},
-				&cms.DecryptKey{PrivateKey: s.device.PrivateKey, SubjectKeyID: id}},
+				&cms.DecryptKey{PrivateKey: s.device.PrivateKey, Certificate: devLeaf}},
 		} {
 			csr, err := cms.CreateCertificateRequest(nil, &x509.CertificateRequest{Subject: devLeaf.Subject}, pkitest.Key(t), tc.kr)
 			if err != nil {
@@ -282,9 +282,19 @@ func TestClientAgainstServer(t *testing.T) {
 		}
 	})
 
-	for _, mode := range []string{bench.ModeEnroll, bench.ModeEnrollReuse, bench.ModeCACerts} {
+	devLeaf, err := x509.ParseCertificate(s.device.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	devID, _ := client.KeyIdentifier(devLeaf)
+	for _, mode := range []string{bench.ModeEnroll, bench.ModeEnrollReuse, bench.ModeCACerts, bench.ModeKeygen, bench.ModeKeygenSingle} {
 		t.Run("bench "+mode, func(t *testing.T) {
-			rep, err := bench.Run(ctx, bench.Options{Client: s.options(), Mode: mode, Workers: 2, Duration: time.Second})
+			o := bench.Options{Client: s.options(), Mode: mode, Workers: 2, Duration: time.Second}
+			if mode == bench.ModeKeygen {
+				o.KeyRequest = &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: devID}
+				o.DecryptKey = &cms.DecryptKey{PrivateKey: s.device.PrivateKey, Certificate: devLeaf}
+			}
+			rep, err := bench.Run(ctx, o)
 			if err != nil {
 				t.Fatal(err)
 			}

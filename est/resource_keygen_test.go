@@ -44,7 +44,7 @@ func TestKeygenResource(t *testing.T) {
 		t.Fatal(err)
 	}
 	kari := &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: id}
-	dk := &cms.DecryptKey{PrivateKey: device.PrivateKey, SubjectKeyID: id}
+	dk := &cms.DecryptKey{PrivateKey: device.PrivateKey, Certificate: device.Leaf}
 
 	for _, bs := range []int{16, 64, 1024} {
 		o := client.Options{Server: "coaps://" + e.addr, Certificate: device, Roots: e.roots, Timeout: 20 * time.Second, BlockSize: bs}

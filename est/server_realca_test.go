@@ -93,7 +93,7 @@ func rcAuthority(t *testing.T, wrap ...func(crypto.Signer) crypto.Signer) *rcCA 
 	if err != nil {
 		t.Fatal(err)
 	}
-	signerCert, err := ca.IssueKeyPackageSigner(tok, signers[0], h.Issuing, ca.InitOptions{})
+	signerCert, err := ca.IssueKeyPackageSigner(tok, "", signers[0], h.Issuing, ca.InitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

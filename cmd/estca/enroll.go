@@ -248,18 +248,22 @@ func newCSR(key crypto.Signer, leaf *x509.Certificate, cn string, renew bool) ([
 
 func benchCommand() *command {
 	var cf clientFlags
+	var kf keygenFlags
 	var mode string
 	var workers, csrs int
 	var dur time.Duration
 	return &command{
-		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts] [-c N] [-d DUR]",
+		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts|skg|skc] [-c N] [-d DUR]",
 		summary: "EST-coaps load generator: sen opens a new DTLS session per enrollment, sen-reuse\n" +
-			"enrolls many times over one session per worker, crts fetches CA certificates.\n" +
+			"enrolls many times over one session per worker, crts fetches CA certificates, skg and skc\n" +
+			"ask for server-side key generation over one session per worker (--kek-id/--kek-file or\n" +
+			"--recipient-key for an encrypted key; every key is decrypted and checked after the run).\n" +
 			"CSRs are prepared before the timed loop; every issued certificate is verified against\n" +
 			"its CSR and the CA chain. Reports ops/s, p50/p90/p99 and errors by code. Exit 1 on any error.",
 		flags: func(fs *flag.FlagSet) {
 			cf.register(fs)
-			fs.StringVar(&mode, "mode", "sen", "sen, sen-reuse or crts")
+			fs.StringVar(&mode, "mode", "sen", "sen, sen-reuse, crts, skg or skc")
+			kf.register(fs)
 			fs.IntVar(&workers, "c", 8, "concurrent workers `N`")
 			fs.DurationVar(&dur, "d", 10*time.Second, "duration `DUR` of the timed loop")
 			fs.IntVar(&csrs, "csrs", 0, "distinct CSRs to prepare (0: enough for the duration)")
@@ -273,7 +277,11 @@ func benchCommand() *command {
 			if err != nil {
 				return err
 			}
-			rep, err := bench.Run(ctx, bench.Options{Client: opts, Mode: mode, Workers: workers, Duration: dur, CSRs: csrs})
+			bo := bench.Options{Client: opts, Mode: mode, Workers: workers, Duration: dur, CSRs: csrs}
+			if bo.KeyRequest, bo.DecryptKey, err = kf.benchRequest(opts); err != nil {
+				return err
+			}
+			rep, err := bench.Run(ctx, bo)
 			if err != nil {
 				return err
 			}

@@ -221,3 +221,16 @@ func readCSRFile(path string) ([]byte, error) {
 	}
 	return csr, nil
 }
+
+// benchRequest is request for `estca bench`: nil, nil for a plain key.
+func (f *keygenFlags) benchRequest(opts client.Options) (*cms.KeyRequest, *cms.DecryptKey, error) {
+	leaf, err := x509.ParseCertificate(opts.Certificate.Certificate[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	kr, dk, err := f.request(leaf)
+	if err != nil || dk == nil {
+		return nil, nil, err
+	}
+	return kr, dk, nil
+}

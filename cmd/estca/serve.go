@@ -77,7 +77,7 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if left := time.Until(x.issuing.NotAfter); left < 30*24*time.Hour {
 		a.log.Warn("issuing CA expires soon: enrollment stops an hour before", "not_after", x.issuing.NotAfter, "left", left.Round(time.Hour))
 	}
-	keygen, keys, err := setupKeygen(cfg, x, a.log, func(s crypto.Signer) crypto.Signer { return timedSigner{s, appMetrics} }, watch.badSignature)
+	keygen, keys, err := setupKeygen(cfg, x, a.log, func(s crypto.Signer) crypto.Signer { return timedSigner{s, appMetrics} })
 	if err != nil {
 		return err
 	}

@@ -20,9 +20,10 @@ import (
 // certificate when missing or unusable, as on an appliance initialised
 // before server-side key generation existed), and returns the ca.Keygen and
 // the key manager of the admin socket. Every signature of the signer is
-// verified (ca.VerifySigner); wrap, if not nil, wraps the token key
-// (latency metrics).
-func setupKeygen(cfg *Config, x *authority, log *slog.Logger, wrap func(crypto.Signer) crypto.Signer, onBad func(error)) (*ca.Keygen, *keyManager, error) {
+// verified by package cms before it is used (not a second time here: a bad
+// one is refused and audited with flag hsm-bad-signature); wrap, if not
+// nil, wraps the token key (latency metrics).
+func setupKeygen(cfg *Config, x *authority, log *slog.Logger, wrap func(crypto.Signer) crypto.Signer) (*ca.Keygen, *keyManager, error) {
 	n, err := x.token.CleanupGenerated()
 	if err != nil {
 		return nil, nil, err
@@ -50,7 +51,7 @@ func setupKeygen(cfg *Config, x *authority, log *slog.Logger, wrap func(crypto.S
 	recips := recipientDir{cfg.path(cfg.Keys.RecipientsDir)}
 	kg, err := x.ca.NewKeygen(ca.KeygenOptions{
 		Token:             x.token,
-		Signer:            ca.VerifySigner(key, cert.PublicKey, onBad),
+		Signer:            key,
 		SignerCertificate: cert,
 		Recipients:        recips,
 		NoAuthAttrs:       !*cfg.Keys.GCMAuthAttrs,
