@@ -65,7 +65,10 @@ func (t *Token) generateKey(label string, kt KeyType) (crypto.Signer, error) {
 // (server-side key generation) is CKA_EXTRACTABLE (so that C_WrapKey can
 // export it) and CKA_SENSITIVE (so that it never leaves in the clear), may
 // use nothing in the token (no CKA_SIGN, CKA_DECRYPT, CKA_DERIVE,
-// CKA_UNWRAP) and is a token object only when token is set.
+// CKA_UNWRAP) and is a token object only when token is set. Session objects
+// are not CKA_PRIVATE: they are visible to this application's sessions
+// only anyway (PKCS#11 v2.40 §4.4), live for one operation, and SoftHSM
+// then spares the in-memory encryption of their attributes.
 func pairTemplates(kt KeyType, label string, id []byte, token, exportable bool) ([]*pkcs11.Mechanism, []*pkcs11.Attribute, []*pkcs11.Attribute, error) {
 	pubT := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
@@ -80,7 +83,7 @@ func pairTemplates(kt KeyType, label string, id []byte, token, exportable bool) 
 	privT := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, token),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, token),
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, exportable),
 		pkcs11.NewAttribute(pkcs11.CKA_SIGN, !exportable),

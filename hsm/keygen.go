@@ -149,13 +149,14 @@ func (t *Token) wrapOut(s pkcs11.SessionHandle, key pkcs11.ObjectHandle) (wrappe
 
 // aesSessionKey creates a sensitive AES session object holding value: a
 // wrapping key (wrap: CKA_WRAP, not extractable) or a key to be wrapped
-// (CKA_EXTRACTABLE, no usage).
+// (CKA_EXTRACTABLE, no usage). Like the generated session key pairs it is
+// not CKA_PRIVATE (see pairTemplates).
 func (t *Token) aesSessionKey(s pkcs11.SessionHandle, value []byte, wrap bool) (pkcs11.ObjectHandle, error) {
 	return t.ctx.CreateObject(s, []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, !wrap),
 		pkcs11.NewAttribute(pkcs11.CKA_WRAP, wrap),
