@@ -20,6 +20,19 @@
 //	restore       put a verified backup back into a stopped appliance
 //	store check   read every page of the store
 //	store migrate convert a format 1 store
+//	keys ...      server-side key generation: escrowed keys (list, destroy), key-encryption
+//	              keys (import-kek, delete-kek), recipient certificates (add-recipient,
+//	              remove-recipient), the key-package signer (init-signer)
+//
+// Server-side key generation (serve_keygen.go, keys.go, enroll_keygen.go):
+// serve destroys generated keys an interrupted run left pending in the token
+// (audited), issues the key-package signer certificate when it is missing,
+// and hands a ca.Keygen to the EST server. The keys commands work on a
+// stopped appliance (token and store opened here) or through the running
+// server's admin socket (/v1/keys/...), which then does the work and the
+// audit record; a KEK to import then travels over that 0600 socket.
+// Recipient certificates live in keys.recipients_dir, one PEM file per
+// device identity, read at each request.
 //
 // While `estca serve` runs it holds the store; the query commands then reach
 // it through the server's admin socket (a unix socket, mode 0600, HTTP with
