@@ -180,3 +180,24 @@ func TestServeUpgradesAndCleans(t *testing.T) {
 		t.Fatalf("audit: clean-up %t, signer %t", cleaned, issued)
 	}
 }
+
+// FuzzRecipientFile: a registration file is read at each request; whatever
+// it holds, reading it returns only parsed certificates or an error.
+func FuzzRecipientFile(f *testing.F) {
+	c := pkitest.NewCA(f, "recipient").Cert
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nIdentity: idevid/demo/sn:1\n\n" + "MIIB" + "\n-----END CERTIFICATE-----\n"))
+	f.Add(pkitest.PEM(c))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(dir, "r.pem")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		es, err := readRecipientFile(path)
+		for _, e := range es {
+			if err == nil && (e.Cert == nil || len(e.Cert.Raw) == 0) {
+				t.Fatal("entry without certificate")
+			}
+		}
+	})
+}
