@@ -381,7 +381,10 @@ func (g *Keygen) escrowFailed(p *profile, r Request, digest, serial string, caus
 		Reason:    "escrow failed: the key was destroyed and not delivered",
 		Flags:     append(flags(r), FlagServerKeygen, VerdictDestroyed),
 	})
-	return errors.Join(hsmError("key escrow failed", cause), err)
+	if err != nil {
+		return &Error{Kind: KindInternal, Reason: "key escrow failed", Err: errors.Join(cause, err)}
+	}
+	return hsmError("key escrow failed", cause)
 }
 
 // hsmError classifies a token failure: while the HSM is down, 5.03 with

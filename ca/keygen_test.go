@@ -38,8 +38,19 @@ var (
 // attributes of the keys it generated.
 type recordingToken struct {
 	*hsm.Token
-	mu        sync.Mutex
-	generated []hsm.GeneratedAttributes
+	mu         sync.Mutex
+	generated  []hsm.GeneratedAttributes
+	failEscrow error // injected: EscrowKey fails with it
+}
+
+func (r *recordingToken) EscrowKey(label, serial string) error {
+	r.mu.Lock()
+	err := r.failEscrow
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return r.Token.EscrowKey(label, serial)
 }
 
 func (r *recordingToken) GenerateExportable(kt hsm.KeyType, keep bool) (*hsm.ExportedKey, error) {
@@ -339,6 +350,26 @@ func TestServerKeygenEscrow(t *testing.T) {
 		t.Fatalf("escrowed key attributes %+v", a)
 	}
 	assertTokenClean(t, f.tok.Token, 1)
+}
+
+// TestServerKeygenEscrowFails: a key whose escrow fails after its
+// certificate was stored is destroyed, not delivered, and a keygen record
+// says so.
+func TestServerKeygenEscrowFails(t *testing.T) {
+	f := newKeygenFixture(t, KeygenOptions{})
+	f.tok.failEscrow = errors.New("injected: relabel refused")
+	_, err := f.keygen("escrow", f.csr(t, "escrow-fails", &cms.KeyRequest{}), policy.OpSkg)
+	wantKind(t, err, KindInternal, "key escrow failed")
+	recs, err := f.db.AuditRecords(store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := recs[len(recs)-1]
+	if last.Event != store.EventKeygen || last.Verdict != VerdictDestroyed || last.Serial == "" ||
+		recs[len(recs)-2].Event != store.EventIssued || recs[len(recs)-2].Serial != last.Serial {
+		t.Fatalf("records %+v / %+v", recs[len(recs)-2], last)
+	}
+	assertTokenClean(t, f.tok.Token, 0)
 }
 
 func TestServerKeygenRefusals(t *testing.T) {
