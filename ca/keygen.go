@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/big"
 	"slices"
+	"sync"
 
 	"github.com/estca/estca/ca/cms"
 	"github.com/estca/estca/hsm"
@@ -99,6 +100,8 @@ type KeygenOptions struct {
 // Keygen is server-side key generation (RFC 9148 §4.8, RFC 7030 §4.4) on
 // top of an Authority. It is safe for concurrent use.
 type Keygen struct {
+	keks sync.Map // string(KEK id) → *hsm.KEK, found before
+
 	a           *Authority
 	tok         KeyToken
 	signer      *cms.Signer
@@ -274,6 +277,11 @@ func (g *Keygen) ServerKeygen(ctx context.Context, req KeygenRequest) (*KeygenRe
 		g.discard(k)
 		if errors.Is(err, ErrHSMUnavailable) {
 			return nil, hsmError("key package signing failed", err)
+		}
+		if d.recipientKind == recipientKEK && errors.Is(err, hsm.ErrKeyNotFound) {
+			// Deleted from the token since it was cached.
+			g.forgetKEK(d.keyID)
+			return nil, deny(KindBadRequest, "unknown key-encryption key", err)
 		}
 		flags := []string{}
 		if errors.Is(err, cms.ErrSignature) {

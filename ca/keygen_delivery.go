@@ -62,7 +62,7 @@ func (g *Keygen) delivery(p *profile, req KeygenRequest, kr *cms.KeyRequest) (*d
 		d.kind = DeliveryPlain
 		return d, nil
 	case cms.DeliverKEK:
-		kek, err := g.tok.FindKEK(kr.KeyID)
+		kek, err := g.kek(kr.KeyID)
 		switch {
 		case errors.Is(err, hsm.ErrKeyNotFound):
 			return nil, badRequest("unknown key-encryption key", err)
@@ -135,3 +135,22 @@ func (g *Keygen) recipientCertificate(req KeygenRequest, id []byte) (*x509.Certi
 func RequesterIdentity(r Requester) string {
 	return policy.IdentityOf(policy.Requester{Verified: policy.Verified{Kind: string(r.Kind), Anchor: r.Anchor, Chain: r.Chain}})
 }
+
+// kek returns the key-encryption key named id, from the cache of those
+// found before (a search of the token costs more than the wrap), or the
+// token. A KEK deleted since it was cached is noticed when it wraps
+// (forgetKEK).
+func (g *Keygen) kek(id []byte) (*hsm.KEK, error) {
+	if k, ok := g.keks.Load(string(id)); ok {
+		return k.(*hsm.KEK), nil
+	}
+	k, err := g.tok.FindKEK(id)
+	if err != nil {
+		return nil, err
+	}
+	g.keks.Store(string(id), k)
+	return k, nil
+}
+
+// forgetKEK drops a cached KEK that the token no longer has.
+func (g *Keygen) forgetKEK(id []byte) { g.keks.Delete(string(id)) }

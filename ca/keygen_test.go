@@ -426,6 +426,19 @@ func TestServerKeygenRefusals(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d keys generated for refused requests", n)
 	}
+	// A KEK deleted after it was used (and cached) is refused as unknown,
+	// the key generated for the request destroyed.
+	kekCSR := f.csr(t, "kek", &cms.KeyRequest{Delivery: cms.DeliverKEK, KeyID: []byte("device-kek-1")})
+	if _, err := f.keygen("kg", kekCSR, policy.OpSkg); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.tok.DeleteKEK([]byte("device-kek-1")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // from the cache, then from the token
+		_, err := f.keygen("kg", kekCSR, policy.OpSkg)
+		wantKind(t, err, KindBadRequest, "unknown key-encryption key")
+	}
 	assertTokenClean(t, f.tok.Token, 0)
 	// The authority keeps serving.
 	if _, err := f.keygen("kg", f.csr(t, "after", &cms.KeyRequest{}), policy.OpSkg); err != nil {
