@@ -232,14 +232,7 @@ func (g *Keygen) ServerKeygen(ctx context.Context, req KeygenRequest) (*KeygenRe
 	if err != nil {
 		return nil, deny(KindBadRequest, "malformed key request attributes", err)
 	}
-	// The CSR's subject, SAN and extensions pass the profile's rules as for
-	// any enrollment; its key is ignored (RFC 9148 §4.8), the placeholder
-	// stands for the key of the profile's server key type. With the policy
-	// engine this is Engine.Evaluate with OpSkg or OpSkc.
-	vetted := *csr
-	vetted.PublicKey = p.ops.placeholder
-	if err := policy.CheckCSR(&vetted, policy.Rules{KeyTypes: []string{string(p.ops.serverKey)},
-		AllowSAN: p.rules.AllowSAN, MaxSANs: p.rules.MaxSANs}); err != nil {
+	if err := checkKeygenCSR(p, csr); err != nil {
 		return nil, deny(KindBadRequest, policyReason(err), err)
 	}
 	d, err := g.delivery(p, req, kr)
@@ -298,6 +291,18 @@ func (g *Keygen) ServerKeygen(ctx context.Context, req KeygenRequest) (*KeygenRe
 		out.Escrowed = true
 	}
 	return out, nil
+}
+
+// checkKeygenCSR is the policy decision of /skg and /skc: the CSR's subject,
+// SAN and extensions pass the profile's rules as for any enrollment; its key
+// is ignored (RFC 9148 §4.8), the placeholder stands for the key of the
+// profile's server key type. With the policy engine this one call becomes
+// Engine.Evaluate with OpSkg or OpSkc (whose Template carries ServerKeyType).
+func checkKeygenCSR(p *profile, csr *x509.CertificateRequest) error {
+	vetted := *csr
+	vetted.PublicKey = p.ops.placeholder
+	return policy.CheckCSR(&vetted, policy.Rules{KeyTypes: []string{string(p.ops.serverKey)},
+		AllowSAN: p.rules.AllowSAN, MaxSANs: p.rules.MaxSANs})
 }
 
 // discard destroys the token copy of a key that will not be delivered
