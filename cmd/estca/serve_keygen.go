@@ -83,8 +83,19 @@ func keySigner(cfg *Config, x *authority) (*x509.Certificate, crypto.Signer, err
 	if k, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(cert.PublicKey) {
 		return nil, nil, fmt.Errorf("certificate %s is not for key %q", cfg.path(cfg.Keys.SignerCert), cfg.Keys.SignerKey)
 	}
-	if err := ca.KeyPackageSignerUsable(cert, x.issuing, time.Now().Add(24*time.Hour)); err != nil {
+	// Renewed at start when it would expire within signerRenewal (or
+	// before the issuing CA, which bounds every certificate it issues).
+	at := time.Now().Add(signerRenewal)
+	if end := x.issuing.NotAfter.Add(-time.Hour); at.After(end) {
+		at = end
+	}
+	if err := ca.KeyPackageSignerUsable(cert, x.issuing, at); err != nil {
 		return nil, nil, err
 	}
 	return cert, key, nil
 }
+
+// signerRenewal: serve issues a new key-package signer certificate at start
+// when the current one expires within this (or the issuing CA's validity
+// ends first, which KeyPackageSignerUsable also catches).
+const signerRenewal = 30 * 24 * time.Hour
