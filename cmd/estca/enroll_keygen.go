@@ -141,6 +141,11 @@ func runServerKeygen(ctx context.Context, a *app, c *client.Conn, opts client.Op
 	if err != nil {
 		return err
 	}
+	if dk != nil {
+		if k, ok := dk.KEK.(*cms.AESKEK); ok {
+			defer k.Destroy()
+		}
+	}
 	var csr []byte
 	if csrFile != "" {
 		if csr, err = readCSRFile(csrFile); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/hex"
@@ -196,7 +197,7 @@ func keysAdminHandler(m *keyManager) http.Handler {
 	type body struct {
 		Serial   string `json:"serial,omitempty"`
 		ID       string `json:"id,omitempty"`
-		Key      string `json:"key,omitempty"`
+		Key      []byte `json:"key,omitempty"`
 		Identity string `json:"identity,omitempty"`
 		Cert     []byte `json:"cert,omitempty"`
 	}
@@ -208,7 +209,7 @@ func keysAdminHandler(m *keyManager) http.Handler {
 				return
 			}
 			out, err := f(&b)
-			b.Key = strings.Repeat("0", len(b.Key))
+			clear(b.Key)
 			if err != nil {
 				writeAdminError(w, err)
 				return
@@ -220,11 +221,11 @@ func keysAdminHandler(m *keyManager) http.Handler {
 	handle("POST /v1/keys/list", func(*body) (any, error) { return m.List() })
 	handle("POST /v1/keys/destroy", func(b *body) (any, error) { return true, m.DestroyEscrowed(b.Serial) })
 	handle("POST /v1/keys/import-kek", func(b *body) (any, error) {
-		id, key, err := decodeKEK(b.ID, b.Key)
+		id, err := hex.DecodeString(b.ID)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("bad KEK id: %w", err)
 		}
-		return true, m.ImportKEK(id, key)
+		return true, m.ImportKEK(id, bytes.Clone(b.Key))
 	})
 	handle("POST /v1/keys/delete-kek", func(b *body) (any, error) {
 		id, err := hex.DecodeString(b.ID)
@@ -274,7 +275,7 @@ func (k *keysAdminClient) DestroyEscrowed(serial string) error {
 func (k *keysAdminClient) ImportKEK(id, key []byte) error {
 	defer clear(key)
 	var ok bool
-	return k.call("import-kek", map[string]string{"id": hex.EncodeToString(id), "key": hex.EncodeToString(key)}, &ok)
+	return k.call("import-kek", map[string]any{"id": hex.EncodeToString(id), "key": key}, &ok)
 }
 
 func (k *keysAdminClient) DeleteKEK(id []byte) error {
