@@ -92,11 +92,7 @@ func (a *Authority) revoked(serial string) (bool, error) {
 // policyRequester is who as the policy engine sees it, with the revocation
 // state of an operational certificate looked up now.
 func (a *Authority) policyRequester(who *Requester) (policy.Requester, error) {
-	r := policy.Requester{
-		Verified: policy.Verified{Kind: string(who.Kind), Anchor: who.Anchor, Chain: who.Chain,
-			ExpiredAccepted: who.ExpiredAccepted, InGrace: who.InGrace},
-		IssuedProfile: who.IssuedProfile,
-	}
+	r := policy.Requester{Verified: who.verified(), IssuedProfile: who.IssuedProfile}
 	if who.Kind == KindOperational && who.Leaf != nil {
 		revoked, err := a.revoked(who.Leaf.SerialNumber.Text(16))
 		if err != nil {
@@ -105,6 +101,12 @@ func (a *Authority) policyRequester(who *Requester) (policy.Requester, error) {
 		r.Revoked = revoked
 	}
 	return r, nil
+}
+
+// verified is the requester as policy.Engine.Verify established it.
+func (r *Requester) verified() policy.Verified {
+	return policy.Verified{Kind: string(r.Kind), Anchor: r.Anchor, Chain: r.Chain,
+		ExpiredAccepted: r.ExpiredAccepted, InGrace: r.InGrace}
 }
 
 // Check re-checks an authenticated requester under the policy in force, as

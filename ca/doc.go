@@ -32,6 +32,62 @@
 // CRLOptions.DistributionPoint every certificate carries that URL in a
 // cRLDistributionPoints extension.
 //
+// Server-side key generation (RFC 9148 §4.8, RFC 7030 §4.4): NewKeygen
+// returns a Keygen whose ServerKeygen serves /skg and /skc. It is decided
+// exactly like Enroll: policy.Engine.Evaluate with OpSkg or OpSkc on the
+// requester re-checked, the CSR (its key and signature ignored; its
+// subject, SAN and extensions bound and checked like any enrollment's) and
+// the store's counters (rate limits, approvals, pending caps), issue /
+// pending (5.03 + Max-Age) / refuse, audited with the engine's reason
+// codes. The profile's policy keys are the engine's: operations,
+// server_key_type (Template.ServerKeyType), require_encrypted_keys (a plain
+// request is refused with key-encryption-required, told by
+// policy.Request.EncryptedKey) and escrow_keys (Template.EscrowKey). The
+// CSR's attributes (ca/cms ParseKeyRequest) choose the delivery, resolved
+// after the decision and before any key is generated: plain PKCS#8;
+// DecryptKeyIdentifier → KEKRecipientInfo under a pre-shared AES key in
+// the token, which wraps the content key itself;
+// AsymmetricDecryptKeyIdentifier → the requester's own certificate or a
+// certificate registered for its identity (Recipients, RequesterIdentity),
+// matched by subject key identifier (the extension, or RFC 5280 / RFC 7093
+// method 1 of the key), RSA → KeyTransRecipientInfo, EC →
+// KeyAgreeRecipientInfo. The token generates the pair of the template's
+// ServerKeyType (hsm.Token.GenerateExportable: CKA_LOCAL, sensitive,
+// extractable only wrapped, a session object destroyed in the same
+// operation unless the profile escrows keys); the PKCS#8 is unwrapped in
+// memory only and checked against the generated public key; the key
+// package, the EnvelopedData(SignedData(AsymmetricKeyPackage)) of RFC 7030
+// §4.4.2 signed by the key-package signer (LabelKeyPackage, its
+// certificate from IssueKeyPackageSigner) with a content key of the
+// generated key's strength (AES-128, AES-256 for P-384), AES-CBC by
+// default, AES-GCM in an AuthEnvelopedData when the SMIMECapabilities ask
+// for it, is built before the certificate is stored, so that a packaging
+// failure costs no certificate; the certificate is then issued from the
+// engine's template for the generated key through the same signing and
+// storing step as Enroll (issue.go). An escrowed key is relabelled
+// hsm.EscrowPrefix+serial. The certificate's issued record is the audit
+// record of the key generation, committed with the certificate in one
+// durable write (flag server-keygen; flags and reason name the key type,
+// delivery, recipient kind and key identifier, content encryption,
+// CKA_LOCAL, escrowed or destroyed; never key material); keygen records
+// (store.EventKeygen) mark keys destroyed later: by the operator, at start
+// after an interrupted run, after a failed escrow. Every refusal is an
+// audited denial flagged server-keygen, and costs no key generation.
+//
+// Identical /skg requests: with automatic approval every request gets a
+// new key and certificate (the key of an earlier answer is gone unless
+// escrowed), so the CSR is not mapped to its certificate. A request kept
+// for an operator gets no key until it is approved: the key is generated
+// when the device's identical retry comes after the approval, the
+// certificate is then mapped to the request (exactly one certificate per
+// approved request: concurrent retries wait for the one in flight and get
+// its answer, and store.ErrDuplicateRequest is the backstop), and a later
+// identical retry is refused (4.03: a server-generated key is delivered
+// once; the device sends a new CSR). An approval is of the CSR from the
+// requester under the profile, not of the operation: the identical CSR
+// sent to /sen or /skg after approval is served by the operation it names
+// (both are allowed by the profile, or the engine refuses).
+//
 // Init, ImportIssuing and LoadSigners create and load the hierarchy in the
 // token (root, issuing CA, DTLS server key and certificate, audit key); Demo
 // makes IDevID-like device fixtures for `estca init --demo`.
@@ -113,8 +169,9 @@
 // configuration parsing (cmd/estca), no PKCS#11 calls of its own (package hsm),
 // no storage format (package store). Authenticate does not audit failed
 // handshakes itself (it runs per handshake; the front end aggregates them).
-// Manual approval (pending requests), CRLs and server-side key generation are
-// not here yet.
+// Manual approval (pending requests) and CRLs are not here yet. Profile
+// Operations gate /sen and /sren too (empty: sen and sren), until the
+// policy engine takes over the decision.
 //
 // Errors returned to the front end are *Error with an ErrorKind that maps to
 // exactly one CoAP code, and a short fixed Reason safe to send to the client.
@@ -125,11 +182,18 @@
 // revocation set the store proved against its signed audit chain when it
 // was opened, never the file.
 //
+// Zeroing: the unwrapped PKCS#8 and every buffer of the CMS layer are
+// zeroed before ServerKeygen returns; a plain key (KeygenResult.Key of
+// DeliveryPlain) is the caller's to zero once sent. Parsing the PKCS#8 to
+// check it against the public key leaves copies in Go's big.Int and
+// curve values that cannot be cleared (see ca/cms Caveats).
+//
 // Concurrency: an *Authority is safe for concurrent use; the policy engine
 // is swapped atomically (requests decided with the old one finish with it),
 // the in-flight request table and the CRL state are guarded by mutexes, and
 // the enrollments of one identity under a rate limit or manual approval are
-// serialised by a striped lock. Init, ImportIssuing and Demo are not
+// serialised by a striped lock. A *Keygen is safe for concurrent use (its
+// KEK cache is a sync.Map). Init, ImportIssuing and Demo are not
 // meant to run concurrently on one token.
 //
 // Standards: RFC 5280 (certificates, CRLs, CRLReason), RFC 7093, RFC 2986,

@@ -47,12 +47,77 @@ func (a *Authority) lockIdentity(identity string) func() {
 	return m.Unlock
 }
 
-// flight is one in-progress enrollment for a requester + CSR digest; later
-// identical requests wait for it instead of issuing a second certificate.
+// flight is one in-progress request for a requester + CSR digest; later
+// identical requests wait for it instead of deciding again (see once).
 type flight struct {
-	done chan struct{}
-	res  *Result
-	err  error
+	done    chan struct{}
+	waiters int   // requests waiting for this one; guarded by Authority.mu
+	copies  []any // one result per waiter, taken under Authority.mu
+	err     error
+}
+
+// once runs fn for the request named key unless an identical request is in
+// flight: then it waits for that one and returns its error, or its own copy
+// of its result (share makes one per waiter before any waiter wakes up, so
+// that every copy has exactly one owner, e.g. a plain key buffer the caller
+// zeroes once sent; drop releases a copy whose waiter left). RFC 9148 §4.7
+// retries then get the answer of the request in flight, never a second
+// certificate.
+func once[T any](ctx context.Context, a *Authority, key string, fn func() (T, error), share func(T) T, drop func(T)) (T, error) {
+	var zero T
+	a.mu.Lock()
+	if f := a.inflight[key]; f != nil {
+		f.waiters++
+		a.mu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			a.mu.Lock()
+			if a.inflight[key] == f {
+				// Not counted yet: no copy will be made for this waiter.
+				f.waiters--
+				a.mu.Unlock()
+			} else {
+				// Counted: its copy is being made; take it and drop it.
+				a.mu.Unlock()
+				<-f.done
+				if f.err == nil {
+					drop(takeCopy[T](a, f))
+				}
+			}
+			return zero, &Error{Kind: KindUnavailable, Reason: "request cancelled", Err: ctx.Err()}
+		}
+		if f.err != nil {
+			return zero, f.err
+		}
+		return takeCopy[T](a, f), nil
+	}
+	f := &flight{done: make(chan struct{})}
+	a.inflight[key] = f
+	a.mu.Unlock()
+
+	res, err := fn()
+
+	a.mu.Lock()
+	delete(a.inflight, key)
+	n := f.waiters
+	a.mu.Unlock()
+	if f.err = err; err == nil {
+		for range n {
+			f.copies = append(f.copies, share(res))
+		}
+	}
+	close(f.done)
+	return res, err
+}
+
+// takeCopy takes one waiter's copy of the result of a finished flight.
+func takeCopy[T any](a *Authority, f *flight) T {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := f.copies[len(f.copies)-1]
+	f.copies = f.copies[:len(f.copies)-1]
+	return c.(T)
 }
 
 // Enroll decides and, if the policy engine says so, fulfils an enrollment
@@ -79,63 +144,98 @@ type flight struct {
 // run concurrently (RFC 9148 §4.7 retries): once approved, the device's
 // retry gets its certificate exactly once. Errors are *Error.
 func (a *Authority) Enroll(ctx context.Context, req Request) (*Result, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, &Error{Kind: KindUnavailable, Reason: "request cancelled", Err: err}
-	}
-	// Network requesters come from Authenticate and carry their leaf; the
-	// local operator (`estca issue`) has none.
-	if req.Requester.Identity.Fingerprint == "" || (req.Requester.Leaf == nil && req.Requester.Kind != KindOperator) {
-		return nil, &Error{Kind: KindUnauthenticated, Reason: "requester not authenticated"}
+	if err := checkRequest(ctx, &req); err != nil {
+		return nil, err
 	}
 	if req.Operation == 0 {
 		req.Operation = policy.OpSen
 	}
-	sum := sha256.Sum256(req.CSR)
-	digest := hex.EncodeToString(sum[:])
-	key := req.Requester.Identity.Fingerprint + "/" + digest
+	digest := csrDigest(req.CSR)
+	return once(ctx, a, req.Requester.Identity.Fingerprint+"/"+digest,
+		func() (*Result, error) { return a.enroll(req, digest) },
+		func(r *Result) *Result { c := *r; c.Existing = true; return &c },
+		func(*Result) {})
+}
 
-	a.mu.Lock()
-	if f := a.inflight[key]; f != nil {
-		a.mu.Unlock()
-		select {
-		case <-f.done:
-		case <-ctx.Done():
-			return nil, &Error{Kind: KindUnavailable, Reason: "request cancelled", Err: ctx.Err()}
-		}
-		if f.err != nil {
-			return nil, f.err
-		}
-		r := *f.res
-		r.Existing = true
-		return &r, nil
+// checkRequest refuses a cancelled request and an unauthenticated requester.
+func checkRequest(ctx context.Context, req *Request) error {
+	if err := ctx.Err(); err != nil {
+		return &Error{Kind: KindUnavailable, Reason: "request cancelled", Err: err}
 	}
-	f := &flight{done: make(chan struct{})}
-	a.inflight[key] = f
-	a.mu.Unlock()
-
-	f.res, f.err = a.enroll(req, digest)
-
-	a.mu.Lock()
-	delete(a.inflight, key)
-	a.mu.Unlock()
-	close(f.done)
-	if f.err != nil {
-		return nil, f.err
+	// Network requesters come from Authenticate and carry their leaf; the
+	// local operator (`estca issue`) has none.
+	if req.Requester.Identity.Fingerprint == "" || (req.Requester.Leaf == nil && req.Requester.Kind != KindOperator) {
+		return &Error{Kind: KindUnauthenticated, Reason: "requester not authenticated"}
 	}
-	r := *f.res
-	return &r, nil
+	return nil
+}
+
+// csrDigest is the hex SHA-256 of a CSR's DER: with the requester's
+// fingerprint, the key of a request in the store.
+func csrDigest(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
 }
 
 func (a *Authority) enroll(req Request, digest string) (*Result, error) {
+	dc, release, err := a.decide(req, digest, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	d := &dc.Decision
+	switch d.Action {
+	case policy.ActionIssue:
+		if dc.issued != nil {
+			return a.resend(req, digest, d, *dc.issued)
+		}
+		return a.issue(req, digest, dc.identity, d)
+	case policy.ActionPending:
+		return nil, a.pending(req, digest, dc.identity, d, dc.counters.ThisPending)
+	}
+	return nil, a.refuse(req, digest, d)
+}
+
+// decision is the policy engine's decision on a request, with what the
+// store knew of it.
+type decision struct {
+	policy.Decision
+	// identity is the requester's policy identity (policy.IdentityOf).
+	identity string
+	// counters are what the decision was taken on (Operator: an operator's
+	// decision on this exact request; ThisPending: it waits for one).
+	counters policy.Counters
+	// issued is the certificate already issued for this exact request.
+	issued *store.Certificate
+}
+
+// decide has the policy engine in force decide req: the requester
+// re-checked now, the CSR (policy.ParseCSR for req.Operation), what the
+// store knows of this exact request (an operator's decision, pending, the
+// certificate issued for it) and, under a rate limit or manual approval,
+// the identity's counters, counted under the identity's lock. encrypted,
+// for server-side key generation, reads whether the CSR asks for the key
+// encrypted (policy.Request.EncryptedKey) once the CSR parses; its error
+// makes the CSR malformed. A request that cannot be evaluated is refused
+// here (audited, returned as the error). Otherwise the caller acts on the
+// decision and then calls release, which drops the identity's lock: the
+// counters stay true until its certificate is stored.
+func (a *Authority) decide(req Request, digest string, encrypted func() (bool, error)) (*decision, func(), error) {
 	e := a.Policy()
 	now := a.now()
 	who := &req.Requester
 	pr, err := a.policyRequester(who)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	lim, known := e.Limits(req.Profile)
 	csr, perr := policy.ParseCSR(req.CSR, req.Operation)
+	var enc bool
+	if perr == nil && encrypted != nil {
+		if enc, err = encrypted(); err != nil {
+			perr = fmt.Errorf("key request attributes: %w", err)
+		}
+	}
 	if perr != nil {
 		// The request cannot be evaluated; still report what the requester
 		// may not do before what its CSR got wrong.
@@ -152,23 +252,23 @@ func (a *Authority) enroll(req Request, digest string) (*Result, error) {
 			r.Code = pe.Code
 		}
 		d.Reasons = append(d.Reasons, r)
-		return nil, a.refuse(req, digest, &d)
+		return nil, nil, a.refuse(req, digest, &d)
 	}
 
 	// What the store knows of this exact request: an operator's decision,
 	// a pending state, or the certificate already issued for it.
 	fp := who.Identity.Fingerprint
-	var c policy.Counters
-	var issued *store.Certificate
+	dc := &decision{identity: policy.IdentityOf(pr)}
+	c := &dc.counters
 	switch q, err := a.store.Request(fp, digest); {
 	case err == nil:
 		switch q.State {
 		case store.StateIssued:
 			cert, err := a.store.IssuedFor(fp, digest)
 			if err != nil {
-				return nil, &Error{Kind: KindInternal, Reason: "store lookup failed", Err: err}
+				return nil, nil, &Error{Kind: KindInternal, Reason: "store lookup failed", Err: err}
 			}
-			issued, c.Operator = &cert, policy.OperatorApproved
+			dc.issued, c.Operator = &cert, policy.OperatorApproved
 		case store.StateApproved:
 			c.Operator = policy.OperatorApproved
 		case store.StateDenied:
@@ -177,38 +277,30 @@ func (a *Authority) enroll(req Request, digest string) (*Result, error) {
 			c.ThisPending = true
 		}
 	case !errors.Is(err, store.ErrNotFound):
-		return nil, &Error{Kind: KindInternal, Reason: "store lookup failed", Err: err}
+		return nil, nil, &Error{Kind: KindInternal, Reason: "store lookup failed", Err: err}
 	}
 
-	identity := policy.IdentityOf(pr)
-	if known && issued == nil && (lim.RateCount > 0 || lim.Manual) {
+	release := func() {}
+	if known && dc.issued == nil && (lim.RateCount > 0 || lim.Manual) {
 		// Count and issue under the identity's lock: two concurrent
 		// requests must not both take the last slot.
-		defer a.lockIdentity(identity)()
+		release = a.lockIdentity(dc.identity)
 		if lim.RateCount > 0 && c.Operator == policy.OperatorNone {
-			if c.Issued, c.OldestIssued, err = a.store.IssuedTo(identity, now.Add(-lim.RateWindow), lim.RateCount); err != nil {
-				return nil, &Error{Kind: KindInternal, Reason: "store lookup failed", Err: err}
+			if c.Issued, c.OldestIssued, err = a.store.IssuedTo(dc.identity, now.Add(-lim.RateWindow), lim.RateCount); err != nil {
+				release()
+				return nil, nil, &Error{Kind: KindInternal, Reason: "store lookup failed", Err: err}
 			}
 		}
 		if lim.Manual && !c.ThisPending && c.Operator == policy.OperatorNone {
-			if c.Pending, err = a.store.PendingCount(identity); err != nil {
-				return nil, &Error{Kind: KindInternal, Reason: "store lookup failed", Err: err}
+			if c.Pending, err = a.store.PendingCount(dc.identity); err != nil {
+				release()
+				return nil, nil, &Error{Kind: KindInternal, Reason: "store lookup failed", Err: err}
 			}
 		}
 	}
-
-	d := e.Evaluate(policy.Request{Requester: pr, CSR: csr, Operation: req.Operation, Profile: req.Profile,
-		Time: now, Counters: c})
-	switch d.Action {
-	case policy.ActionIssue:
-		if issued != nil {
-			return a.resend(req, digest, &d, *issued)
-		}
-		return a.issue(req, digest, identity, &d)
-	case policy.ActionPending:
-		return nil, a.pending(req, digest, identity, &d, c.ThisPending)
-	}
-	return nil, a.refuse(req, digest, &d)
+	dc.Decision = e.Evaluate(policy.Request{Requester: pr, CSR: csr, Operation: req.Operation, Profile: req.Profile,
+		Time: now, Counters: *c, EncryptedKey: enc})
+	return dc, release, nil
 }
 
 // refuse audits a denial the policy engine decided and returns the
@@ -259,15 +351,36 @@ func (a *Authority) pending(req Request, digest, identity string, d *policy.Deci
 	return a.storeErr("audit write failed", err)
 }
 
-// issue signs the engine's template and stores the certificate with its
-// audit record.
+// issue signs the engine's template for the CSR's key and stores the
+// certificate with its audit record, mapped to the request (an identical
+// CSR re-sent gets it again).
 func (a *Authority) issue(req Request, digest, identity string, d *policy.Decision) (*Result, error) {
 	// A CA that is expired, or about to be, would issue certificates that
 	// end before they start (notAfter is capped at the issuing CA's).
-	if a.issuing.NotAfter.Sub(a.now()) < minRemaining {
+	if a.issuingExpired() {
 		return nil, a.deny(d.Profile, req, digest, KindUnavailable, "issuing CA expired", nil)
 	}
 	t := d.Template
+	rec := store.AuditRecord{
+		Event:     store.EventIssued,
+		Requester: req.Requester.Identity,
+		CSRDigest: digest,
+		Profile:   d.Profile,
+		Verdict:   VerdictAccepted,
+		Reason:    issueReason(req, t),
+		Flags:     flags(req, d),
+	}
+	return a.signAndStore(req, digest, digest, identity, d, t.PublicKey, t.RawSubjectPublicKeyInfo, rec)
+}
+
+// issuingExpired reports whether the issuing CA is expired or about to be:
+// it would issue certificates that end before they start (notAfter is
+// capped at the issuing CA's).
+func (a *Authority) issuingExpired() bool { return a.issuing.NotAfter.Sub(a.now()) < minRemaining }
+
+// issueReason is the reason of an issued record: the operation and the
+// requested extensions the profile dropped.
+func issueReason(req Request, t *policy.Template) string {
 	reason := req.Operation.String()
 	if len(t.Dropped) > 0 {
 		var ids []string
@@ -276,60 +389,7 @@ func (a *Authority) issue(req Request, digest, identity string, d *policy.Decisi
 		}
 		reason += "; dropped requested extensions " + strings.Join(ids, ", ")
 	}
-	fp := req.Requester.Identity.Fingerprint
-	rec := store.AuditRecord{
-		Event:     store.EventIssued,
-		Requester: req.Requester.Identity,
-		CSRDigest: digest,
-		Profile:   d.Profile,
-		Verdict:   VerdictAccepted,
-		Reason:    reason,
-		Flags:     flags(req, d),
-	}
-	for range maxSerialAttempts {
-		cert, err := a.sign(t, t.PublicKey, t.RawSubjectPublicKeyInfo)
-		if errors.Is(err, ErrBadSignature) {
-			// Nothing was stored or sent; the refusal is audited (and the
-			// front end logs the detail of this internal error).
-			return nil, a.deny(d.Profile, req, digest, KindInternal, "invalid HSM signature", err, FlagBadSignature)
-		}
-		if err != nil {
-			return nil, err
-		}
-		sc := store.Certificate{
-			Serial:    cert.SerialNumber.Text(16),
-			DER:       cert.Raw,
-			Subject:   cert.Subject.String(),
-			SKI:       cert.SubjectKeyId,
-			Requester: fp,
-			Identity:  identity,
-			Profile:   d.Profile,
-			CSRDigest: digest,
-			NotBefore: cert.NotBefore,
-			NotAfter:  cert.NotAfter,
-			// The rate limit counts issue times on the authority's clock.
-			IssuedAt: a.now(),
-		}
-		rec.Time = sc.IssuedAt
-		rec.Serial = sc.Serial
-		_, err = a.store.Issue(sc, rec)
-		switch {
-		case err == nil:
-			return &Result{Certificate: cert, Serial: sc.Serial, Chain: a.chain}, nil
-		case errors.Is(err, store.ErrDuplicateSerial):
-			continue
-		case errors.Is(err, store.ErrDuplicateRequest):
-			// Another authority instance won the race: return its certificate.
-			c, err := a.store.IssuedFor(fp, digest)
-			if err != nil {
-				return nil, &Error{Kind: KindInternal, Reason: "store lookup failed", Err: err}
-			}
-			return a.existing(c)
-		default:
-			return nil, a.storeErr("store write failed", err)
-		}
-	}
-	return nil, &Error{Kind: KindInternal, Reason: "serial collisions", Err: store.ErrDuplicateSerial}
+	return reason
 }
 
 // flags are the audit flags of a decision: the engine's (expired IDevID
@@ -340,7 +400,26 @@ func flags(req Request, d *policy.Decision) []string {
 		// Decided before the engine saw the requester (a malformed CSR).
 		f = append(f, FlagExpiredIDevID)
 	}
-	return f
+	return append(f, opFlags(req)...)
+}
+
+// requestFlags are the audit flags of a request the engine did not decide:
+// an expired IDevID accepted, the operation's.
+func requestFlags(req Request) []string {
+	var f []string
+	if req.Requester.ExpiredAccepted {
+		f = append(f, FlagExpiredIDevID)
+	}
+	return append(f, opFlags(req)...)
+}
+
+// opFlags are the audit flags of the operation: server-keygen for /skg and
+// /skc.
+func opFlags(req Request) []string {
+	if req.Operation == policy.OpSkg || req.Operation == policy.OpSkc {
+		return []string{FlagServerKeygen}
+	}
+	return nil
 }
 
 // reasonsText renders the reasons of a decision for its audit record:
@@ -380,10 +459,6 @@ func (a *Authority) audit(rec store.AuditRecord, e *Error) error {
 // engine: the HSM, the CA's own validity, a re-sent CSR whose certificate
 // can no longer serve) and returns the client-facing error, marked Audited.
 func (a *Authority) deny(profile string, req Request, digest string, kind ErrorKind, reason string, cause error, extraFlags ...string) error {
-	var f []string
-	if req.Requester.ExpiredAccepted {
-		f = append(f, FlagExpiredIDevID)
-	}
 	return a.audit(store.AuditRecord{
 		Event:     store.EventDenied,
 		Requester: req.Requester.Identity,
@@ -391,7 +466,7 @@ func (a *Authority) deny(profile string, req Request, digest string, kind ErrorK
 		Profile:   profile,
 		Verdict:   VerdictRejected,
 		Reason:    req.Operation.String() + ": " + reason,
-		Flags:     append(f, extraFlags...),
+		Flags:     append(requestFlags(req), extraFlags...),
 	}, &Error{Kind: kind, Reason: reason, Err: cause})
 }
 

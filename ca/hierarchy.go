@@ -252,18 +252,6 @@ func serverCertificate(ks KeyStore, o InitOptions, issuing *x509.Certificate, is
 // certificate of the key in the token, the issuing CA untouched.
 func ServerCertificate(pub crypto.PublicKey, issuing *x509.Certificate, issuingKey crypto.Signer, o InitOptions) (*x509.Certificate, error) {
 	o.defaults()
-	serial, err := newSerial(o.Rand)
-	if err != nil {
-		return nil, err
-	}
-	spki, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, fmt.Errorf("ca: server key: %w", err)
-	}
-	ski, err := subjectKeyID(spki)
-	if err != nil {
-		return nil, err
-	}
 	dns := append([]string{}, o.ServerDNSNames...)
 	if !slices.Contains(dns, "localhost") {
 		dns = append(dns, "localhost")
@@ -274,19 +262,14 @@ func ServerCertificate(pub crypto.PublicKey, issuing *x509.Certificate, issuingK
 			ips = append(ips, ip)
 		}
 	}
-	now := o.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               o.name(dns[0]),
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              minTime(now.Add(o.ServerValidity), issuing.NotAfter),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		SubjectKeyId:          ski,
-		DNSNames:              dns,
-		IPAddresses:           ips,
+	tmpl, err := leafTemplate(o, o.name(dns[0]), pub, issuing)
+	if err != nil {
+		return nil, err
 	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	tmpl.DNSNames = dns
+	tmpl.IPAddresses = ips
 	c, err := create(o.Rand, tmpl, issuing, pub, issuingKey)
 	if err != nil {
 		return nil, fmt.Errorf("ca: server certificate: %w", err)
@@ -299,7 +282,27 @@ func ServerCertificate(pub crypto.PublicKey, issuing *x509.Certificate, issuingK
 // profile's, policy.Profile.Backdate).
 const backdate = time.Minute
 
+// leafTemplate is the common part of the end-entity certificates of the
+// hierarchy (DTLS server, key-package signer): validity o.ServerValidity
+// within the issuing CA's.
+func leafTemplate(o InitOptions, name pkix.Name, pub crypto.PublicKey, issuing *x509.Certificate) (*x509.Certificate, error) {
+	now := o.Now()
+	return baseTemplate(o, name, pub, now, minTime(now.Add(o.ServerValidity), issuing.NotAfter))
+}
+
 func caTemplate(o InitOptions, name pkix.Name, pub crypto.PublicKey, nb, na time.Time) (*x509.Certificate, error) {
+	t, err := baseTemplate(o, name, pub, nb, na)
+	if err != nil {
+		return nil, err
+	}
+	t.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	t.IsCA = true
+	return t, nil
+}
+
+// baseTemplate has a fresh serial, the RFC 7093 key identifier of pub and
+// the validity nb (backdated) to na.
+func baseTemplate(o InitOptions, name pkix.Name, pub crypto.PublicKey, nb, na time.Time) (*x509.Certificate, error) {
 	serial, err := newSerial(o.Rand)
 	if err != nil {
 		return nil, err
@@ -317,9 +320,7 @@ func caTemplate(o InitOptions, name pkix.Name, pub crypto.PublicKey, nb, na time
 		Subject:               name,
 		NotBefore:             nb.Add(-backdate),
 		NotAfter:              na,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
-		IsCA:                  true,
 		SubjectKeyId:          ski,
 	}, nil
 }

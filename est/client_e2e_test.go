@@ -15,6 +15,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/estca/estca/ca"
+	"github.com/estca/estca/ca/cms"
 	"github.com/estca/estca/est/bench"
 	"github.com/estca/estca/est/client"
 	"github.com/estca/estca/est/wire"
@@ -48,6 +49,7 @@ func ctStartRealServer(t *testing.T) *ctRealServer {
 		Addr:        "127.0.0.1:0",
 		Certificate: cert,
 		Authority:   pending,
+		Keygen:      rc.kg,
 	})
 	return &ctRealServer{
 		addr: srv.Addr().String(), root: h.Root, issuing: h.Issuing, roots: pkitest.Pool(h.Root),
@@ -202,18 +204,59 @@ func TestClientAgainstServer(t *testing.T) {
 	})
 
 	t.Run("server keygen", func(t *testing.T) {
-		csr := pkitest.PaddedCSR(t, pkitest.Key(t), s.device.Leaf.Subject.CommonName, 0)
-		for _, skc := range []bool{false, true} {
-			res, err := c.ServerKeygen(ctx, csr, skc)
-			var re *client.ResponseError
-			if errors.As(err, &re) && re.Code == codes.NotFound {
-				t.Skipf("server-side key generation not implemented by the server yet: %v", err)
+		// The CSR's key is ignored (RFC 9148 §4.8): the key comes from the
+		// server, plain (284) or encrypted to the device's own IDevID key
+		// (280, KeyAgreeRecipientInfo), with the certificate as 281 (skg)
+		// or 287 (skc).
+		devLeaf := s.device.Leaf
+		if devLeaf == nil {
+			var err error
+			if devLeaf, err = x509.ParseCertificate(s.device.Certificate[0]); err != nil {
+				t.Fatal(err)
 			}
+		}
+		id, err := client.KeyIdentifier(devLeaf) // the demo IDevIDs have no SKI extension
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			name string
+			skc  bool
+			kr   *cms.KeyRequest
+			dk   *cms.DecryptKey
+		}{
+			{"skg plain", false, &cms.KeyRequest{}, nil},
+			{"skc plain", true, &cms.KeyRequest{}, nil},
+			{"skg kari", false, &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: id},
+				&cms.DecryptKey{PrivateKey: s.device.PrivateKey, Certificate: devLeaf}},
+		} {
+			csr, err := cms.CreateCertificateRequest(nil, &x509.CertificateRequest{Subject: devLeaf.Subject}, pkitest.Key(t), tc.kr)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(res.Key) == 0 || len(res.Certificates) == 0 {
-				t.Fatalf("keygen result %+v", res)
+			// A server without key generation answers 4.04: that fails here.
+			res, err := c.ServerKeygen(ctx, csr, tc.skc)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			wantCert := wire.FormatCertsOnly
+			if tc.skc {
+				wantCert = wire.FormatPKIXCert
+			}
+			if res.CertFormat != wantCert || (res.KeyFormat == wire.FormatServerGeneratedKey) != (tc.dk != nil) {
+				t.Fatalf("%s: formats key %d cert %d", tc.name, res.KeyFormat, res.CertFormat)
+			}
+			k, err := client.OpenServerKey(res, tc.dk, cms.VerifyOptions{Roots: s.roots, Intermediates: []*x509.Certificate{s.issuing}})
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			k.Zero()
+			res.Zero()
+			// The key the server delivered authenticates a new session.
+			o := s.options()
+			o.Certificate = tls.Certificate{Certificate: [][]byte{k.Certificate.Raw, s.issuing.Raw}, PrivateKey: k.PrivateKey, Leaf: k.Certificate}
+			if _, _, err := dialT(t, o).CACerts(ctx, 0); err != nil {
+				t.Fatalf("%s: session with the generated key: %v", tc.name, err)
 			}
 		}
 	})
@@ -239,9 +282,19 @@ func TestClientAgainstServer(t *testing.T) {
 		}
 	})
 
-	for _, mode := range []string{bench.ModeEnroll, bench.ModeEnrollReuse, bench.ModeCACerts} {
+	devLeaf, err := x509.ParseCertificate(s.device.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	devID, _ := client.KeyIdentifier(devLeaf)
+	for _, mode := range []string{bench.ModeEnroll, bench.ModeEnrollReuse, bench.ModeCACerts, bench.ModeKeygen, bench.ModeKeygenSingle} {
 		t.Run("bench "+mode, func(t *testing.T) {
-			rep, err := bench.Run(ctx, bench.Options{Client: s.options(), Mode: mode, Workers: 2, Duration: time.Second})
+			o := bench.Options{Client: s.options(), Mode: mode, Workers: 2, Duration: time.Second}
+			if mode == bench.ModeKeygen {
+				o.KeyRequest = &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: devID}
+				o.DecryptKey = &cms.DecryptKey{PrivateKey: s.device.PrivateKey, Certificate: devLeaf}
+			}
+			rep, err := bench.Run(ctx, o)
 			if err != nil {
 				t.Fatal(err)
 			}

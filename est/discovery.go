@@ -22,17 +22,22 @@ type discoveryLink struct {
 const DiscoveryRoot = wire.LabelRoot
 
 // discoveryLinks lists what exists (RFC 9148 §4.1): crts, sen, sren (MUST)
-// and att; skg and skc are left out until they are implemented; then the
+// and att; skg and skc (Content-Format 62) when keygen is served; then the
 // CRL (CRLPath), with a resource type of estca's own: EST-coaps defines
 // none, and ace.est.* names are registered by RFC 9148.
-func discoveryLinks() []discoveryLink {
-	return []discoveryLink{
+func discoveryLinks(keygen bool) []discoveryLink {
+	links := []discoveryLink{
 		{wire.ResourceCrts, "ace.est.crts", `"281 287"`},
 		{wire.ResourceSen, "ace.est.sen", `"281 287"`},
 		{wire.ResourceSren, "ace.est.sren", `"281 287"`},
 		{wire.ResourceAtt, "ace.est.att", "285"},
-		{wire.ResourceCRL, RTCRL, "281"},
 	}
+	if keygen {
+		links = append(links,
+			discoveryLink{wire.ResourceSkg, "ace.est.skg", "62"},
+			discoveryLink{wire.ResourceSkc, "ace.est.skc", "62"})
+	}
+	return append(links, discoveryLink{wire.ResourceCRL, RTCRL, "281"})
 }
 
 // RTCRL is the resource type of the CRL in discovery.
@@ -64,7 +69,7 @@ func (s *Server) discovery(r *request) (response, error) {
 		return response{}, protoErr(KindNotAcceptable, "not acceptable")
 	}
 	var out []string
-	for _, l := range discoveryLinks() {
+	for _, l := range discoveryLinks(s.keygen != nil) {
 		if matchLink(l, r.query) {
 			out = append(out, l.String())
 		}

@@ -76,9 +76,15 @@
 // of the chain: the one certificate that works as the explicit trust anchor
 // with OpenSSL, which by default wants a self-signed anchor, as with mbedTLS
 // and GnuTLS; the server sends its intermediates in the handshake), sen and
-// sren (POST 286; 2.04 with 281 or 287), att (GET; 285). skg and skc are
-// routed but answer 4.04 "not implemented" and are not listed in discovery.
-// Discovery lists /est/crts, /est/sen, /est/sren, /est/att and
+// sren (POST 286; 2.04 with 281 or 287), att (GET; 285), skg and skc (POST
+// 286 with Accept 62 or none, RFC 9148 §4.8; 2.04 with Content-Format 62,
+// the CBOR array [key-format, key, cert-format, cert] of RFC 8710: the key
+// as 284 PKCS#8 or 280 CMS, then the certificate as 281 for skg or 287 for
+// skc; an answer of about 1-3 KiB, sent block-wise at the Block2 size of
+// the request), served by Options.Keygen (ca.Keygen). Without a Keygen, skg
+// and skc are routed but answer 4.04 "not implemented" and are not listed
+// in discovery. Discovery lists /est/crts, /est/sen, /est/sren, /est/att,
+// /est/skg and /est/skc with ct=62 (when served) and
 // </est/crl>;rt="estca.crl";ct=281; a filter that matches nothing answers
 // 4.04 Not Found. rt and ct are space-separated lists: a filter matches one
 // of their values (ct=287 matches "281 287"); the filters apply to the CRL's
@@ -161,7 +167,13 @@
 //
 // # What it does not do
 //
-// It makes no policy decisions. It does not implement Observe, proxying or
+// It makes no policy decisions. A plain server-generated key (284) is
+// zeroed once encoded, but the encoded response that carries it stays with
+// the block layer until its transfer completes or expires, in the session's
+// response cache (each block's datagram, for retransmissions: at most
+// EXCHANGE_LIFETIME, 247 s, fewer when newer answers evict it) and in
+// go-coap's message buffers, none of which is zeroed: profiles that must
+// not leave keys in memory set require_encrypted_keys. It does not implement Observe, proxying or
 // OSCORE. It logs one structured line per request (request id, peer,
 // identity fingerprint prefix and subject, method, resource, code,
 // duration, and for refusals the fixed reason); it never logs keys or CSRs.

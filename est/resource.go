@@ -180,6 +180,11 @@ func (s *Server) check(r *request, t target) error {
 		}
 		_, err := certAccept(r.accept)
 		return err
+	case wire.ResourceSkg, wire.ResourceSkc:
+		if s.keygen == nil {
+			return protoErr(KindNotFound, "not implemented")
+		}
+		return keygenCheck(r)
 	}
 	return nil
 }
@@ -201,9 +206,9 @@ func (s *Server) serve(ctx context.Context, who *ca.Requester, r *request, t tar
 	case wire.ResourceSen, wire.ResourceSren:
 		return s.enroll(ctx, who, r, t)
 	case wire.ResourceSkg, wire.ResourceSkc:
-		// Routed, not listed in discovery: server-side key generation
-		// (RFC 9148 §4.8) is not implemented yet.
-		return response{}, protoErr(KindNotFound, "not implemented")
+		// Without a KeyGenerator the resources are routed but answer 4.04
+		// and are not listed in discovery.
+		return s.serverKeygen(ctx, who, r, t)
 	}
 	return response{}, protoErr(KindNotFound, "not found")
 }

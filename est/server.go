@@ -57,6 +57,10 @@ type Options struct {
 	Certificate tls.Certificate
 	// Authority authenticates clients and serves the EST functions.
 	Authority Authority
+	// Keygen serves server-side key generation (/skg, /skc, RFC 9148 §4.8);
+	// nil answers them 4.04 "not implemented" and leaves them out of
+	// discovery.
+	Keygen KeyGenerator
 	// CipherSuites offered; nil means TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 only
 	// (RFC 9148 §3, RFC 7925). pion follows the client's order, so offering
 	// more suites lets clients pick a weaker one.
@@ -154,6 +158,7 @@ type BlockLimits struct {
 type Server struct {
 	o       Options
 	auth    Authority
+	keygen  KeyGenerator
 	authn   *authenticator
 	admit   *admitter
 	blocks  *block.Manager
@@ -264,8 +269,9 @@ func NewServer(o Options) (*Server, error) {
 		return nil, fmt.Errorf("est: %w", err)
 	}
 	s := &Server{
-		o:    o,
-		auth: o.Authority,
+		o:      o,
+		auth:   o.Authority,
+		keygen: o.Keygen,
 		admit: newAdmitter(admitLimits{
 			sessions: o.MaxSessions, prefixSessions: o.MaxSessionsPerPrefix,
 			handshakes: o.MaxHandshakes, prefixHandshakes: o.MaxHandshakesPerPrefix,

@@ -43,6 +43,7 @@ type rcEnv struct {
 // a strict IDevID anchor and one "device" profile.
 type rcCA struct {
 	a      *ca.Authority
+	kg     *ca.Keygen // server-side key generation on the "device" profile
 	h      *ca.Hierarchy
 	server crypto.Signer // DTLS server key in the token
 	db     *store.DB
@@ -87,6 +88,11 @@ func rcAuthority(t *testing.T, wrap ...func(crypto.Signer) crypto.Signer) *rcCA 
 				Name: "device", Validity: 24 * time.Hour,
 				SAN: policy.SANPolicy{MaxNames: 64,
 					DNS: policy.NamePolicy{Patterns: []string{`host-[0-9]{4}\.padding\.example\.com`}}},
+				Operations: []policy.Operation{policy.OpSen, policy.OpSren, policy.OpSkg, policy.OpSkc},
+			}, {
+				// Server-side key generation held for an operator.
+				Name: "held", Validity: 24 * time.Hour, Operations: []policy.Operation{policy.OpSkg},
+				Approval: policy.ApprovalManual, PendingMaxAge: 90 * time.Second,
 			}},
 			Requesters: policy.Requesters{Anchors: []policy.Anchor{{Name: "demo", Roots: []*x509.Certificate{mfg}}}},
 			Reserved:   []*x509.Certificate{h.Server},
@@ -99,7 +105,19 @@ func rcAuthority(t *testing.T, wrap ...func(crypto.Signer) crypto.Signer) *rcCA 
 	if _, err := a.PublishCRL(); err != nil {
 		t.Fatal(err)
 	}
-	return &rcCA{a: a, h: h, server: signers[1], db: db, demo: demo, st: st}
+	signerCert, err := ca.IssueKeyPackageSigner(tok, "", signers[0], h.Issuing, ca.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signerKey, err := tok.FindKey(ca.LabelKeyPackage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kg, err := a.NewKeygen(ca.KeygenOptions{Token: tok, Signer: signerKey, SignerCertificate: signerCert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rcCA{a: a, kg: kg, h: h, server: signers[1], db: db, demo: demo, st: st}
 }
 
 // serverCert is the DTLS server certificate with its chain and HSM key.
@@ -123,6 +141,7 @@ func rcServe(t *testing.T, rc *rcCA, mod func(*Options)) *rcEnv {
 		Addr:        "127.0.0.1:0",
 		Certificate: rc.serverCert(),
 		Authority:   a,
+		Keygen:      rc.kg,
 		Logger:      slog.New(slog.NewTextHandler(logs, nil)),
 	}
 	if mod != nil {

@@ -21,11 +21,25 @@
 //     CRL/OCSP signing work unchanged. Public needs no session.
 //   - InitToken initialises a fresh token (C_InitToken, C_InitPIN) in-process,
 //     for the softhsm package.
+//   - Server-side key generation (RFC 9148 §4.8, keygen_api.go):
+//     GenerateExportable generates a device key pair (P-256, P-384,
+//     RSA-2048, RSA-3072) with the token's RNG (CKA_LOCAL), CKA_SENSITIVE and
+//     CKA_EXTRACTABLE, with no usage in the token, and exports it with
+//     C_WrapKey (CKM_AES_KEY_WRAP_PAD, RFC 5649) under a fresh AES-256 session
+//     key. By default the pair is made of session objects destroyed in the
+//     same operation (a crash cannot leave them behind); kept for escrow it is
+//     a token object labelled PendingPrefix..., relabelled EscrowPrefix+serial
+//     by EscrowKey; CleanupGenerated destroys pending leftovers.
+//     ImportKEK stores pre-shared AES key-encryption keys (non-extractable,
+//     CKA_WRAP only); a KEK wraps content-encryption keys in the token
+//     (CKM_AES_KEY_WRAP, RFC 3394), as package ca/cms's KEKWrapper.
 //
 // # What it does not do
 //
 // It does not log (errors carry the detail; PINs never appear in errors),
-// store certificates in the token, import keys, or wrap and unwrap keys yet.
+// store certificates in the token, import keys other than key-encryption
+// keys, or unwrap keys into the token. It does not unwrap exported keys
+// either: the caller (package ca, with ca/cms) does, in memory.
 // It does not decide which key to use for what: that is the ca package.
 //
 // # Sessions, recovery and concurrency
@@ -128,6 +142,19 @@
 //     closes hit a fresh session; SoftHSM numbers handles monotonically.
 //   - GenerateKey's label check is atomic within one Token, not across
 //     processes sharing the token.
+//   - Key material handed to the module (a KEK to import, a content key to
+//     wrap, the transport key) goes through miekg/pkcs11's C copies of the
+//     attribute values, which it frees without zeroing; the Go buffers are
+//     the caller's to zero (ExportedKey.Zero).
+//   - CleanupGenerated destroys every pending generated key of the token:
+//     run it only in the one process that generates keys there (estca serve
+//     at start). Two appliances sharing one token would destroy each
+//     other's keys in flight.
+//   - CKA_WRAP_WITH_TRUSTED is not set on generated keys: only a wrapping
+//     key marked CKA_TRUSTED by the security officer could then export them,
+//     and estca keeps no SO session. The generated key being a session
+//     object, destroyed in the operation that exports it, bounds its life
+//     in the token instead.
 //
 // # Standards
 //

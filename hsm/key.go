@@ -34,11 +34,47 @@ func (t *Token) generateKey(label string, kt KeyType) (crypto.Signer, error) {
 	if _, err := rand.Read(id); err != nil {
 		return nil, fmt.Errorf("hsm: generate key id: %w", err)
 	}
+	mech, pubT, privT, err := pairTemplates(kt, label, id, true, false)
+	if err != nil {
+		return nil, fmt.Errorf("hsm: generate key: %w", err)
+	}
+
+	t.keyMu.Lock()
+	defer t.keyMu.Unlock()
+	var k *Key
+	err = t.do("generate-key", func(s session) error {
+		if err := t.labelFree(s.h, label); err != nil {
+			return err
+		}
+		_, priv, err := t.ctx.GenerateKeyPair(s.h, mech, pubT, privT)
+		if err != nil {
+			return err
+		}
+		k, err = t.loadKey(s, priv, label)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hsm: generate %s key %q: %w", kt, label, err)
+	}
+	return k, nil
+}
+
+// pairTemplates returns the mechanism and the public and private key
+// templates of C_GenerateKeyPair for kt. A CA key (exportable false) is a
+// token object that signs and never leaves the token; an exportable key
+// (server-side key generation) is CKA_EXTRACTABLE (so that C_WrapKey can
+// export it) and CKA_SENSITIVE (so that it never leaves in the clear), may
+// use nothing in the token (no CKA_SIGN, CKA_DECRYPT, CKA_DERIVE,
+// CKA_UNWRAP) and is a token object only when token is set. Session objects
+// are not CKA_PRIVATE: they are visible to this application's sessions
+// only anyway (PKCS#11 v2.40 §4.4), live for one operation, and SoftHSM
+// then spares the in-memory encryption of their attributes.
+func pairTemplates(kt KeyType, label string, id []byte, token, exportable bool) ([]*pkcs11.Mechanism, []*pkcs11.Attribute, []*pkcs11.Attribute, error) {
 	pubT := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, token),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
+		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, !exportable),
 		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
 		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
@@ -46,11 +82,11 @@ func (t *Token) generateKey(label string, kt KeyType) (crypto.Signer, error) {
 	}
 	privT := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, token),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, token),
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, exportable),
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, !exportable),
 		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
 		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
@@ -65,45 +101,27 @@ func (t *Token) generateKey(label string, kt KeyType) (crypto.Signer, error) {
 		}
 		params, err := asn1.Marshal(oid)
 		if err != nil {
-			return nil, fmt.Errorf("hsm: generate key: %w", err)
+			return nil, nil, nil, err
 		}
 		mech = pkcs11.CKM_EC_KEY_PAIR_GEN
 		pubT = append(pubT, pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
 			pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, params))
 		privT = append(privT, pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
 			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
-	case RSA3072:
+	case RSA2048, RSA3072:
+		bits := 3072
+		if kt == RSA2048 {
+			bits = 2048
+		}
 		mech = pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN
 		pubT = append(pubT, pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, 3072),
+			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, bits),
 			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
 		privT = append(privT, pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA))
+	default:
+		return nil, nil, nil, fmt.Errorf("%w: %q", ErrKeyType, kt)
 	}
-
-	t.keyMu.Lock()
-	defer t.keyMu.Unlock()
-	var k *Key
-	err = t.do("generate-key", func(s session) error {
-		for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
-			hs, err := t.find(s.h, class, label, nil, 1)
-			if err != nil {
-				return err
-			}
-			if len(hs) > 0 {
-				return fmt.Errorf("%w: label %q", ErrKeyExists, label)
-			}
-		}
-		_, priv, err := t.ctx.GenerateKeyPair(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pubT, privT)
-		if err != nil {
-			return err
-		}
-		k, err = t.loadKey(s, priv, label)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("hsm: generate %s key %q: %w", kt, label, err)
-	}
-	return k, nil
+	return []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pubT, privT, nil
 }
 
 func (t *Token) findKey(label string) (crypto.Signer, error) {
@@ -160,16 +178,9 @@ func (t *Token) deleteKey(label string) error {
 	t.keyMu.Lock()
 	defer t.keyMu.Unlock()
 	err := t.do("delete-key", func(s session) error {
-		var all []pkcs11.ObjectHandle
-		for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
-			hs, err := t.find(s.h, class, label, nil, 16)
-			if err != nil {
-				return err
-			}
-			all = append(all, hs...)
-		}
-		if len(all) == 0 {
-			return fmt.Errorf("%w: label %q", ErrKeyNotFound, label)
+		all, err := t.pairObjects(s.h, label)
+		if err != nil {
+			return err
 		}
 		for _, h := range all {
 			if err := t.ctx.DestroyObject(s.h, h); err != nil {
@@ -206,16 +217,54 @@ func (t *Token) find(s pkcs11.SessionHandle, class uint, label string, id []byte
 	return hs, err
 }
 
+// pairObjects returns the private and public key objects labelled label
+// (at most 16 of each), or an error wrapping ErrKeyNotFound if there are none.
+func (t *Token) pairObjects(s pkcs11.SessionHandle, label string) ([]pkcs11.ObjectHandle, error) {
+	var all []pkcs11.ObjectHandle
+	for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
+		hs, err := t.find(s, class, label, nil, 16)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, hs...)
+	}
+	if len(all) == 0 {
+		return nil, fmt.Errorf("%w: label %q", ErrKeyNotFound, label)
+	}
+	return all, nil
+}
+
+// labelFree fails with ErrKeyExists when a private or public key object is
+// labelled label.
+func (t *Token) labelFree(s pkcs11.SessionHandle, label string) error {
+	for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
+		hs, err := t.find(s, class, label, nil, 1)
+		if err != nil {
+			return err
+		}
+		if len(hs) > 0 {
+			return fmt.Errorf("%w: label %q", ErrKeyExists, label)
+		}
+	}
+	return nil
+}
+
 // findPrivate returns the single private key labelled label.
 func (t *Token) findPrivate(s pkcs11.SessionHandle, label string) (pkcs11.ObjectHandle, error) {
-	hs, err := t.find(s, pkcs11.CKO_PRIVATE_KEY, label, nil, 2)
+	return t.findOne(s, pkcs11.CKO_PRIVATE_KEY, label, "private key")
+}
+
+// findOne returns the single object of class labelled label (what names it
+// in errors).
+func (t *Token) findOne(s pkcs11.SessionHandle, class uint, label, what string) (pkcs11.ObjectHandle, error) {
+	hs, err := t.find(s, class, label, nil, 2)
 	switch {
 	case err != nil:
 		return 0, err
 	case len(hs) == 0:
 		return 0, fmt.Errorf("%w: label %q", ErrKeyNotFound, label)
 	case len(hs) > 1:
-		return 0, fmt.Errorf("hsm: more than one private key labelled %q", label)
+		return 0, fmt.Errorf("hsm: more than one %s labelled %q", what, label)
 	}
 	return hs[0], nil
 }

@@ -61,6 +61,9 @@ const (
 	ECDSAP256 KeyType = "ecdsa-p256" // ECDSA on NIST P-256; the default.
 	ECDSAP384 KeyType = "ecdsa-p384" // ECDSA on NIST P-384.
 	RSA3072   KeyType = "rsa-3072"   // RSA with a 3072-bit modulus and e = 65537.
+	// RSA2048 is RSA with a 2048-bit modulus and e = 65537: a device key
+	// type of GenerateExportable (ParseDeviceKeyType), not a CA key type.
+	RSA2048 KeyType = "rsa-2048"
 )
 
 // ParseKeyType parses a key type name. The empty string yields ECDSAP256;
@@ -73,6 +76,20 @@ func ParseKeyType(s string) (KeyType, error) {
 		return kt, nil
 	}
 	return "", fmt.Errorf("%w: %q (want %s, %s or %s)", ErrKeyType, s, ECDSAP256, ECDSAP384, RSA3072)
+}
+
+// ParseDeviceKeyType parses the type of a key generated for a device by
+// GenerateExportable: ParseKeyType's types and RSA2048. The empty string
+// yields ECDSAP256; unknown names wrap ErrKeyType.
+func ParseDeviceKeyType(s string) (KeyType, error) {
+	if kt := KeyType(strings.ToLower(strings.TrimSpace(s))); kt == RSA2048 {
+		return kt, nil
+	}
+	kt, err := ParseKeyType(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: %q (want %s, %s, %s or %s)", ErrKeyType, s, ECDSAP256, ECDSAP384, RSA2048, RSA3072)
+	}
+	return kt, nil
 }
 
 // Options selects a PKCS#11 module, a token and its user PIN. The zero value is

@@ -113,6 +113,7 @@ func TestNewReportsAllProblems(t *testing.T) {
 			{Name: "limits", Validity: time.Hour, RateLimit: RateLimit{Count: 3}, MaxPending: -1, PendingMaxAge: -1,
 				RenewalGrace: time.Hour, Requesters: []string{KindIDevID}, RenewFrom: []string{"ghost"}},
 			{Name: "ku", Validity: time.Hour},
+			{Name: "escrow-without-skg", Validity: time.Hour, EscrowKeys: true, RequireEncryptedKeys: true},
 		},
 	})
 	if err == nil {
@@ -125,6 +126,7 @@ func TestNewReportsAllProblems(t *testing.T) {
 		"keyAgreement is impossible for Ed25519 keys",
 		`key type "rsa-1024" is too weak`, `key type "ecdsa-p224" is too weak`, `unknown key type "dsa-2048"`,
 		`unknown server key type "rsa-512"`,
+		`"escrow-without-skg": server_key_type, require_encrypted_keys and escrow_keys need skg or skc`,
 		`unsupported attribute type "emailAddress"`, "CN: pattern", "CN listed twice", "fixed value: C has 3 characters",
 		"unknown placeholder ${nope}", "no ${placeholder}", "a pattern applies only to values from the CSR",
 		`unknown requester kind "robot"`, "lets devices claim any hardware serial", `"*.x" is not a valid name`,

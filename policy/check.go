@@ -32,6 +32,9 @@ type CheckInput struct {
 	Revoked       bool
 	IssuedProfile string
 	Counters      Counters
+	// EncryptedKey is Request.EncryptedKey (OpSkg, OpSkc): the CSR asks
+	// for the generated key encrypted.
+	EncryptedKey bool
 }
 
 // Report is the outcome of Check.
@@ -77,7 +80,7 @@ func (e *Engine) Check(in CheckInput) Report {
 		return fail(err)
 	}
 	rep.Decision = e.Evaluate(Request{Requester: rep.Requester, CSR: csr, Operation: op,
-		Profile: in.Label, Time: in.Time, Counters: in.Counters})
+		Profile: in.Label, Time: in.Time, Counters: in.Counters, EncryptedKey: in.EncryptedKey})
 	return rep
 }
 
@@ -140,7 +143,11 @@ func (r *Report) String() string {
 			fmt.Fprintf(&b, "  subjectAltName%s: %s\n", crit, describeSAN(t.SubjectAltName))
 		}
 		if t.ServerKeyType != "" {
-			fmt.Fprintf(&b, "  key:          generated in the server: %s\n", t.ServerKeyType)
+			fmt.Fprintf(&b, "  key:          generated in the server: %s", t.ServerKeyType)
+			if t.EscrowKey {
+				b.WriteString(", escrowed in the token")
+			}
+			b.WriteString("\n")
 		} else {
 			fmt.Fprintf(&b, "  key:          %s (from the CSR)\n", KeyTypeOf(t.PublicKey))
 		}

@@ -67,7 +67,13 @@
 // before verifying); the operation and label; the time; and the Counters of
 // the requester's identity (IdentityOf): issuances in the profile's rate
 // window, pending requests, whether this exact request is pending, and an
-// operator's decision on it (Limits says what to count).
+// operator's decision on it (Limits says what to count). For server-side key
+// generation (OpSkg, OpSkc: the CSR's key and signature are ignored, the
+// Template names the ServerKeyType to generate and whether the profile
+// escrows it, EscrowKey) the caller also says whether the CSR asks for the
+// key encrypted (Request.EncryptedKey, from its decrypt-key attributes,
+// which package ca/cms reads): a profile with RequireEncryptedKeys refuses a
+// plain request (CodeKeyEncryptionRequired).
 //
 // # What it does not do
 //

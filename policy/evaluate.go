@@ -92,6 +92,10 @@ func (e *Engine) Evaluate(req Request) Decision {
 		if kt != nil {
 			t.ServerKeyType = kt.name
 		}
+		t.EscrowKey = p.escrow
+		if p.requireEncrypted && !req.EncryptedKey {
+			f.add(CodeKeyEncryptionRequired, "the CSR names no key to encrypt the generated key to")
+		}
 	} else {
 		if code, detail := checkSignatureAlgorithm(csr.SignatureAlgorithm); code != 0 {
 			f.add(code, detail)

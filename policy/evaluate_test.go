@@ -22,10 +22,12 @@ type evalCase struct {
 	op       Operation // 0: OpSen
 	at       time.Time // 0: pkNow
 	counters Counters
-	req      func(t testing.TB, w *world) (Requester, *x509.CertificateRequest)
-	want     Action
-	codes    []Code // the first is the first reason; all must be present
-	check    func(t *testing.T, w *world, d *Decision, cert *x509.Certificate)
+	// encrypted is Request.EncryptedKey.
+	encrypted bool
+	req       func(t testing.TB, w *world) (Requester, *x509.CertificateRequest)
+	want      Action
+	codes     []Code // the first is the first reason; all must be present
+	check     func(t *testing.T, w *world, d *Decision, cert *x509.Certificate)
 }
 
 // csrFor builds a parsed CSR.
@@ -638,6 +640,34 @@ func evalCases() []evalCase {
 					t.Errorf("renewal %v reused %v", d.Renewal, d.KeyReused)
 				}
 			}},
+		{name: "skg of a plain key where encryption is required", op: OpSkg, profile: "keygen-sealed", req: demo(dev),
+			want: ActionDeny, codes: []Code{CodeKeyEncryptionRequired}, check: func(t *testing.T, _ *world, d *Decision, _ *x509.Certificate) {
+				if d.Class() != ClassBadRequest {
+					t.Errorf("class %v", d.Class())
+				}
+			}},
+		{name: "skc of a plain key where encryption is required, with another finding", op: OpSkc, profile: "keygen-sealed",
+			req: demo(pkName(pkCN("admin"))), want: ActionDeny, codes: []Code{CodeSubjectNotBound, CodeKeyEncryptionRequired}},
+		{name: "skg of an encrypted key where encryption is required, escrowed", op: OpSkg, profile: "keygen-sealed",
+			encrypted: true, req: demo(dev), want: ActionIssue, check: func(t *testing.T, _ *world, d *Decision, _ *x509.Certificate) {
+				if !d.Template.EscrowKey || d.Template.ServerKeyType != "ecdsa-p256" {
+					t.Errorf("escrow %v server key %q", d.Template.EscrowKey, d.Template.ServerKeyType)
+				}
+			}},
+		{name: "sen on a profile requiring encrypted server keys is not concerned", profile: "keygen-sealed", req: demo(dev),
+			want: ActionIssue, check: func(t *testing.T, _ *world, d *Decision, _ *x509.Certificate) {
+				if d.Template.EscrowKey || d.Template.ServerKeyType != "" {
+					t.Errorf("escrow %v server key %q for sen", d.Template.EscrowKey, d.Template.ServerKeyType)
+				}
+			}},
+		{name: "skg without escrow", op: OpSkg, profile: "keygen", req: demo(dev), want: ActionIssue,
+			check: func(t *testing.T, _ *world, d *Decision, _ *x509.Certificate) {
+				if d.Template.EscrowKey {
+					t.Error("escrowed")
+				}
+			}},
+		{name: "manual approval holds skg too", op: OpSkg, profile: "keygen-manual", req: demo(dev), want: ActionPending,
+			codes: []Code{CodePendingApproval}},
 		{name: "unknown profile", profile: "nope", req: demo(dev), want: ActionDeny, codes: []Code{CodeProfileUnknown}},
 		{name: "request without time", at: time.Time{}.Add(1), req: demo(dev), want: ActionDeny, codes: []Code{CodeInvalidRequest}},
 	}
@@ -670,7 +700,8 @@ func TestEvaluate(t *testing.T) {
 			case at.Equal(time.Time{}.Add(1)):
 				at = time.Time{}
 			}
-			d := w.e.Evaluate(Request{Requester: r, CSR: csr, Operation: op, Profile: tc.profile, Time: at, Counters: tc.counters})
+			d := w.e.Evaluate(Request{Requester: r, CSR: csr, Operation: op, Profile: tc.profile, Time: at, Counters: tc.counters,
+				EncryptedKey: tc.encrypted})
 			if d.Action != tc.want {
 				t.Fatalf("action %s, want %s; reasons %v", d.Action, tc.want, d.Reasons)
 			}

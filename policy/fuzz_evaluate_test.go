@@ -73,7 +73,7 @@ func FuzzEvaluate(f *testing.F) {
 			}
 			for _, csr := range parsed {
 				d := w.e.Evaluate(Request{Requester: r, CSR: csr, Operation: op, Profile: label, Time: pkNow,
-					Counters: Counters{Issued: int(sel % 3), Pending: int(sel % 2)}})
+					Counters: Counters{Issued: int(sel % 3), Pending: int(sel % 2)}, EncryptedKey: sel&8 != 0})
 				checkFuzzDecision(t, r, &d)
 			}
 		}

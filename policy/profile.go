@@ -258,6 +258,15 @@ type Profile struct {
 	// ServerKeyType is the key generated for OpSkg and OpSkc; "" means the
 	// first of KeyTypes.
 	ServerKeyType string
+	// RequireEncryptedKeys refuses OpSkg and OpSkc requests that do not ask
+	// for the generated key encrypted (Request.EncryptedKey false:
+	// CodeKeyEncryptionRequired): no plain PKCS#8 leaves the server. Only
+	// with OpSkg or OpSkc among the Operations.
+	RequireEncryptedKeys bool
+	// EscrowKeys keeps the keys generated for OpSkg and OpSkc in the token
+	// instead of destroying them once delivered (Template.EscrowKey). Only
+	// with OpSkg or OpSkc among the Operations.
+	EscrowKeys bool
 	// KeyUsage granted, per key algorithm; impossible usages are
 	// configuration errors.
 	KeyUsage KeyUsages
@@ -405,6 +414,7 @@ type profile struct {
 	idevid, operational, oper bool
 	keyTypes                  []*keyType
 	serverKey                 *keyType
+	requireEncrypted, escrow  bool
 	ku                        KeyUsages
 	eku                       []x509.ExtKeyUsage
 	forbidReuse               bool
@@ -509,6 +519,10 @@ func compileProfile(p Profile) (*profile, []error) {
 		}
 	case len(c.keyTypes) > 0:
 		c.serverKey = c.keyTypes[0]
+	}
+	c.requireEncrypted, c.escrow = p.RequireEncryptedKeys, p.EscrowKeys
+	if (p.ServerKeyType != "" || p.RequireEncryptedKeys || p.EscrowKeys) && !c.ops[OpSkg] && !c.ops[OpSkc] {
+		bad("server_key_type, require_encrypted_keys and escrow_keys need skg or skc among the operations")
 	}
 	for _, f := range []keyFamily{famECDSA, famRSA, famEd25519} {
 		if extra := p.KeyUsage.of(f) &^ permittedUsage(f); extra != 0 {

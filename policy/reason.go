@@ -173,6 +173,10 @@ const (
 	CodeRateLimited
 	// CodeTooManyPending: the identity has too many requests waiting for approval.
 	CodeTooManyPending
+	// CodeKeyEncryptionRequired: a server-side key generation request
+	// (OpSkg, OpSkc) that does not ask for the key encrypted, on a profile
+	// that requires it (Profile.RequireEncryptedKeys).
+	CodeKeyEncryptionRequired
 
 	numCodes
 )
@@ -242,6 +246,7 @@ var codeTable = [numCodes]codeInfo{
 	CodeOperatorRejected:        {"operator-rejected", ClassForbidden, "request denied by operator"},
 	CodeRateLimited:             {"rate-limited", ClassRetry, "rate limit reached, retry later"},
 	CodeTooManyPending:          {"too-many-pending", ClassRetry, "too many pending requests"},
+	CodeKeyEncryptionRequired:   {"key-encryption-required", ClassBadRequest, "encrypted key delivery required"},
 }
 
 func (c Code) info() codeInfo {

@@ -127,6 +127,12 @@ type Request struct {
 	Time time.Time
 	// Counters are the caller's counts for this identity.
 	Counters Counters
+	// EncryptedKey says, for OpSkg and OpSkc, that the CSR asks for the
+	// generated key encrypted: it carries a DecryptKeyIdentifier or an
+	// AsymmetricDecryptKeyIdentifier attribute (RFC 9148 §4.8, RFC 7030
+	// §4.4.1). The caller reads the attributes (ca/cms ParseKeyRequest);
+	// a profile with RequireEncryptedKeys refuses the request without it.
+	EncryptedKey bool
 }
 
 // Action is what to do with a request.
@@ -276,6 +282,9 @@ type Template struct {
 	PublicKey               crypto.PublicKey
 	RawSubjectPublicKeyInfo []byte
 	ServerKeyType           string
+	// EscrowKey says the generated key is kept in the token, not destroyed
+	// once delivered (Profile.EscrowKeys); false for CSR keys.
+	EscrowKey bool
 	// KeyUsage is derived from the profile per key algorithm; ExtKeyUsage is
 	// the profile's.
 	KeyUsage    x509.KeyUsage

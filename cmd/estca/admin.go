@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/estca/estca/hsm"
 	"github.com/estca/estca/store"
 )
 
@@ -47,6 +48,11 @@ var adminErrors = []struct {
 	{"ambiguous", http.StatusConflict, store.ErrAmbiguous},
 	// A reload of a configuration that does not validate.
 	{"config_refused", http.StatusUnprocessableEntity, errConfigRefused},
+	// keys destroy, delete-kek: no such key in the token; import-kek: a
+	// key-encryption key of that id is there already; the token is down.
+	{"key_not_found", http.StatusNotFound, hsm.ErrKeyNotFound},
+	{"key_exists", http.StatusConflict, hsm.ErrKeyExists},
+	{"hsm_unavailable", http.StatusServiceUnavailable, hsm.ErrUnavailable},
 }
 
 // adminError is an error reported by the admin socket. It matches the

@@ -66,7 +66,10 @@ func caImportCommand() *command {
 			if err := writeCerts(cfg.path(cfg.CA.ServerCert), h.Server, h.Issuing); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "imported issuing CA %s (root %s); server certificate issued\n", h.Issuing.Subject, h.Root.Subject)
+			if _, err := issueKeySigner(cfg, tok, nil, "ca import"); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "imported issuing CA %s (root %s); server and key-package signer certificates issued\n", h.Issuing.Subject, h.Root.Subject)
 			return nil
 		},
 	}

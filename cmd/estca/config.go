@@ -30,6 +30,7 @@ type Config struct {
 	DefaultProfile string               `yaml:"default_profile"`
 	Manufacturers  []ManufacturerConfig `yaml:"manufacturers"`
 	CRL            CRLConfig            `yaml:"crl"`
+	Keys           KeysConfig           `yaml:"keys"`
 
 	dir      string   // directory of the config file
 	warnings []string // removed keys (see removedKeys) and deprecated ones
@@ -247,6 +248,7 @@ func (c *Config) applyDefaults() {
 	}
 	def(&c.DefaultProfile, c.Profiles[0].Name)
 	c.applyPolicyDefaults()
+	c.Keys.applyDefaults()
 }
 
 // path resolves p against the config's directory.
@@ -323,6 +325,7 @@ func (c *Config) validate() error {
 	if !seen[c.DefaultProfile] {
 		bad("default_profile %q is not a defined profile", c.DefaultProfile)
 	}
+	c.Keys.validate(bad)
 	errs = append(errs, c.validatePolicy()...)
 	return errors.Join(errs...)
 }

@@ -27,6 +27,9 @@
 //	store check   read every page of the store
 //	store migrate convert a format 1 store
 //	version       the build's version
+//	keys ...      server-side key generation: escrowed keys (list, destroy), key-encryption
+//	              keys (import-kek, delete-kek), recipient certificates (add-recipient,
+//	              remove-recipient), the key-package signer (init-signer)
 //
 // The conventions every command follows, with their helpers (see the
 // command type in main.go): exit 0 done, 1 failed (one plain line last), 2
@@ -40,6 +43,16 @@
 //
 // Configuration errors name the key by its path ("est.bogus_key: unknown
 // key"), every problem at once (configcheck.go); removed keys are warnings.
+//
+// Server-side key generation (serve_keygen.go, keys.go, enroll_keygen.go):
+// serve destroys generated keys an interrupted run left pending in the token
+// (audited), issues the key-package signer certificate when it is missing,
+// and hands a ca.Keygen to the EST server. The keys commands work on a
+// stopped appliance (token and store opened here) or through the running
+// server's admin socket (/v1/keys/...), which then does the work and the
+// audit record; a KEK to import then travels over that 0600 socket.
+// Recipient certificates live in keys.recipients_dir, one PEM file per
+// device identity, read at each request.
 //
 // While `estca serve` runs it holds the store; the query commands then reach
 // it through the server's admin socket (a unix socket, mode 0600, HTTP with

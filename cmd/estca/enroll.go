@@ -78,6 +78,7 @@ func (f *clientFlags) options() (client.Options, error) {
 
 func enrollCommand() *command {
 	var cf clientFlags
+	var kf keygenFlags
 	var csrFile, out, subject, accept string
 	return &command{
 		name: "enroll", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [flags] OP", noConfig: true,
@@ -86,14 +87,16 @@ func enrollCommand() *command {
 			"  discover  list the server's EST resources (/.well-known/core?rt=ace.est*)\n" +
 			"  crts      fetch the CA certificates and update the trust anchors (RFC 9148 §9.1)\n" +
 			"  sen       simple enrollment; sren re-enrollment with the current operational certificate\n" +
-			"  att       CSR attributes; skg, skc server-side key generation (planned: estca serve does not serve them yet)\n" +
-			"Without --csr a fresh P-256 key is generated here and written to PREFIX.key.",
+			"  att       CSR attributes; skg, skc server-side key generation\n" +
+			"Without --csr a fresh P-256 key is generated here and written to PREFIX.key; with skg/skc\n" +
+			"the server generates it and it is written, decrypted and checked, to PREFIX.key (0600).",
 		flags: func(fs *flag.FlagSet) {
 			cf.register(fs)
 			fs.StringVar(&csrFile, "csr", "", "PKCS#10 CSR `FILE` (DER or PEM) instead of a locally generated key")
 			fs.StringVar(&out, "out", "estca-enroll", "output `PREFIX` for PEM files (PREFIX.pem, PREFIX.key, PREFIX-cacerts.pem, ...)")
 			fs.StringVar(&subject, "subject", "", "common `NAME` for a generated CSR (default: the client certificate's subject)")
 			fs.StringVar(&accept, "accept", "281", "certificate `FORMAT` to ask for: 281 (PKCS#7 certs-only) or 287 (DER)")
+			kf.register(fs)
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) != 1 {
@@ -123,6 +126,9 @@ func enrollCommand() *command {
 				return err
 			}
 			defer c.Close()
+			if op == "skg" || op == "skc" {
+				return runServerKeygen(ctx, a, c, opts, op == "skc", &kf, csrFile, out, subject)
+			}
 			return runEnroll(ctx, a, c, opts, op, acc, csrFile, out, subject)
 		},
 	}
@@ -177,11 +183,8 @@ func runEnroll(ctx context.Context, a *app, c *client.Conn, opts client.Options,
 	var csr []byte
 	var err error
 	if csrFile != "" {
-		if csr, err = os.ReadFile(csrFile); err != nil {
+		if csr, err = readCSRFile(csrFile); err != nil {
 			return err
-		}
-		if blk, _ := pem.Decode(csr); blk != nil {
-			csr = blk.Bytes
 		}
 	} else {
 		leaf := opts.Certificate.Leaf
@@ -232,24 +235,8 @@ func runEnroll(ctx context.Context, a *app, c *client.Conn, opts client.Options,
 		fmt.Fprintf(a.stdout, "enrolled: serial %x, subject %s, valid until %s; wrote %s.pem\n",
 			cert.SerialNumber, cert.Subject, cert.NotAfter.UTC().Format(time.RFC3339), out)
 		return nil
-	default: // skg, skc
-		res, err := c.ServerKeygen(ctx, csr, op == "skc")
-		if err != nil {
-			return err
-		}
-		if err := writeCerts(out+".pem", res.Certificates...); err != nil {
-			return err
-		}
-		typ, name := "PRIVATE KEY", out+".key"
-		if res.KeyFormat == wire.FormatServerGeneratedKey {
-			typ, name = "CMS", out+".key.p7m"
-		}
-		if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: res.Key}), 0o600); err != nil {
-			return err
-		}
-		fmt.Fprintf(a.stdout, "server-generated key (format %d) in %s, certificate in %s.pem\n", res.KeyFormat, name, out)
-		return nil
 	}
+	return fmt.Errorf("unknown OP %q", op)
 }
 
 // csrFromAttrs builds the CSR the server's CSR attributes ask for (GET
@@ -285,6 +272,13 @@ func csrFromAttrs(ctx context.Context, a *app, c *client.Conn, leaf *x509.Certif
 // subjectAltName extension are the current certificate's, byte for byte
 // (RFC 7030 §4.2.2); otherwise the subject is cn, or the client certificate's.
 func newCSR(key crypto.Signer, leaf *x509.Certificate, cn string, renew bool) ([]byte, error) {
+	return x509.CreateCertificateRequest(rand.Reader, csrTemplate(leaf, cn, renew), key)
+}
+
+// csrTemplate is the CSR content of newCSR: for a renewal the subject and
+// subjectAltName extension of leaf, byte for byte; otherwise the subject
+// CN cn, or leaf's subject.
+func csrTemplate(leaf *x509.Certificate, cn string, renew bool) *x509.CertificateRequest {
 	tmpl := &x509.CertificateRequest{RawSubject: leaf.RawSubject}
 	if renew {
 		for _, e := range leaf.Extensions {
@@ -295,24 +289,28 @@ func newCSR(key crypto.Signer, leaf *x509.Certificate, cn string, renew bool) ([
 	} else if cn != "" {
 		tmpl = &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}
 	}
-	return x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	return tmpl
 }
 
 func benchCommand() *command {
 	var cf clientFlags
+	var kf keygenFlags
 	var mode string
 	var workers, csrs int
 	var dur time.Duration
 	return &command{
-		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts] [-c N] [-d DUR]", noConfig: true,
-		summary: "EST-coaps load generator (sen, sen-reuse, crts); reports ops/s and latencies.\n\n" +
-			"sen opens a new DTLS session per enrollment, sen-reuse\n" +
-			"enrolls many times over one session per worker, crts fetches CA certificates.\n" +
+		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts|skg|skc] [-c N] [-d DUR]", noConfig: true,
+		summary: "EST-coaps load generator (sen, sen-reuse, crts, skg, skc); reports ops/s and latencies.\n\n" +
+			"sen opens a new DTLS session per enrollment, sen-reuse enrolls many times over one session\n" +
+			"per worker, crts fetches CA certificates, skg and skc ask for server-side key generation over\n" +
+			"one session per worker (--kek-id/--kek-file or --recipient-key for an encrypted key; every key\n" +
+			"is decrypted and checked after the run).\n" +
 			"CSRs are prepared before the timed loop; every issued certificate is verified against\n" +
 			"its CSR and the CA chain. Reports ops/s, p50/p90/p99 and errors by code. Exit 1 on any error.",
 		flags: func(fs *flag.FlagSet) {
 			cf.register(fs)
-			fs.StringVar(&mode, "mode", "sen", "`MODE`: sen (a new DTLS session per enrollment), sen-reuse (one session per worker) or crts")
+			fs.StringVar(&mode, "mode", "sen", "`MODE`: sen (a new DTLS session per enrollment), sen-reuse (one session per worker), crts, skg or skc (server-side key generation over one session per worker)")
+			kf.register(fs)
 			fs.IntVar(&workers, "c", 8, "concurrent workers `N`")
 			fs.DurationVar(&dur, "d", 10*time.Second, "duration `DUR` of the timed loop")
 			fs.IntVar(&csrs, "csrs", 0, "distinct CSRs to prepare (0: enough for the duration)")
@@ -325,7 +323,11 @@ func benchCommand() *command {
 			if err != nil {
 				return err
 			}
-			rep, err := bench.Run(ctx, bench.Options{Client: opts, Mode: mode, Workers: workers, Duration: dur, CSRs: csrs})
+			bo := bench.Options{Client: opts, Mode: mode, Workers: workers, Duration: dur, CSRs: csrs}
+			if bo.KeyRequest, bo.DecryptKey, err = kf.benchRequest(opts); err != nil {
+				return err
+			}
+			rep, err := bench.Run(ctx, bo)
 			if err != nil {
 				return err
 			}

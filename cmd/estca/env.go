@@ -108,6 +108,22 @@ func openAuditToken(c *Config) (*hsm.Token, crypto.Signer, crypto.PublicKey, err
 	return tok, signer, pub, nil
 }
 
+// openSignedStore opens the token (openAuditToken) and the store of a
+// stopped appliance, which signs its audit heads with the token's audit
+// key; the caller closes both.
+func openSignedStore(c *Config) (*hsm.Token, *store.DB, crypto.PublicKey, error) {
+	tok, signer, pub, err := openAuditToken(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	db, err := openStore(c, signer, pub)
+	if err != nil {
+		tok.Close()
+		return nil, nil, nil, err
+	}
+	return tok, db, pub, nil
+}
+
 // withAuditToken runs f for a command of a stopped appliance that signs
 // audit heads itself (see openAuditToken).
 func withAuditToken(a *app, f func(cfg *Config, signer crypto.Signer, pub crypto.PublicKey) error) error {

@@ -152,6 +152,11 @@ func runInit(a *app, o initOptions) error {
 		if err := writeCerts(cfg.path(cfg.CA.ServerCert), h.Server, h.Issuing); err != nil {
 			return err
 		}
+		// The key-package signer of server-side key generation (audited
+		// in the init record below).
+		if _, err := issueKeySigner(cfg, tok, nil, "init"); err != nil {
+			return err
+		}
 	}
 	audit, err := tok.FindKey(cfg.CA.AuditKey)
 	if err != nil {
@@ -182,7 +187,7 @@ func runInit(a *app, o initOptions) error {
 	defer db.Close()
 	if _, err := db.Append(store.AuditRecord{
 		Time: time.Now(), Event: store.EventConfig, Verdict: "init",
-		Reason: fmt.Sprintf("appliance initialised (key type %s, external root %t, demo %t)", kt, o.externalRoot, o.demo),
+		Reason: fmt.Sprintf("appliance initialised (key type %s, external root %t, demo %t, key-package signer %t)", kt, o.externalRoot, o.demo, !o.externalRoot),
 	}); err != nil {
 		return err
 	}
@@ -320,6 +325,10 @@ profiles:
     ext_key_usage: [clientAuth]
     renewal_grace: 720h      # an expired certificate of this profile may still renew for 30 days
     approval: auto           # manual: devices get 5.03 + Max-Age until ` + "`estca requests approve ID`" + `
+    operations: [sen, sren, skg, skc]   # skg, skc: server-side key generation in the token
+    server_key_type: ecdsa-p256         # ecdsa-p256 | ecdsa-p384 | rsa-2048 | rsa-3072
+    require_encrypted_keys: false       # true: refuse skg/skc that do not ask for an encrypted key (4.00)
+    escrow_keys: false                  # true: keep generated keys in the token, labelled by serial
 {{- if .Demo}}
     # The demo devices (demo/device-*.pem) have IDevIDs with the subject
     # "O=Demo Devices, CN=demo device DEMO-0001, serialNumber=DEMO-0001" and a
@@ -356,6 +365,13 @@ crl:
   refresh: 24h
   listen: ""                 # e.g. ":8080": http://HOST:8080/crl for relying parties
   distribution_point: ""     # e.g. http://ca.example.net:8080/crl: put into every certificate issued
+
+# Server-side key generation (/skg, /skc).
+keys:
+  signer_key: estca-keypkg          # token label of the key that signs key packages
+  signer_cert: ca/keypkg.pem        # its certificate, issued by the issuing CA
+  recipients_dir: keys/recipients   # recipient certificates (estca keys add-recipient)
+  gcm_auth_attrs: true              # RFC 5083 authAttrs in AES-GCM answers; false for OpenSSL <= 3.6 devices
 `))
 
 func renderConfig(v configValues) string {

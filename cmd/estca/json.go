@@ -211,8 +211,39 @@ func requestViews(rs []store.Request) []requestView {
 	return out
 }
 
+// keysView is what `estca keys list` shows: the escrowed keys, the
+// key-encryption keys and the registered recipient certificates of
+// server-side key generation.
+type keysView struct {
+	Escrowed   []escrowView    `json:"escrowed"`
+	KEKs       []kekView       `json:"keks"`
+	Recipients []recipientView `json:"recipients"`
+}
+
+// escrowView is a server-generated key escrowed in the token.
+type escrowView struct {
+	Serial  string `json:"serial"`
+	KeyType string `json:"key_type"`
+	Label   string `json:"label"`
+}
+
+// kekView is a pre-shared key-encryption key in the token.
+type kekView struct {
+	ID   string `json:"id"`
+	Bits int    `json:"bits"`
+}
+
+// recipientView is a recipient certificate registered for a device identity.
+type recipientView struct {
+	Identity string    `json:"identity"`
+	Subject  string    `json:"subject"`
+	KeyID    string    `json:"key_id"`
+	NotAfter time.Time `json:"not_after"`
+}
+
 // jsonViews lists one value of every view type printed with --json, for
 // the tests (snake_case keys, fields documented in the README).
 func jsonViews() []any {
-	return []any{certView{}, revocationView{}, auditView{}, identityView{}, headView{}, headRefView{}, doctorReport{}, finding{}, requestView{}}
+	return []any{certView{}, revocationView{}, auditView{}, identityView{}, headView{}, headRefView{}, doctorReport{}, finding{}, requestView{},
+		keysView{}, escrowView{}, kekView{}, recipientView{}}
 }

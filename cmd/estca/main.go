@@ -63,7 +63,8 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func commands() []*command {
-	return []*command{
+	var out []*command
+	out = append(out,
 		initCommand(),
 		serveCommand(),
 		doctorCommand(),
@@ -86,11 +87,12 @@ func commands() []*command {
 		backupCommand(),
 		restoreCommand(),
 		storeCheckCommand(),
-		storeMigrateCommand(),
+		storeMigrateCommand())
+	out = append(out, keysCommands()...)
+	return append(out,
 		enrollCommand(),
 		benchCommand(),
-		versionCommand(),
-	}
+		versionCommand())
 }
 
 func main() {

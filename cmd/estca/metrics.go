@@ -27,7 +27,7 @@ import (
 // each scrape:
 //
 //	estca_certificate_expiry_seconds{certificate}  seconds until notAfter of the
-//	                                    root, issuing and server certificates in use
+//	                                    root, issuing, server and keypkg certificates in use
 //	estca_audit_head_age_seconds        seconds since the newest signed audit head
 //	estca_store_size_bytes              size of the store file
 //
@@ -109,7 +109,7 @@ func (m *applianceMetrics) watchAppliance(db *store.DB, certs map[string]*x509.C
 		notAfter := c.NotAfter
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "estca", Name: "certificate_expiry_seconds",
-			Help:        "Seconds until the notAfter of a certificate in use (negative once expired): root, issuing (the issuing CA), server (the DTLS server certificate).",
+			Help:        "Seconds until the notAfter of a certificate in use (negative once expired): root, issuing (the issuing CA), server (the DTLS server certificate), keypkg (the key-package signer of server-side key generation).",
 			ConstLabels: prometheus.Labels{"certificate": name},
 		}, func() float64 { return time.Until(notAfter).Seconds() }))
 	}

@@ -85,6 +85,7 @@ func TestServeMetrics(t *testing.T) {
 	wants := []string{`estca_est_requests_total{code="2.04",resource="sen"} 1`, `estca_hsm_operation_seconds_count{op="sign"}`,
 		"estca_ca_pending_requests 0", `estca_certificate_expiry_seconds{certificate="issuing"} `,
 		`estca_certificate_expiry_seconds{certificate="server"} `, `estca_certificate_expiry_seconds{certificate="root"} `,
+		`estca_certificate_expiry_seconds{certificate="keypkg"} `,
 		"estca_audit_head_age_seconds ", "estca_store_size_bytes ", "estca_store_commit_seconds_count ",
 		"estca_store_commit_failures_total 0", "estca_hsm_up 1"}
 	var body string

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/estca/estca/ca/cms"
 	"github.com/estca/estca/policy"
 )
 
@@ -79,7 +80,18 @@ func policyCheckCommand() *command {
 			if err != nil {
 				return fmt.Errorf("config: %w", err)
 			}
-			rep := e.Check(policy.CheckInput{CSR: csr, Chain: chain, Label: label, Operation: operation, Time: now})
+			in := policy.CheckInput{CSR: csr, Chain: chain, Label: label, Operation: operation, Time: now}
+			if _, perr := x509.ParseCertificateRequest(csr); perr == nil && (operation == policy.OpSkg || operation == policy.OpSkc) {
+				// Whether the CSR asks for the generated key encrypted (its
+				// attributes, as the server reads them: malformed ones
+				// refuse the request, csr-malformed).
+				kr, err := cms.ParseKeyRequest(csr)
+				if err != nil {
+					return &exitError{1, fmt.Errorf("the request would be denied (csr-malformed): key request attributes: %w", err)}
+				}
+				in.EncryptedKey = kr.Delivery != cms.DeliverPlain
+			}
+			rep := e.Check(in)
 			fmt.Fprint(a.stdout, rep.String())
 			if rep.Decision.Action == policy.ActionDeny {
 				return &exitError{1, errors.New("the request would be denied")}

@@ -52,26 +52,32 @@ type ManufacturerConfig struct {
 
 // ProfileConfig is one certificate profile (policy.Profile).
 type ProfileConfig struct {
-	Name          string              `yaml:"name"`
-	Validity      Duration            `yaml:"validity"`
-	Backdate      Duration            `yaml:"backdate"`
-	Operations    []string            `yaml:"operations"`
-	Requesters    []string            `yaml:"requesters"`
-	KeyTypes      []string            `yaml:"key_types"`
-	ServerKeyType string              `yaml:"server_key_type"`
-	KeyUsage      KeyUsageConfig      `yaml:"key_usage"`
-	ExtKeyUsage   []string            `yaml:"ext_key_usage"`
-	KeyReuse      string              `yaml:"key_reuse"` // allow | forbid
-	Subject       []SubjectAttrConfig `yaml:"subject"`
-	SAN           SANConfig           `yaml:"san"`
-	Extensions    ExtensionsConfig    `yaml:"extensions"`
-	Approval      string              `yaml:"approval"` // auto | manual
-	PendingMaxAge Duration            `yaml:"pending_max_age"`
-	MaxPending    int                 `yaml:"max_pending"`
-	RateLimit     RateLimitConfig     `yaml:"rate_limit"`
-	RenewalGrace  Duration            `yaml:"renewal_grace"`
-	RenewFrom     []string            `yaml:"renew_from"`
-	CSRAttrs      []string            `yaml:"csr_attrs"`
+	Name          string   `yaml:"name"`
+	Validity      Duration `yaml:"validity"`
+	Backdate      Duration `yaml:"backdate"`
+	Operations    []string `yaml:"operations"`
+	Requesters    []string `yaml:"requesters"`
+	KeyTypes      []string `yaml:"key_types"`
+	ServerKeyType string   `yaml:"server_key_type"`
+	// RequireEncryptedKeys refuses skg/skc requests that do not ask for
+	// the key encrypted (no plain PKCS#8 leaves); EscrowKeys keeps the
+	// generated keys in the token, labelled by serial. Both need skg or
+	// skc among the operations.
+	RequireEncryptedKeys bool                `yaml:"require_encrypted_keys"`
+	EscrowKeys           bool                `yaml:"escrow_keys"`
+	KeyUsage             KeyUsageConfig      `yaml:"key_usage"`
+	ExtKeyUsage          []string            `yaml:"ext_key_usage"`
+	KeyReuse             string              `yaml:"key_reuse"` // allow | forbid
+	Subject              []SubjectAttrConfig `yaml:"subject"`
+	SAN                  SANConfig           `yaml:"san"`
+	Extensions           ExtensionsConfig    `yaml:"extensions"`
+	Approval             string              `yaml:"approval"` // auto | manual
+	PendingMaxAge        Duration            `yaml:"pending_max_age"`
+	MaxPending           int                 `yaml:"max_pending"`
+	RateLimit            RateLimitConfig     `yaml:"rate_limit"`
+	RenewalGrace         Duration            `yaml:"renewal_grace"`
+	RenewFrom            []string            `yaml:"renew_from"`
+	CSRAttrs             []string            `yaml:"csr_attrs"`
 	// AllowSAN is a key of the first configuration, reported as removed.
 	AllowSAN *bool `yaml:"allow_san"`
 }
@@ -299,6 +305,7 @@ func (c *Config) profileOptions() ([]policy.Profile, []error) {
 		p := policy.Profile{
 			Name: pc.Name, Validity: pc.Validity.D(), Backdate: pc.Backdate.D(), Requesters: pc.Requesters,
 			KeyTypes: pc.KeyTypes, ServerKeyType: pc.ServerKeyType, MaxPending: pc.MaxPending,
+			RequireEncryptedKeys: pc.RequireEncryptedKeys, EscrowKeys: pc.EscrowKeys,
 			PendingMaxAge: pc.PendingMaxAge.D(), RenewalGrace: pc.RenewalGrace.D(), RenewFrom: pc.RenewFrom,
 			CSRAttrs:  pc.CSRAttrs,
 			RateLimit: policy.RateLimit{Count: pc.RateLimit.Count, Window: pc.RateLimit.Window.D()},
@@ -323,6 +330,9 @@ func (c *Config) profileOptions() ([]policy.Profile, []error) {
 			if !policy.KnownKeyType(k) && k != "rsa-1024" && k != "ecdsa-p224" {
 				bad(fmt.Sprintf("%s.key_types[%d]", where, j), "unknown key type %q", k)
 			}
+		}
+		if where, problem := serverKeyProblem(where, pc, p.Operations); problem != "" {
+			bad(where, "%s", problem)
 		}
 		ku := pc.KeyUsage
 		if ku.list != nil {

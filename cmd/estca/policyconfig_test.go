@@ -93,6 +93,24 @@ profiles:
 			`profiles[1]: subject[0] CN`,
 			`profiles[1]: renew_from names unknown profile "zz"`,
 		}},
+		{"server-side key generation", `
+profiles:
+  - {name: a, operations: [sen, keygen]}
+  - {name: c, operations: [skg], server_key_type: ed25519}
+  - {name: d, operations: [skc], key_types: [ed25519]}
+keys: {signer_key: estca-issuing, escrow: true}
+`, []string{
+			`profiles[0].operations[1]: unknown operation "keygen"`,
+			`profiles[1].server_key_type: "ed25519" cannot be generated in the token`,
+			`profiles[2].key_types[0]: "ed25519" cannot be generated in the token`,
+			`keys.signer_key: "estca-issuing" is a CA key label`,
+			"keys.escrow: unknown key",
+		}},
+		{"server key settings without skg or skc", `
+profiles: [{name: b, escrow_keys: true, server_key_type: ecdsa-p384}]
+`, []string{
+			"profiles[0]: server_key_type, require_encrypted_keys and escrow_keys need skg or skc",
+		}},
 		{"keys of the first configuration", `
 profiles: [{name: a, validity: 24h, allow_san: true, key_usage: [digitalSignature]}]
 manufacturers: [{name: m, roots: [r.pem], tolerate_expiry: true, allow_expired: false}]

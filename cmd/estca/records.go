@@ -76,13 +76,8 @@ func openRecords(c *Config, write bool) (records, error) {
 		}
 		return &directRecords{db: db, pub: pub}, nil
 	}
-	tok, signer, pub, err := openAuditToken(c)
+	tok, db, pub, err := openSignedStore(c)
 	if err != nil {
-		return nil, err
-	}
-	db, err := openStore(c, signer, pub)
-	if err != nil {
-		tok.Close()
 		return nil, err
 	}
 	return &directRecords{db: db, pub: pub, tok: tok}, nil

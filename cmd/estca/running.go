@@ -105,7 +105,7 @@ func restartSections(cur, next *Config) []string {
 		name string
 		a, b any
 	}{{"hsm", cur.HSM, next.HSM}, {"ca", cur.CA, next.CA}, {"store", cur.Store, next.Store},
-		{"est", cur.EST, next.EST}, {"crl", cur.CRL, next.CRL}} {
+		{"est", cur.EST, next.EST}, {"crl", cur.CRL, next.CRL}, {"keys", cur.Keys, next.Keys}} {
 		if !reflect.DeepEqual(s.a, s.b) {
 			out = append(out, s.name)
 		}

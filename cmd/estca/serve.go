@@ -91,6 +91,10 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 	if left := time.Until(x.issuing.NotAfter); left < 30*24*time.Hour {
 		a.log.Warn("issuing CA expires soon: enrollment stops an hour before", "not_after", x.issuing.NotAfter, "left", left.Round(time.Hour))
 	}
+	keygen, keys, signerCert, err := setupKeygen(cfg, x, a.log, func(s crypto.Signer) crypto.Signer { return timedSigner{s, appMetrics} })
+	if err != nil {
+		return err
+	}
 	serverKey, err := x.token.FindKey(cfg.CA.ServerKey)
 	if err != nil {
 		return fmt.Errorf("server key %q: %w", cfg.CA.ServerKey, err)
@@ -100,7 +104,7 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		return fmt.Errorf("server certificate: %w", err)
 	}
 	if err := appMetrics.watchAppliance(x.db, map[string]*x509.Certificate{
-		"root": x.root, "issuing": x.issuing, "server": chain[0]}); err != nil {
+		"root": x.root, "issuing": x.issuing, "server": chain[0], "keypkg": signerCert}); err != nil {
 		return err
 	}
 	if left := time.Until(chain[0].NotAfter); left < 30*24*time.Hour {
@@ -126,6 +130,7 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		Addr:                   cfg.EST.Listen,
 		Certificate:            cert,
 		Authority:              x.ca,
+		Keygen:                 keygen,
 		CipherSuites:           suites,
 		ExtendedMasterSecret:   ems,
 		MaxSessions:            cfg.EST.MaxSessions,
@@ -168,6 +173,7 @@ func serve(ctx context.Context, a *app, cfg *Config) error {
 		return err
 	}
 	adminMux := http.NewServeMux()
+	adminMux.Handle("/v1/keys/", keysAdminHandler(keys))
 	adminMux.Handle("/", adminHandler(x.db, x.auditPub))
 	registerPolicyAdmin(adminMux, run)
 	adminSrv := &http.Server{Handler: adminMux, ReadHeaderTimeout: 10 * time.Second}

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/estca/estca/ca/cms"
 	"github.com/estca/estca/est/client"
 	"github.com/estca/estca/est/wire"
 )
@@ -31,6 +32,11 @@ const (
 	ModeEnrollReuse = "sen-reuse"
 	// ModeCACerts: GET /crts over one DTLS session per worker.
 	ModeCACerts = "crts"
+	// ModeKeygen: server-side key generation (/skg, RFC 9148 §4.8) over one
+	// DTLS session per worker; the key is delivered as KeyRequest asks.
+	ModeKeygen = "skg"
+	// ModeKeygenSingle: as ModeKeygen with /skc (a single DER certificate).
+	ModeKeygenSingle = "skc"
 )
 
 // DefaultTimeout bounds one operation, handshake included, when
@@ -58,7 +64,17 @@ type Options struct {
 	// Preparing costs CPU the server also needs on a small machine, which is
 	// why it happens before the clock starts.
 	CSRs int
+	// KeyRequest is what the CSRs of ModeKeygen and ModeKeygenSingle ask
+	// for (nil: a plain PKCS#8 key), and DecryptKey opens the answers (nil
+	// for plain keys); every answer is decrypted, its SignedData verified
+	// and its key matched to the certificate after the timed loop
+	// (client.OpenServerKey).
+	KeyRequest *cms.KeyRequest
+	DecryptKey *cms.DecryptKey
 }
+
+// keygen reports whether mode is server-side key generation.
+func keygen(mode string) bool { return mode == ModeKeygen || mode == ModeKeygenSingle }
 
 // Report is the outcome of Run.
 type Report struct {
@@ -70,6 +86,9 @@ type Report struct {
 	// matched their CSR's key and chained to the CA (enrollment modes).
 	Ops      int
 	Verified int
+	// Delivery names how keygen modes asked for the key: plain, kek or
+	// asymmetric; empty for the other modes.
+	Delivery string
 	// OpsPerSec is Ops / Elapsed.
 	OpsPerSec float64
 	// Latency percentiles of successful operations (nearest rank).
@@ -93,10 +112,18 @@ func (r *Report) ErrorCount() int {
 // Format writes a human-readable report, for `estca bench`.
 func (r *Report) Format(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "mode %s, %d workers, %s\n", r.Mode, r.Workers, r.Elapsed.Round(time.Millisecond))
+	mode := r.Mode
+	if r.Delivery != "" {
+		mode += " (" + r.Delivery + " key)"
+	}
+	fmt.Fprintf(&b, "mode %s, %d workers, %s\n", mode, r.Workers, r.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(&b, "ops %d (%.1f/s), errors %d", r.Ops, r.OpsPerSec, r.ErrorCount())
 	if r.Mode != ModeCACerts {
-		fmt.Fprintf(&b, ", certificates verified %d of %d prepared CSRs", r.Verified, r.Prepared)
+		what := "certificates"
+		if keygen(r.Mode) {
+			what = "keys and certificates"
+		}
+		fmt.Fprintf(&b, ", %s verified %d of %d prepared CSRs", what, r.Verified, r.Prepared)
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "latency p50 %s p90 %s p99 %s max %s\n", roundDur(r.P50), roundDur(r.P90), roundDur(r.P99), roundDur(r.Max))
@@ -131,6 +158,7 @@ type result struct {
 	errors    map[string]int
 	certs     []*x509.Certificate
 	csrs      []int
+	keys      []*client.KeygenResult // keygen modes
 }
 
 // Run runs a load test against an EST-coaps server: Workers clients for
@@ -140,9 +168,16 @@ type result struct {
 // and the CA chain, counting mismatches as "verify" errors.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	switch o.Mode {
-	case ModeEnroll, ModeEnrollReuse, ModeCACerts:
+	case ModeEnroll, ModeEnrollReuse, ModeCACerts, ModeKeygen, ModeKeygenSingle:
 	default:
-		return nil, fmt.Errorf("bench: unknown mode %q (sen, sen-reuse, crts)", o.Mode)
+		return nil, fmt.Errorf("bench: unknown mode %q (sen, sen-reuse, crts, skg, skc)", o.Mode)
+	}
+	kr := o.KeyRequest
+	if kr == nil {
+		kr = &cms.KeyRequest{}
+	}
+	if keygen(o.Mode) && (kr.Delivery == cms.DeliverPlain) != (o.DecryptKey == nil) {
+		return nil, errors.New("bench: a DecryptKey goes with a KeyRequest for an encrypted key, and only then")
 	}
 	if o.Workers <= 0 {
 		o.Workers = 1
@@ -173,7 +208,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if n <= 0 {
 			n = min(100000, max(100, int(o.Duration.Seconds()*400)*o.Workers))
 		}
-		if csrs, err = prepareCSRs(ctx, n, copts.Certificate); err != nil {
+		if !keygen(o.Mode) {
+			kr = nil
+		}
+		if csrs, err = prepareCSRs(ctx, n, copts.Certificate, kr); err != nil {
 			return nil, err
 		}
 	}
@@ -195,6 +233,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	rep := &Report{Mode: o.Mode, Workers: o.Workers, Prepared: len(csrs), Elapsed: elapsed,
 		Errors: map[string]int{}, Exhausted: exhausted.Load()}
+	if keygen(o.Mode) {
+		rep.Delivery = kr.Delivery.String()
+	}
 	var lat []time.Duration
 	bad := 0
 	verifier := newVerifier(caCerts)
@@ -209,6 +250,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				bad++
 				continue
 			}
+			rep.Verified++
+		}
+		for _, k := range r.keys {
+			sk, err := client.OpenServerKey(k, o.DecryptKey, cms.VerifyOptions{Roots: verifier.opts.Roots, Intermediates: caCerts})
+			k.Zero()
+			if err != nil {
+				rep.Errors["verify"]++
+				bad++
+				continue
+			}
+			sk.Zero()
 			rep.Verified++
 		}
 	}
@@ -260,6 +312,12 @@ func worker(loopCtx, ctx context.Context, o Options, copts client.Options, csrs 
 			switch o.Mode {
 			case ModeCACerts:
 				_, _, err := c.CACerts(opCtx, wire.FormatCertsOnly)
+				return err
+			case ModeKeygen, ModeKeygenSingle:
+				res, err := c.ServerKeygen(opCtx, csrs[idx].der, o.Mode == ModeKeygenSingle)
+				if err == nil {
+					r.keys = append(r.keys, res)
+				}
 				return err
 			default:
 				cert, _, err := c.Enroll(opCtx, csrs[idx].der, wire.FormatPKIXCert)
@@ -315,7 +373,9 @@ func errorKind(err error) string {
 // certificate: a CA that binds certificates to the requester's identity
 // (estca's default) accepts them from an IDevID, and from an operational
 // certificate they are renewals, which must keep both (RFC 7030 §4.2.2).
-func prepareCSRs(ctx context.Context, n int, client tls.Certificate) ([]preparedCSR, error) {
+// With kr, the CSRs carry its server-side key generation attributes
+// (cms.CreateCertificateRequest).
+func prepareCSRs(ctx context.Context, n int, client tls.Certificate, kr *cms.KeyRequest) ([]preparedCSR, error) {
 	out := make([]preparedCSR, n)
 	leaf := client.Leaf
 	if leaf == nil && len(client.Certificate) > 0 {
@@ -347,7 +407,12 @@ func prepareCSRs(ctx context.Context, n int, client tls.Certificate) ([]prepared
 				key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 				if err == nil {
 					var der []byte
-					if der, err = x509.CreateCertificateRequest(rand.Reader, tmpl, key); err == nil {
+					if kr != nil {
+						der, err = cms.CreateCertificateRequest(rand.Reader, tmpl, key, kr)
+					} else {
+						der, err = x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+					}
+					if err == nil {
 						var csr *x509.CertificateRequest
 						if csr, err = x509.ParseCertificateRequest(der); err == nil {
 							out[i] = preparedCSR{der: der, pub: csr.RawSubjectPublicKeyInfo}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/estca/estca/ca/cms"
 	"github.com/estca/estca/est/client"
 	"github.com/estca/estca/est/esttest"
 	"github.com/estca/estca/policy/pkitest"
@@ -112,4 +113,18 @@ func TestRunOptions(t *testing.T) {
 // peerClient are client options for env's peer and device.
 func peerClient(env *esttest.Env) client.Options {
 	return client.Options{Server: env.Peer.URL(), Certificate: env.Device, Roots: env.Roots}
+}
+
+func TestRunKeygenOptions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, o := range []Options{
+		{Mode: ModeKeygen, DecryptKey: &cms.DecryptKey{}},
+		{Mode: ModeKeygenSingle, KeyRequest: &cms.KeyRequest{Delivery: cms.DeliverKEK, KeyID: []byte("k")}},
+		{Mode: "skx"},
+	} {
+		if _, err := Run(ctx, o); err == nil {
+			t.Errorf("%+v accepted", o)
+		}
+	}
 }

@@ -6,7 +6,10 @@
 // Modes: ModeEnroll opens a new DTLS session for every enrollment (the
 // handshake is part of the measured latency), ModeEnrollReuse enrolls many
 // times over one session per worker, ModeCACerts fetches /crts over one
-// session per worker.
+// session per worker, ModeKeygen and ModeKeygenSingle ask for server-side
+// key generation (/skg, /skc) over one session per worker, the key
+// delivered plain or encrypted as Options.KeyRequest asks (the server's
+// profile, selected by the path label, decides the key type).
 //
 // Measurement rules:
 //
@@ -14,7 +17,9 @@
 //     because preparing them costs CPU the server needs on a small machine.
 //   - Every issued certificate is verified after the timed loop against its
 //     CSR's public key and the CA chain fetched from /crts; a mismatch counts
-//     as a "verify" error, not as an operation.
+//     as a "verify" error, not as an operation. A server-generated key is
+//     opened (decrypted with Options.DecryptKey, its SignedData verified to
+//     the CA) and matched to its certificate (client.OpenServerKey).
 //   - A 5.03 is an error of the run ("coap 5.03"), never retried: the report
 //     measures the server, not Max-Age waits.
 //   - Latencies are of successful operations, percentiles by nearest rank.

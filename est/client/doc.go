@@ -39,10 +39,13 @@
 //
 // # What it does not do
 //
-// It does not generate keys or CSRs (the caller does), keep state across
-// sessions, store trust anchors (UpdateTrust returns them), decrypt CMS
-// EnvelopedData of server-generated keys, or implement Observe, OSCORE or
-// proxying. It logs only retries, at debug level, through Options.Logger.
+// It does not generate keys or CSRs (the caller does: ca/cms
+// CreateCertificateRequest adds the attributes asking for an encrypted
+// server-generated key), keep state across sessions, store trust anchors
+// (UpdateTrust returns them), or implement Observe, OSCORE or proxying.
+// OpenServerKey decrypts and verifies a server-generated key with package
+// ca/cms (pure Go): the EnvelopedData, the SignedData's signer chain to the
+// trust anchors, the key against its certificate. It logs only retries, at debug level, through Options.Logger.
 //
 // # Concurrency
 //

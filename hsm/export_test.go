@@ -1,0 +1,54 @@
+//go:build cgo
+
+package hsm
+
+import "github.com/miekg/pkcs11"
+
+// CountKeyObjects counts the private, public and secret key objects the
+// application sees, session objects included (find sees token objects only).
+func (t *Token) CountKeyObjects() (int, error) {
+	n := 0
+	err := t.do("count", func(s session) error {
+		n = 0
+		for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY, pkcs11.CKO_SECRET_KEY} {
+			if err := t.ctx.FindObjectsInit(s.h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class)}); err != nil {
+				return err
+			}
+			hs, _, err := t.ctx.FindObjects(s.h, 10000)
+			if ferr := t.ctx.FindObjectsFinal(s.h); err == nil {
+				err = ferr
+			}
+			if err != nil {
+				return err
+			}
+			n += len(hs)
+		}
+		return nil
+	})
+	return n, err
+}
+
+// KEKValueReadable reports whether the token hands out the value of the
+// key-encryption key id (it must not: CKA_SENSITIVE, not CKA_EXTRACTABLE).
+func (t *Token) KEKValueReadable(id []byte) (bool, error) {
+	readable := false
+	err := t.do("kek-value", func(s session) error {
+		h, err := t.findKEKHandle(s.h, kekLabel(id))
+		if err != nil {
+			return err
+		}
+		attrs, err := t.ctx.GetAttributeValue(s.h, h, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil),
+		})
+		readable = err == nil && len(attrs) == 1 && len(attrs[0].Value) > 0
+		attrs, err = t.ctx.GetAttributeValue(s.h, h, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
+		})
+		if err != nil {
+			return err
+		}
+		readable = readable || (len(attrs[0].Value) == 1 && attrs[0].Value[0] != 0)
+		return nil
+	})
+	return readable, err
+}
