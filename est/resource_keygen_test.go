@@ -1,9 +1,13 @@
 package est
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +15,7 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/estca/estca/ca"
 	"github.com/estca/estca/ca/cms"
@@ -158,4 +163,167 @@ func TestKeygenResource(t *testing.T) {
 	if r := c.do(stMsg{code: codes.POST, path: "/est/skg", opts: message.Options{ct, acc62, stBlock(message.Block2, 0, false, 6)}, payload: plain}); r.Code != codes.Changed {
 		t.Fatalf("after the refusals: %v", r.Code)
 	}
+}
+
+// TestKeygenTransport: /skg under the CoAP layer's rules, with the
+// smallest response cache the configuration allows (one entry of 1280
+// bytes). The Block2 size of the whole answer is the one the first request
+// asked for; a retransmission (same Message ID) of the first request and
+// of the last block is answered again, byte for byte, without running the
+// request again (no second key or certificate); a NON request gets NON
+// answers; a profile with manual approval answers 5.03 with its Max-Age
+// and generates no key before the approval.
+func TestKeygenTransport(t *testing.T) {
+	e := rcServe(t, rcAuthority(t), func(o *Options) { o.ResponseCache = ResponseCacheLimits{Entries: 1, Bytes: 4096} })
+	device := pkitest.KeyPair(t, e.demo.Valid.Cert, e.demo.Valid.Key)
+	c, err := stDialName(t, e.addr, &device, e.roots, "localhost", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, acc62 := stUint(message.ContentFormat, 286), stUint(message.Accept, 62)
+	issued := func() int {
+		n, err := e.db.CountCertificates()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// retransmit sends m again with the Message ID and token of the last
+	// exchange and checks that the answer is r again. Like a client, it
+	// retransmits until answered: go-coap drops a duplicate that arrives
+	// before it has finished with the original (its answer is on its way).
+	retransmit := func(what string, m stMsg, r stReply) {
+		t.Helper()
+		before := issued()
+		raw := m.encode(c.mid, []byte{byte(c.tok >> 8), byte(c.tok), 0xe5})
+		buf := make([]byte, 4096)
+		var n int
+		for try := 0; ; try++ {
+			if _, err := c.c.Write(raw); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.c.SetReadDeadline(time.Now().Add(time.Second))
+			if n, err = c.c.Read(buf); err == nil {
+				break
+			}
+			if try == 4 {
+				t.Fatalf("%s: retransmission: %v; log:\n%s", what, err, e.logs)
+			}
+		}
+		again := message.Message{Options: make(message.Options, 0, 8)}
+		if _, err := coder.DefaultCoder.Decode(buf[:n], &again); err != nil {
+			t.Fatal(err)
+		}
+		if again.MessageID != r.MessageID || again.Code != r.Code || !bytes.Equal(again.Payload, r.Payload) {
+			t.Fatalf("%s: retransmission answered %v %d bytes, want the first answer %v %d bytes", what, again.Code,
+				len(again.Payload), r.Code, len(r.Payload))
+		}
+		if issued() != before {
+			t.Fatalf("%s: the retransmission issued a certificate", what)
+		}
+	}
+
+	// A plain P-256 key fits one 1024-byte block (about 650 bytes).
+	m := stMsg{code: codes.POST, path: "/est/device/skg", opts: message.Options{ct, acc62}, payload: kgCSR(t, "", &cms.KeyRequest{})}
+	r := c.do(m)
+	if _, ok := r.block(t, message.Block2); r.Code != codes.Changed || ok {
+		t.Fatalf("one-block answer: %v", r.Code)
+	}
+	retransmit("one-block answer", m, r)
+
+	// The key encrypted to the device's IDevID (KARI), with the signer's
+	// certificate in the SignedData: an answer of about 1.6 KiB, two
+	// blocks of 1024 bytes.
+	id, err := client.KeyIdentifier(device.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kari := &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: id}
+	for _, szx := range []uint8{2, 6} { // 64 and 1024 bytes
+		m := stMsg{code: codes.POST, path: "/.well-known/est/device/skg", opts: message.Options{ct, acc62,
+			stBlock(message.Block2, 0, false, szx)}, payload: kgCSR(t, "", kari)}
+		first := c.do(m)
+		b2, ok := first.block(t, message.Block2)
+		if first.Code != codes.Changed || !ok || b2.SZX != szx || !b2.More || len(first.Payload) != 16<<szx {
+			t.Fatalf("szx %d: first reply %v %v (%d bytes)", szx, first.Code, b2, len(first.Payload))
+		}
+		retransmit(fmt.Sprintf("szx %d block 0", szx), m, first)
+		body := bytes.Clone(first.Payload)
+		for b2.More {
+			next := b2.Num + 1
+			m := stMsg{code: codes.POST, path: "/.well-known/est/device/skg", opts: message.Options{stBlock(message.Block2, next, false, szx)}}
+			r := c.do(m)
+			nb, _ := r.block(t, message.Block2)
+			if r.Code != codes.Changed || nb.Num != next || nb.SZX != szx {
+				t.Fatalf("szx %d block %d: %v %v", szx, next, r.Code, nb)
+			}
+			if !nb.More {
+				retransmit(fmt.Sprintf("szx %d last block", szx), m, r)
+			}
+			body = append(body, r.Payload...)
+			b2 = nb
+		}
+		parts, err := wire.ParseMultipart(body)
+		if err != nil || len(parts) != 2 || parts[0].Format != wire.FormatServerGeneratedKey || parts[1].Format != wire.FormatCertsOnly {
+			t.Fatalf("szx %d: parts %+v, %v", szx, parts, err)
+		}
+		certs, err := wire.ParseCertsOnly(parts[1].Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.OpenServerKey(&client.KeygenResult{Raw: body, KeyFormat: parts[0].Format, Key: parts[0].Data,
+			CertFormat: parts[1].Format, Certificates: certs}, &cms.DecryptKey{PrivateKey: device.PrivateKey, Certificate: device.Leaf},
+			cms.VerifyOptions{Roots: e.roots}); err != nil {
+			t.Fatalf("szx %d: %v", szx, err)
+		}
+	}
+
+	t.Run("NON request, NON answers", func(t *testing.T) {
+		r, ok := c.roundTrip(stMsg{typ: message.NonConfirmable, code: codes.POST, path: "/est/device/skc",
+			opts: message.Options{ct, acc62, stBlock(message.Block2, 0, false, 6)}, payload: kgCSR(t, "", &cms.KeyRequest{})}, 5*time.Second)
+		if !ok || r.Type != message.NonConfirmable || r.Code != codes.Changed {
+			t.Fatalf("NON skc: %+v (%v)", r.Message, ok)
+		}
+		if f, _ := r.uintOpt(message.ContentFormat); f != 62 {
+			t.Fatalf("NON skc: Content-Format %d", f)
+		}
+	})
+
+	t.Run("manual approval", func(t *testing.T) {
+		before := issued()
+		csr := kgCSR(t, "", &cms.KeyRequest{})
+		for range 2 {
+			r := c.do(stMsg{code: codes.POST, path: "/est/held/skg", opts: message.Options{ct, acc62}, payload: csr})
+			if age, _ := r.uintOpt(message.MaxAge); r.Code != codes.ServiceUnavailable || age != 90 {
+				t.Fatalf("held skg: %v Max-Age %d %q", r.Code, age, r.Payload)
+			}
+		}
+		if issued() != before {
+			t.Fatal("a held request was issued")
+		}
+		sum := sha256.Sum256(csr)
+		q, err := e.db.FindPending(hex.EncodeToString(sum[:]))
+		if err != nil || q.Profile != "held" {
+			t.Fatalf("pending %+v, %v", q, err)
+		}
+		if _, err := e.db.Decide(q.Requester.Fingerprint, q.CSRDigest, true, "ok", store.AuditRecord{Verdict: "approved"}); err != nil {
+			t.Fatal(err)
+		}
+		r := c.do(stMsg{code: codes.POST, path: "/est/held/skg", opts: message.Options{ct, acc62, stBlock(message.Block2, 0, false, 6)}, payload: csr})
+		if r.Code != codes.Changed {
+			t.Fatalf("approved skg: %v %q", r.Code, r.Payload)
+		}
+		body := stFetchBlock2(t, c, codes.POST, "/est/held/skg", r, nil)
+		if parts, err := wire.ParseMultipart(body); err != nil || len(parts) != 2 {
+			t.Fatalf("approved skg: %+v, %v", parts, err)
+		}
+		// Delivered once: the identical retry is refused.
+		r = c.do(stMsg{code: codes.POST, path: "/est/held/skg", opts: message.Options{ct, acc62}, payload: csr})
+		if r.Code != codes.Forbidden {
+			t.Fatalf("retry of a delivered request: %v %q", r.Code, r.Payload)
+		}
+		if issued() != before+1 {
+			t.Fatalf("%d certificates for one approved request", issued()-before)
+		}
+	})
 }

@@ -493,7 +493,14 @@ func (s *Server) serveSession(ctx context.Context, conns *connections.Connection
 	}
 	cfg.MTU = uint16(maxDatagram)
 	cfg.MessagePool = s.pool
-	cfg.MaxPendingMessages = uint32(s.o.ResponseCache.Entries)
+	// In-flight duplicate suppression: go-coap forgets a Message ID only
+	// after the handler returned, which is after the response left, so a
+	// client that sends its next request as soon as it has the answer
+	// (NSTART = 1, the normal case) may find the previous one still
+	// counted: one more than the response cache's entries, or with one
+	// entry every second request of a block-wise transfer is dropped
+	// ("in-flight message limit (1) exceeded") until the client retransmits.
+	cfg.MaxPendingMessages = uint32(s.o.ResponseCache.Entries) + 1
 	cfg.BlockwiseEnable = false
 	cc := udpclient.NewConnWithOpts(cs, &cfg,
 		udpclient.WithBlockWise(func(*udpclient.Conn) *blockwise.BlockWise[*udpclient.Conn] { return nil }),
