@@ -54,7 +54,7 @@ type rcCA struct {
 // rcAuthority builds an rcCA; wrap, if given, wraps the issuing key (e.g. to
 // inject faults). Not parallel: softhsmtest selects the token through the
 // environment.
-func rcAuthority(t *testing.T, wrap ...func(crypto.Signer) crypto.Signer) *rcCA {
+func rcAuthority(t testing.TB, wrap ...func(crypto.Signer) crypto.Signer) *rcCA {
 	t.Helper()
 	st, tok := softhsmtest.New(t)
 	h, err := ca.Init(tok, ca.InitOptions{})
