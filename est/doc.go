@@ -43,7 +43,10 @@
 //     VerifyPeerCertificate: a failure ends the handshake with a
 //     bad_certificate alert, so no application data is ever served to a
 //     client without an acceptable certificate (RFC 9148 §3, §9.1). The same
-//     callback bounds the sessions per identity (MaxSessionsPerIdentity). A
+//     callback bounds the sessions per identity (MaxSessionsPerIdentity):
+//     the slot it reserves belongs to the handshake's connection until the
+//     session takes it, so a handshake that fails after the check (no
+//     Finished, timeout, the device restarted) gives it back at once. A
 //     client without a certificate gets handshake_failure: pion sends
 //     no_certificate (41), which TLS 1.2 forbids, and the gate rewrites that
 //     plaintext alert record (rewriteNoCertificate says why that is safe).
