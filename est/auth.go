@@ -32,6 +32,11 @@ const (
 	// ReasonHSMBadSignature: the HSM returned a handshake signature that
 	// does not verify (ca.ErrBadSignature); it was not sent.
 	ReasonHSMBadSignature = "hsm-bad-signature"
+	// ReasonUnknownCertificate: an operational certificate of this CA that
+	// its store does not hold (ca.ErrUnknownCertificate: issued after the
+	// backup a loss-accepting restore put back); the device must re-enroll
+	// with its IDevID.
+	ReasonUnknownCertificate = "unknown-certificate"
 )
 
 // authError is returned from VerifyPeerCertificate so that the handshake
@@ -160,10 +165,12 @@ func (a *authenticator) authenticate(raw [][]byte) (ca.Requester, error) {
 	who, err := a.auth.Authenticate(chain)
 	if err != nil {
 		reason := ReasonAuthority
-		switch ca.KindOf(err) {
-		case ca.KindUnauthenticated:
+		switch {
+		case errors.Is(err, ca.ErrUnknownCertificate):
+			reason = ReasonUnknownCertificate
+		case ca.KindOf(err) == ca.KindUnauthenticated:
 			reason = ReasonUnauthenticated
-		case ca.KindForbidden:
+		case ca.KindOf(err) == ca.KindForbidden:
 			reason = ReasonForbidden
 		}
 		return ca.Requester{}, &authError{reason: reason, subject: chain[0].Subject.String(), err: err}
