@@ -501,11 +501,13 @@ func (s *Server) serveSession(ctx context.Context, conns *connections.Connection
 	// ("in-flight message limit (1) exceeded") until the client retransmits.
 	cfg.MaxPendingMessages = uint32(s.o.ResponseCache.Entries) + 1
 	cfg.BlockwiseEnable = false
+	rc := newResponseCache(s.o.ResponseCache, s.now)
+	defer rc.drop()
 	cc := udpclient.NewConnWithOpts(cs, &cfg,
 		udpclient.WithBlockWise(func(*udpclient.Conn) *blockwise.BlockWise[*udpclient.Conn] { return nil }),
 		udpclient.WithInactivityMonitor(inactivity.New(s.o.IdleTimeout, func(cc *udpclient.Conn) { _ = cc.Close() })),
 		udpclient.WithRequestMonitor(func(*udpclient.Conn, *pool.Message) (bool, error) { return false, nil }),
-		udpclient.WithResponseMessageCache(newResponseCache(s.o.ResponseCache, s.now)),
+		udpclient.WithResponseMessageCache(rc),
 	)
 	sess.cc.Store(cc)
 	conns.Store(cc)
