@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"fmt"
 
 	"github.com/estca/estca/policy"
 	"github.com/estca/estca/store"
@@ -13,12 +14,13 @@ import (
 // Authenticate establishes who the DTLS client is from its certificate chain
 // (leaf first, as received; RFC 9148 §3, RFC 7030 §3.3.2), with the policy
 // engine in force (policy.Engine.Verify): a leaf issued by this CA, within
-// its validity (or the longest renewal grace of the profiles) and not
-// revoked in the store, is KindOperational; otherwise the chain must verify
+// its validity (or the longest renewal grace of the profiles), held by the
+// store and not revoked in it, is KindOperational; otherwise the chain must verify
 // as an IDevID under a manufacturer anchor, with the anchor's expiry rule
 // (RFC 9148 §3), deny and allow lists and CRLs. Errors are *Error of
-// KindUnauthenticated, KindForbidden (revoked, deny-listed, on a CRL) or
-// KindInternal (store failure). It costs one signature verification for an
+// KindUnauthenticated, KindForbidden (revoked, deny-listed, on a CRL, or
+// an operational certificate the store does not hold: ErrUnknownCertificate)
+// or KindInternal (store failure). It costs one signature verification for an
 // operational leaf and one path validation for an IDevID, plus two store
 // reads (revocation from memory, the issuing profile) for operational
 // leaves.
@@ -60,12 +62,14 @@ func (a *Authority) Authenticate(chain []*x509.Certificate) (Requester, error) {
 		} else if revoked {
 			return Requester{}, &Error{Kind: KindForbidden, Reason: policy.CodeCertRevoked.Text(), Code: policy.CodeCertRevoked}
 		}
-		switch c, err := a.store.Certificate(serial); {
-		case err == nil:
-			r.IssuedProfile = c.Profile
-		case !errors.Is(err, store.ErrNotFound):
+		c, err := a.store.Certificate(serial)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return Requester{}, unknownCertificate(serial)
+		case err != nil:
 			return Requester{}, &Error{Kind: KindInternal, Reason: "certificate lookup failed", Err: err}
 		}
+		r.IssuedProfile, r.inStore = c.Profile, true
 	case policy.KindIDevID:
 		// IEEE 802.1AR puts the device serial in the subject's
 		// serialNumber attribute; fall back to the certificate serial.
@@ -75,6 +79,19 @@ func (a *Authority) Authenticate(chain []*x509.Certificate) (Requester, error) {
 		}
 	}
 	return r, nil
+}
+
+// ErrUnknownCertificate is matched by the refusal of an operational
+// certificate of this CA that the store does not hold: issued after the
+// backup a restore with accepted loss put back, or cut from the store. Its
+// profile and history are unknown, so it is refused at the handshake and on
+// every request (policy.CodeCertUnknown); the device re-enrolls with its
+// IDevID.
+var ErrUnknownCertificate = errors.New("ca: certificate unknown to this CA")
+
+func unknownCertificate(serial string) *Error {
+	return &Error{Kind: KindForbidden, Reason: policy.CodeCertUnknown.Text(), Code: policy.CodeCertUnknown,
+		Err: fmt.Errorf("%w: serial %s is not in the store", ErrUnknownCertificate, serial)}
 }
 
 // revoked looks serial up in the revocation set the store proved at open.
@@ -90,15 +107,29 @@ func (a *Authority) revoked(serial string) (bool, error) {
 }
 
 // policyRequester is who as the policy engine sees it, with the revocation
-// state of an operational certificate looked up now.
+// state of an operational certificate looked up now and, unless
+// Authenticate found it in the store, whether the store holds it (the store
+// never forgets a certificate while it is open, so Authenticate's lookup
+// holds for the session).
 func (a *Authority) policyRequester(who *Requester) (policy.Requester, error) {
 	r := policy.Requester{Verified: who.verified(), IssuedProfile: who.IssuedProfile}
 	if who.Kind == KindOperational && who.Leaf != nil {
-		revoked, err := a.revoked(who.Leaf.SerialNumber.Text(16))
+		serial := who.Leaf.SerialNumber.Text(16)
+		revoked, err := a.revoked(serial)
 		if err != nil {
 			return policy.Requester{}, err
 		}
 		r.Revoked = revoked
+		if !who.inStore {
+			switch c, err := a.store.Certificate(serial); {
+			case errors.Is(err, store.ErrNotFound):
+				r.Unknown, r.IssuedProfile = true, ""
+			case err != nil:
+				return policy.Requester{}, &Error{Kind: KindInternal, Reason: "certificate lookup failed", Err: err}
+			default:
+				r.IssuedProfile = c.Profile
+			}
+		}
 	}
 	return r, nil
 }

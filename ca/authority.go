@@ -48,6 +48,9 @@ type Store interface {
 	Revocations() ([]store.Revocation, error)
 	// Revoke durably revokes a certificate with its audit record.
 	Revoke(serial string, reason int, at time.Time, rec store.AuditRecord) error
+	// RevokeUnknown revokes a serial the store does not hold (flagged
+	// store.FlagUnknownCertificate).
+	RevokeUnknown(serial string, reason int, at time.Time, rec store.AuditRecord) error
 }
 
 // Options configure an Authority. Every field except Now, Rand, StoreRetry

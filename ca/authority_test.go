@@ -2,10 +2,13 @@ package ca
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/asn1"
+	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +100,51 @@ func TestAuthenticate(t *testing.T) {
 	wantCode(t, f.a.Check(op), KindForbidden, policy.CodeCertRevoked)
 	if err := f.a.Check(r); err != nil {
 		t.Fatalf("Check of the IDevID: %v", err)
+	}
+}
+
+// TestUnknownOperationalCertificate: an operational certificate of this CA
+// that the store does not hold (issued after the backup a loss-accepting
+// restore put back) is refused at the handshake and on every request, and
+// cannot renew: its profile is unknown, so the renewal-profile rule could
+// not apply.
+func TestUnknownOperationalCertificate(t *testing.T) {
+	f := newFixture(t)
+	res := f.enroll(t, Request{CSR: f.csr(t, f.demo.Valid), Profile: "plain", Requester: f.requester(t, f.demo.Valid)})
+	// The same CA over a store that never held it.
+	db, err := store.Create(filepath.Join(t.TempDir(), "restored.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	o := f.opts
+	o.Store = db
+	b, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := []*x509.Certificate{res.Certificate, f.h.Issuing}
+	_, err = b.Authenticate(chain)
+	wantCode(t, err, KindForbidden, policy.CodeCertUnknown)
+	if !errors.Is(err, ErrUnknownCertificate) {
+		t.Fatalf("Authenticate: %v does not match ErrUnknownCertificate", err)
+	}
+	// A requester not made by Authenticate is looked up per request.
+	who := Requester{Kind: KindOperational, Leaf: res.Certificate, Chain: chain,
+		Identity: store.Identity{Fingerprint: "op", Subject: res.Certificate.Subject.String(), Kind: "operational"}}
+	wantCode(t, b.Check(who), KindForbidden, policy.CodeCertUnknown)
+	_, err = b.Enroll(context.Background(), Request{CSR: pkitest.RawCSR(t, pkitest.Key(t), res.Certificate.RawSubject),
+		Profile: "long", Requester: who, Operation: policy.OpSren})
+	wantCode(t, err, KindForbidden, policy.CodeCertUnknown)
+	if n, _ := db.Certificates(store.CertFilter{}); len(n) != 0 {
+		t.Fatalf("%d certificates issued to an unknown certificate", len(n))
+	}
+	// The authority that holds it still serves it.
+	if _, err := f.a.Authenticate(chain); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.Check(who); err != nil {
+		t.Fatalf("Check of a stored certificate: %v", err)
 	}
 }
 

@@ -142,9 +142,29 @@ func (a *Authority) Revoke(serial string, reason int, operator string) (*CRL, er
 	if err != nil {
 		return nil, err
 	}
+	return a.revoke(c.Serial, c.Profile, reason, operator, a.store.Revoke)
+}
+
+// RevokeUnknown revokes a serial (lowercase hex) of a certificate this CA
+// issued that its store does not hold, issued after the backup a restore
+// with accepted loss put back, so that the CRL lists it: the operator's
+// explicit act, audited with the flag store.FlagUnknownCertificate and
+// signed at once, like Revoke. Errors wrap store.ErrCertificateKnown (the
+// store holds it: use Revoke), store.ErrAlreadyRevoked,
+// store.ErrHeadNotSigned, or are *Error.
+func (a *Authority) RevokeUnknown(serial string, reason int, operator string) (*CRL, error) {
+	if err := CheckRevocationReason(reason); err != nil {
+		return nil, &Error{Kind: KindBadRequest, Reason: "revocation reason not allowed", Err: err}
+	}
+	return a.revoke(serial, "", reason, operator, a.store.RevokeUnknown)
+}
+
+// revoke records the revocation with fn (store.Revoke or RevokeUnknown) and
+// publishes a new CRL.
+func (a *Authority) revoke(serial, profile string, reason int, operator string, fn func(string, int, time.Time, store.AuditRecord) error) (*CRL, error) {
 	now := a.now()
-	err = a.store.Revoke(c.Serial, reason, now, store.AuditRecord{
-		Time: now, Serial: c.Serial, Profile: c.Profile,
+	err := fn(serial, reason, now, store.AuditRecord{
+		Time: now, Serial: serial, Profile: profile,
 		Requester: store.Identity{Subject: operator}, Verdict: "revoked",
 		Reason: fmt.Sprintf("%s (reason code %d)", RevocationReasonName(reason), reason),
 	})

@@ -45,6 +45,9 @@ type Requester struct {
 	// IssuedProfile is the profile an operational certificate was issued
 	// under, from the store ("" if unknown).
 	IssuedProfile string
+	// inStore: Authenticate found the operational certificate in the store
+	// (a Requester built elsewhere is looked up per request).
+	inStore bool
 }
 
 // Request is one enrollment request (RFC 7030 §4.2, RFC 9148 §4.2).

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/pion/dtls/v3"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
@@ -33,6 +32,11 @@ const (
 	// ReasonHSMBadSignature: the HSM returned a handshake signature that
 	// does not verify (ca.ErrBadSignature); it was not sent.
 	ReasonHSMBadSignature = "hsm-bad-signature"
+	// ReasonUnknownCertificate: an operational certificate of this CA that
+	// its store does not hold (ca.ErrUnknownCertificate: issued after the
+	// backup a loss-accepting restore put back); the device must re-enroll
+	// with its IDevID.
+	ReasonUnknownCertificate = "unknown-certificate"
 )
 
 // authError is returned from VerifyPeerCertificate so that the handshake
@@ -56,48 +60,20 @@ func (e *authError) auditReason() string {
 func (e *authError) Error() string { return "est: client certificate rejected: " + e.err.Error() }
 func (e *authError) Unwrap() error { return e.err }
 
-// authCacheMax bounds the handshake→session hand-over cache.
-const authCacheMax = 4096
-
-// authCacheTTL is how long an authentication waits to be picked up by its
-// completed handshake.
-const authCacheTTL = time.Minute
-
-type authEntry struct {
-	who ca.Requester
-	at  time.Time
-	n   int // handshakes of this chain authenticated and not yet taken
-}
-
 // authenticator runs Authority.Authenticate inside the DTLS handshake
-// (VerifyPeerCertificate) and hands the requester over to the session once
-// the handshake completes, keyed by the SHA-256 of the raw certificate chain.
-// It also counts sessions per identity: verify reserves a slot (refusing the
-// handshake when the identity has maxPerIdentity already), the session
-// that takes the authentication owns it and releases it on close, and an
-// authentication never taken (the handshake failed later) gives it back
-// when it expires from the cache.
+// (pion's VerifyPeerCertificate, one callback per handshake: verifier) and
+// counts sessions per identity. The callback reserves a slot of the
+// identity (refusing the handshake when it has maxPerIdentity already) and
+// leaves the requester with the handshake's vconn; the session that takes it
+// after a completed handshake owns the slot and releases it on close, and a
+// handshake that fails after the callback (no Finished, timeout, the peer
+// restarted on the same address) gives it back when its vconn closes.
 type authenticator struct {
 	auth           Authority
-	now            func() time.Time
 	maxPerIdentity int
 
 	mu         sync.Mutex
-	cache      map[[32]byte]authEntry
 	identities map[string]int // sessions and reservations per identity
-}
-
-func chainKey(raw [][]byte) [32]byte {
-	h := sha256.New()
-	for _, c := range raw {
-		var l [4]byte
-		l[0], l[1], l[2], l[3] = byte(len(c)>>24), byte(len(c)>>16), byte(len(c)>>8), byte(len(c))
-		h.Write(l[:])
-		h.Write(c)
-	}
-	var k [32]byte
-	copy(k[:], h.Sum(nil))
-	return k
 }
 
 // identityKey is the key sessions are counted under: the authority's
@@ -143,44 +119,35 @@ func (a *authenticator) release(who *ca.Requester) {
 	a.releaseLocked(who)
 }
 
-// verify is the pion VerifyPeerCertificate callback. A failure aborts the
-// handshake with a bad_certificate alert, before any application data.
-func (a *authenticator) verify(raw [][]byte, _ [][]*x509.Certificate) error {
-	who, err := a.authenticate(raw)
-	if err != nil {
-		return err
-	}
-	now := a.now()
-	k := chainKey(raw)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.cache) >= authCacheMax {
-		for ck, e := range a.cache {
-			if now.Sub(e.at) > authCacheTTL {
-				a.dropLocked(ck, e)
-			}
+// verifier returns the pion VerifyPeerCertificate callback of the
+// handshake on v. A failure aborts the handshake with a bad_certificate
+// alert, before any application data.
+func (a *authenticator) verifier(v *vconn) func([][]byte, [][]*x509.Certificate) error {
+	return func(raw [][]byte, _ [][]*x509.Certificate) error {
+		who, err := a.admit(raw)
+		if err != nil {
+			return err
 		}
-		if len(a.cache) >= authCacheMax {
-			// Completed handshakes re-authenticate (and re-reserve) on a miss.
-			for ck, e := range a.cache {
-				a.dropLocked(ck, e)
-			}
+		if !v.holdAuth(who) {
+			a.release(&who)
+			return errors.New("est: peer closed during its handshake")
 		}
+		return nil
 	}
-	if err := a.reserveLocked(&who); err != nil {
-		return err
-	}
-	e := a.cache[k]
-	a.cache[k] = authEntry{who: who, at: now, n: e.n + 1}
-	return nil
 }
 
-// dropLocked forgets a cache entry and gives back its reservations.
-func (a *authenticator) dropLocked(k [32]byte, e authEntry) {
-	for range e.n {
-		a.releaseLocked(&e.who)
+// admit authenticates raw and reserves a session slot of its identity.
+func (a *authenticator) admit(raw [][]byte) (ca.Requester, error) {
+	who, err := a.authenticate(raw)
+	if err != nil {
+		return who, err
 	}
-	delete(a.cache, k)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.reserveLocked(&who); err != nil {
+		return ca.Requester{}, err
+	}
+	return who, nil
 }
 
 func (a *authenticator) authenticate(raw [][]byte) (ca.Requester, error) {
@@ -198,46 +165,18 @@ func (a *authenticator) authenticate(raw [][]byte) (ca.Requester, error) {
 	who, err := a.auth.Authenticate(chain)
 	if err != nil {
 		reason := ReasonAuthority
-		switch ca.KindOf(err) {
-		case ca.KindUnauthenticated:
+		switch {
+		case errors.Is(err, ca.ErrUnknownCertificate):
+			reason = ReasonUnknownCertificate
+		case ca.KindOf(err) == ca.KindUnauthenticated:
 			reason = ReasonUnauthenticated
-		case ca.KindForbidden:
+		case ca.KindOf(err) == ca.KindForbidden:
 			reason = ReasonForbidden
 		}
 		return ca.Requester{}, &authError{reason: reason, subject: chain[0].Subject.String(), err: err}
 	}
 	if who.Leaf == nil {
 		who.Leaf = chain[0]
-	}
-	return who, nil
-}
-
-// take returns the requester authenticated for raw during the handshake,
-// with its session slot, or authenticates (and reserves) again when it is
-// no longer cached.
-func (a *authenticator) take(raw [][]byte) (ca.Requester, error) {
-	k := chainKey(raw)
-	a.mu.Lock()
-	e, ok := a.cache[k]
-	if ok {
-		if e.n--; e.n <= 0 {
-			delete(a.cache, k)
-		} else {
-			a.cache[k] = e
-		}
-	}
-	a.mu.Unlock()
-	if ok {
-		return e.who, nil
-	}
-	who, err := a.authenticate(raw)
-	if err != nil {
-		return who, err
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := a.reserveLocked(&who); err != nil {
-		return ca.Requester{}, err
 	}
 	return who, nil
 }
@@ -313,7 +252,7 @@ func (c *session) HandshakeContext(ctx context.Context) error {
 		if !ok || len(st.PeerCertificates) == 0 {
 			err = &authError{reason: ReasonNoCertificate, err: errors.New("no client certificate")}
 		} else {
-			c.who, err = c.srv.authn.take(st.PeerCertificates)
+			c.who, err = c.take(st.PeerCertificates)
 		}
 	}
 	if err != nil {
@@ -338,6 +277,18 @@ func (c *session) HandshakeContext(ctx context.Context) error {
 		c.vc.established(c) // RecheckSessions finds it in the gate's table
 	}
 	return nil
+}
+
+// take returns the requester the handshake's VerifyPeerCertificate
+// authenticated, with its session slot, or authenticates (and reserves)
+// again when the handshake did not run it (no vconn).
+func (c *session) take(raw [][]byte) (ca.Requester, error) {
+	if c.vc != nil {
+		if who, ok := c.vc.takeAuth(); ok {
+			return who, nil
+		}
+	}
+	return c.srv.authn.admit(raw)
 }
 
 // Close closes the DTLS connection and releases the peer's slots.

@@ -43,7 +43,10 @@
 //     VerifyPeerCertificate: a failure ends the handshake with a
 //     bad_certificate alert, so no application data is ever served to a
 //     client without an acceptable certificate (RFC 9148 §3, §9.1). The same
-//     callback bounds the sessions per identity (MaxSessionsPerIdentity). A
+//     callback bounds the sessions per identity (MaxSessionsPerIdentity):
+//     the slot it reserves belongs to the handshake's connection until the
+//     session takes it, so a handshake that fails after the check (no
+//     Finished, timeout, the device restarted) gives it back at once. A
 //     client without a certificate gets handshake_failure: pion sends
 //     no_certificate (41), which TLS 1.2 forbids, and the gate rewrites that
 //     plaintext alert record (rewriteNoCertificate says why that is safe).
@@ -168,13 +171,16 @@
 // # What it does not do
 //
 // It makes no policy decisions. A plain server-generated key (284) is
-// zeroed once encoded, but the encoded response that carries it stays with
-// the block layer until its transfer completes or expires, in the session's
-// response cache (each block's datagram, for retransmissions: at most
-// EXCHANGE_LIFETIME, 247 s, fewer when newer answers evict it) and in
-// go-coap's message buffers, none of which is zeroed: profiles that must
-// not leave keys in memory set require_encrypted_keys. It does not implement Observe, proxying or
-// OSCORE. It logs one structured line per request (request id, peer,
+// zeroed once encoded, and the encoded response that carries it is marked
+// sensitive (block.Response.Sensitive): the block layer zeroes it after the
+// last block was served or when it is evicted or expires, each block copy
+// is zeroed after go-coap wrote it (responsewriter.AfterWrite), and the
+// session's response cache zeroes what it evicts, what expires and all it
+// holds when the session ends. Not zeroed: go-coap's own copies of each sent
+// message (the payload ReadBody copies out, its pooled marshal buffers) and
+// a block copy of a response go-coap never writes (the session closing):
+// profiles that must not leave keys in memory set require_encrypted_keys.
+// It does not implement Observe, proxying or OSCORE. It logs one structured line per request (request id, peer,
 // identity fingerprint prefix and subject, method, resource, code,
 // duration, and for refusals the fixed reason); it never logs keys or CSRs.
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -221,7 +222,8 @@ func (g *gate) start(v *vconn) {
 		_ = v.Close()
 		return
 	}
-	c, err := dtls.ServerWithOptions(v, net.UDPAddrFromAddrPort(v.ap), g.opts...)
+	opts := append(slices.Clip(g.opts), dtls.WithVerifyPeerCertificate(g.srv.authn.verifier(v)))
+	c, err := dtls.ServerWithOptions(v, net.UDPAddrFromAddrPort(v.ap), opts...)
 	if err != nil {
 		g.srv.log.Error("dtls server connection", "peer", v.ap.String(), "error", err)
 		_ = v.Close()

@@ -135,6 +135,9 @@ type response struct {
 	code   codes.Code
 	format int // -1: no Content-Format (diagnostic payloads)
 	body   []byte
+	// sensitive: body holds a private key in the clear; the block layer
+	// clears it when done (block.Response.Sensitive).
+	sensitive bool
 }
 
 // certAccept checks the Accept of /crts, /sen, /sren: absent or 281 gives

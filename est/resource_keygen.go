@@ -36,8 +36,9 @@ func keygenCheck(r *request) error {
 // key generator; the answer is 2.04 with Content-Format 62, the CBOR array
 // [key-format, key, cert-format, cert] (RFC 8710): 284 PKCS#8 or 280 CMS,
 // then 281 certs-only for /skg or 287 for /skc. The plain key is zeroed
-// once encoded; the encoded response, which holds it, is the block layer's
-// until the transfer ends (see the package Caveats).
+// once encoded; the encoded response, which holds it, is marked sensitive:
+// the block layer and the server zero it once sent (see the package
+// documentation for what go-coap keeps).
 func (s *Server) serverKeygen(ctx context.Context, who *ca.Requester, r *request, t target) (response, error) {
 	if s.keygen == nil {
 		return response{}, protoErr(KindNotFound, "not implemented")
@@ -77,6 +78,8 @@ func (s *Server) serverKeygen(ctx context.Context, who *ca.Requester, r *request
 	if err != nil {
 		return response{}, err
 	}
-	// RFC 9148 §4.5: a successful POST answers 2.04 Changed.
-	return response{code: codes.Changed, format: int(wire.FormatMultipartCore), body: body}, nil
+	// RFC 9148 §4.5: a successful POST answers 2.04 Changed. A key in the
+	// clear makes the response sensitive: zeroed once sent.
+	return response{code: codes.Changed, format: int(wire.FormatMultipartCore), body: body,
+		sensitive: keyFormat == wire.FormatPKCS8}, nil
 }

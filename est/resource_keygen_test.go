@@ -3,6 +3,7 @@ package est
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -277,6 +278,38 @@ func TestKeygenTransport(t *testing.T) {
 			t.Fatalf("szx %d: %v", szx, err)
 		}
 	}
+
+	// A plain key in 64-byte blocks: delivered intact, and once the last
+	// block is out the block layer holds nothing of it (its stored
+	// response was zeroed and dropped: TestSensitiveResponseCleared).
+	t.Run("plain key block-wise", func(t *testing.T) {
+		before := e.srv.blocks.Stats() // the KARI responses above are kept until they expire
+		m := stMsg{code: codes.POST, path: "/est/device/skg", opts: message.Options{ct, acc62, stBlock(message.Block2, 0, false, 2)},
+			payload: kgCSR(t, "", &cms.KeyRequest{})}
+		first := c.do(m)
+		if b2, ok := first.block(t, message.Block2); first.Code != codes.Changed || !ok || !b2.More {
+			t.Fatalf("first block: %v %v", first.Code, b2)
+		}
+		if st := e.srv.blocks.Stats(); st.Responses != before.Responses+1 {
+			t.Fatalf("during the transfer: %+v, before %+v", st, before)
+		}
+		body := stFetchBlock2(t, c, codes.POST, "/est/device/skg", first, nil)
+		parts, err := wire.ParseMultipart(body)
+		if err != nil || len(parts) != 2 || parts[0].Format != wire.FormatPKCS8 {
+			t.Fatalf("parts %+v, %v", parts, err)
+		}
+		key, err := x509.ParsePKCS8PrivateKey(parts[0].Data)
+		if err != nil {
+			t.Fatalf("the key delivered block-wise: %v", err)
+		}
+		certs, err := wire.ParseCertsOnly(parts[1].Data)
+		if err != nil || !key.(crypto.Signer).Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(certs[0].PublicKey) {
+			t.Fatalf("key does not match its certificate (%v)", err)
+		}
+		if st := e.srv.blocks.Stats(); st != before {
+			t.Fatalf("after the last block: %+v, before %+v", st, before)
+		}
+	})
 
 	t.Run("NON request, NON answers", func(t *testing.T) {
 		r, ok := c.roundTrip(stMsg{typ: message.NonConfirmable, code: codes.POST, path: "/est/device/skc",

@@ -34,6 +34,8 @@ type ResponseCacheLimits struct {
 // (247 s), so its memory grows with the request rate; this one keeps at
 // most Entries responses and Bytes bytes per session, each for at most
 // EXCHANGE_LIFETIME, so memory grows with the number of sessions only.
+// Evicted and expired responses, and all of them when the session ends,
+// are zeroed (they may hold blocks of a server-generated key).
 //
 // What that gives up: a client that has more than Entries requests
 // outstanding and retransmits an older one after it was evicted gets the
@@ -64,21 +66,16 @@ func newResponseCache(lim ResponseCacheLimits, now func() time.Time) *responseCa
 func (c *responseCache) Load(key string, msg *pool.Message) (bool, error) {
 	now := c.now()
 	c.mu.Lock()
-	var data []byte
+	defer c.mu.Unlock() // msg copies data before an eviction can clear it
 	for _, it := range c.items {
 		if it.key == key && now.Before(it.expires) {
-			data = it.data
-			break
+			if _, err := msg.UnmarshalWithDecoder(coder.DefaultCoder, it.data); err != nil {
+				return false, err
+			}
+			return true, nil
 		}
 	}
-	c.mu.Unlock()
-	if data == nil {
-		return false, nil
-	}
-	if _, err := msg.UnmarshalWithDecoder(coder.DefaultCoder, data); err != nil {
-		return false, err
-	}
-	return true, nil
+	return false, nil
 }
 
 // Store implements udpclient.MessageCache: the first response stored for a
@@ -103,9 +100,7 @@ func (c *responseCache) Store(key string, msg *pool.Message) error {
 		}
 	}
 	for len(c.items) > 0 && (len(c.items) >= c.lim.Entries || c.bytes+len(data) > c.lim.Bytes) {
-		c.bytes -= len(c.items[0].data)
-		c.items[0] = cachedResponse{}
-		c.items = c.items[1:]
+		c.dropOldestLocked()
 	}
 	c.items = append(c.items, cachedResponse{key: key, data: data, expires: now.Add(exchangeLifetime)})
 	c.bytes += len(data)
@@ -121,11 +116,28 @@ func (c *responseCache) CheckExpirations(now time.Time) {
 
 func (c *responseCache) expireLocked(now time.Time) {
 	for len(c.items) > 0 && !now.Before(c.items[0].expires) {
-		c.bytes -= len(c.items[0].data)
-		c.items[0] = cachedResponse{}
-		c.items = c.items[1:]
+		c.dropOldestLocked()
 	}
 	if len(c.items) == 0 {
 		c.items = nil
 	}
+}
+
+// dropOldestLocked evicts the oldest response, zeroing its bytes: a block
+// of a server-generated key in the clear may be among them.
+func (c *responseCache) dropOldestLocked() {
+	c.bytes -= len(c.items[0].data)
+	clear(c.items[0].data)
+	c.items[0] = cachedResponse{}
+	c.items = c.items[1:]
+}
+
+// drop evicts every response (the session ended).
+func (c *responseCache) drop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.items) > 0 {
+		c.dropOldestLocked()
+	}
+	c.items = nil
 }

@@ -75,3 +75,43 @@ func TestResponseCacheBounded(t *testing.T) {
 		t.Fatalf("after EXCHANGE_LIFETIME: %d entries, %d bytes", n, b)
 	}
 }
+
+// TestResponseCacheZeroes: responses leaving the duplicate-detection cache
+// (evicted, expired, or all at the end of the session) are zeroed: a block
+// of a server-generated key in the clear may be among them.
+func TestResponseCacheZeroes(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(0, 0)
+	c := newResponseCache(ResponseCacheLimits{Entries: 2, Bytes: 4096}, func() time.Time { return now })
+	p := pool.New(0, 0)
+	store := func(key string) []byte {
+		t.Helper()
+		m := p.AcquireMessage(context.Background())
+		m.SetCode(codes.Changed)
+		m.SetType(message.Acknowledgement)
+		m.SetMessageID(1)
+		m.SetBody(bytes.NewReader(bytes.Repeat([]byte{0xa5}, 200)))
+		if err := c.Store(key, m); err != nil {
+			t.Fatal(err)
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.items[len(c.items)-1].data
+	}
+	zeroed := func(b []byte) bool { return len(bytes.Trim(b, "\x00")) == 0 }
+	first, second := store("1"), store("2")
+	third := store("3") // evicts "1"
+	if !zeroed(first) || zeroed(second) || zeroed(third) {
+		t.Fatal("eviction: the evicted response not zeroed, or a kept one zeroed")
+	}
+	now = now.Add(exchangeLifetime)
+	c.CheckExpirations(now)
+	if !zeroed(second) || !zeroed(third) {
+		t.Fatal("expired responses not zeroed")
+	}
+	kept := store("4")
+	c.drop()
+	if !zeroed(kept) {
+		t.Fatal("responses not zeroed when the session ends")
+	}
+}

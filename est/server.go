@@ -284,8 +284,7 @@ func NewServer(o Options) (*Server, error) {
 		pool:    pool.New(1024, 2048),
 		done:    make(chan struct{}),
 	}
-	s.authn = &authenticator{auth: o.Authority, now: o.Now, cache: map[[32]byte]authEntry{},
-		maxPerIdentity: o.MaxSessionsPerIdentity, identities: map[string]int{}}
+	s.authn = &authenticator{auth: o.Authority, maxPerIdentity: o.MaxSessionsPerIdentity, identities: map[string]int{}}
 	return s, nil
 }
 
@@ -306,8 +305,9 @@ func (s *Server) Metrics() *Metrics { return s.metrics }
 
 // dtlsOptions builds the pion server options: DTLS 1.2, P-256, cookies
 // (HelloVerifyRequest, replayed by the gate: pioncookie.go), the MTU, a
-// client certificate required and checked by Authority.Authenticate inside
-// the handshake.
+// client certificate required. The gate adds the VerifyPeerCertificate
+// callback of each handshake (authenticator.verifier), which checks it with
+// Authority.Authenticate inside the handshake.
 func (s *Server) dtlsOptions() []dtls.ServerOption {
 	opts := []dtls.ServerOption{
 		dtls.WithCertificates(s.o.Certificate),
@@ -315,7 +315,6 @@ func (s *Server) dtlsOptions() []dtls.ServerOption {
 		dtls.WithEllipticCurves(elliptic.P256),
 		dtls.WithExtendedMasterSecret(s.o.ExtendedMasterSecret),
 		dtls.WithClientAuth(dtls.RequireAnyClientCert),
-		dtls.WithVerifyPeerCertificate(s.authn.verify),
 		dtls.WithInsecureSkipVerifyHello(false),
 		dtls.WithMTU(s.o.MTU - pionMTUOverhead),
 	}
@@ -502,11 +501,13 @@ func (s *Server) serveSession(ctx context.Context, conns *connections.Connection
 	// ("in-flight message limit (1) exceeded") until the client retransmits.
 	cfg.MaxPendingMessages = uint32(s.o.ResponseCache.Entries) + 1
 	cfg.BlockwiseEnable = false
+	rc := newResponseCache(s.o.ResponseCache, s.now)
+	defer rc.drop()
 	cc := udpclient.NewConnWithOpts(cs, &cfg,
 		udpclient.WithBlockWise(func(*udpclient.Conn) *blockwise.BlockWise[*udpclient.Conn] { return nil }),
 		udpclient.WithInactivityMonitor(inactivity.New(s.o.IdleTimeout, func(cc *udpclient.Conn) { _ = cc.Close() })),
 		udpclient.WithRequestMonitor(func(*udpclient.Conn, *pool.Message) (bool, error) { return false, nil }),
-		udpclient.WithResponseMessageCache(newResponseCache(s.o.ResponseCache, s.now)),
+		udpclient.WithResponseMessageCache(rc),
 	)
 	sess.cc.Store(cc)
 	conns.Store(cc)

@@ -71,8 +71,9 @@ func (s *Server) serveCoAP(w *responsewriter.ResponseWriter[*udpclient.Conn], m 
 	}
 	x.code = codes.Code(out.Code)
 	s.auditRefusal(x)
-	write := writeOut
+	write, direct := writeOut, false
 	if m.Type() == message.NonConfirmable && sess != nil {
+		direct = true
 		write = func(w *responsewriter.ResponseWriter[*udpclient.Conn], o block.Outgoing) error {
 			return sess.writeNon(w, m, o)
 		}
@@ -81,11 +82,27 @@ func (s *Server) serveCoAP(w *responsewriter.ResponseWriter[*udpclient.Conn], m 
 		// No-Response option (RFC 7967) suppressed the answer.
 		x.code = 0
 	}
+	if out.Sensitive {
+		clearAfterWrite(m.Context(), direct, out.Payload)
+	}
 	s.report(x)
 	if recheck != nil && sess != nil {
 		// go-coap sends the answer after the handler returns.
 		time.AfterFunc(closeDelay, func() { _ = s.closeRefused(sess, recheck) })
 	}
+}
+
+// clearAfterWrite zeroes the payload of a sensitive response once it is
+// sent: at once when the handler wrote it itself (direct: writeNon), else
+// after go-coap wrote it (its response cache and the write have encoded it
+// by then). A response go-coap never writes (session closing) keeps its
+// payload until the garbage collector takes it.
+func clearAfterWrite(ctx context.Context, direct bool, payload []byte) {
+	if direct {
+		clear(payload)
+		return
+	}
+	responsewriter.AfterWrite(ctx, func() { clear(payload) })
 }
 
 // closeDelay lets the answer to a refused request leave before its session
@@ -186,7 +203,7 @@ func (s *Server) serveRequest(ctx context.Context, x *exchange, sessID string, r
 		e := s.errorOut(x.id, err)
 		r = block.Response{Code: e.Code, MaxAge: e.MaxAge, Body: e.Payload}
 	} else {
-		r = block.Response{Code: uint8(resp.code), Body: resp.body}
+		r = block.Response{Code: uint8(resp.code), Body: resp.body, Sensitive: resp.sensitive}
 		if resp.format >= 0 {
 			f := uint16(resp.format)
 			r.ContentFormat = &f

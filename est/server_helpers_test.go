@@ -35,6 +35,7 @@ type stAuthority struct {
 	chain []*x509.Certificate
 
 	mu         sync.Mutex
+	authns     int // Authenticate calls
 	enrolls    int
 	profiles   []string
 	renews     int
@@ -66,6 +67,9 @@ const (
 )
 
 func (a *stAuthority) Authenticate(chain []*x509.Certificate) (ca.Requester, error) {
+	a.mu.Lock()
+	a.authns++
+	a.mu.Unlock()
 	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: a.ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return ca.Requester{}, &ca.Error{Kind: ca.KindUnauthenticated, Reason: "unknown client", Err: err}
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/transport/v5/deadline"
+
+	"github.com/estca/estca/ca"
 )
 
 // connectionIDLength is the length of the connection IDs the server issues
@@ -24,7 +26,8 @@ type packet struct {
 // vconn is the net.PacketConn of one admitted peer, given to pion: reads
 // come from the gate's routing, writes go to the gate's socket. It also
 // carries the peer's accounting: Close releases its session and (if still
-// open) handshake slot exactly once.
+// open) handshake slot exactly once, and the identity's session slot a
+// handshake reserved that no session took.
 type vconn struct {
 	g      *gate
 	ap     netip.AddrPort
@@ -47,8 +50,51 @@ type vconn struct {
 	// sessions that Server.RecheckSessions walks.
 	sess atomic.Pointer[session]
 
+	// The requester authenticated by the handshake's VerifyPeerCertificate,
+	// holding a session slot of its identity until the session takes it
+	// (takeAuth) or v closes (a handshake that failed after the callback).
+	authMu   sync.Mutex
+	authWho  ca.Requester
+	authHeld bool
+	authDone bool // v closed: nothing more is held
+
 	closeOnce sync.Once
 	hsOnce    sync.Once
+}
+
+// holdAuth keeps who (and its session slot) until the session takes it;
+// false when v is already closed (the caller releases the slot).
+func (v *vconn) holdAuth(who ca.Requester) bool {
+	v.authMu.Lock()
+	defer v.authMu.Unlock()
+	if v.authDone {
+		return false
+	}
+	if v.authHeld { // one VerifyPeerCertificate per handshake; never twice
+		v.g.srv.authn.release(&v.authWho)
+	}
+	v.authWho, v.authHeld = who, true
+	return true
+}
+
+// takeAuth hands the held requester and its slot over to the session.
+func (v *vconn) takeAuth() (ca.Requester, bool) {
+	v.authMu.Lock()
+	defer v.authMu.Unlock()
+	who, ok := v.authWho, v.authHeld
+	v.authWho, v.authHeld = ca.Requester{}, false
+	return who, ok
+}
+
+// dropAuth gives back a slot still held (v closes).
+func (v *vconn) dropAuth() {
+	v.authMu.Lock()
+	defer v.authMu.Unlock()
+	v.authDone = true
+	if v.authHeld {
+		v.g.srv.authn.release(&v.authWho)
+		v.authWho, v.authHeld = ca.Requester{}, false
+	}
 }
 
 // established records the session whose handshake completed on v.
@@ -161,6 +207,7 @@ func (v *vconn) Close() error {
 		v.mu.Unlock()
 		v.g.forget(v)
 		v.handshakeEnded()
+		v.dropAuth()
 		v.g.adm.release(v.ap.Addr())
 		v.g.srv.metrics.sessionDelta(-1)
 	})

@@ -225,6 +225,9 @@ func (e *Engine) checkIDevID(r *Requester, p *profile, now time.Time, f *finding
 // renewal grace, and the profile it may renew into.
 func (e *Engine) checkOperational(r *Requester, p *profile, now time.Time, f *findings, d *Decision) {
 	leaf := r.Chain[0]
+	if r.Unknown {
+		f.add(CodeCertUnknown, "serial "+leaf.SerialNumber.Text(16)+" is not in the store")
+	}
 	if r.Revoked {
 		f.add(CodeCertRevoked, "serial "+leaf.SerialNumber.Text(16)+" is revoked")
 	}

@@ -535,6 +535,12 @@ func evalCases() []evalCase {
 				r.Revoked = true
 				return r, c
 			}, want: ActionDeny, codes: []Code{CodeCertRevoked}},
+		{name: "operational certificate not in the store (restored backup)", op: OpSren,
+			req: func(t testing.TB, w *world) (Requester, *x509.CertificateRequest) {
+				r, c := renewal(theOp, false, opSubject, opSAN)(t, w)
+				r.Unknown, r.IssuedProfile = true, ""
+				return r, c
+			}, want: ActionDeny, codes: []Code{CodeCertUnknown}},
 		{name: "expired operational certificate within the grace period", op: OpSren,
 			req: renewal(func(w *world) *pkCert { return w.opExpired }, false, opSubject, opSAN), want: ActionIssue,
 			check: func(t *testing.T, _ *world, d *Decision, _ *x509.Certificate) {

@@ -177,6 +177,11 @@ const (
 	// (OpSkg, OpSkc) that does not ask for the key encrypted, on a profile
 	// that requires it (Profile.RequireEncryptedKeys).
 	CodeKeyEncryptionRequired
+	// CodeCertUnknown: an operational certificate of this CA whose serial
+	// the caller's store does not hold (Requester.Unknown): issued after
+	// the backup a loss-accepting restore put back, or cut from the store.
+	// Its profile and renewal history are unknown, so it is not served.
+	CodeCertUnknown
 
 	numCodes
 )
@@ -247,6 +252,7 @@ var codeTable = [numCodes]codeInfo{
 	CodeRateLimited:             {"rate-limited", ClassRetry, "rate limit reached, retry later"},
 	CodeTooManyPending:          {"too-many-pending", ClassRetry, "too many pending requests"},
 	CodeKeyEncryptionRequired:   {"key-encryption-required", ClassBadRequest, "encrypted key delivery required"},
+	CodeCertUnknown:             {"cert-unknown", ClassForbidden, "certificate unknown to this CA"},
 }
 
 func (c Code) info() codeInfo {

@@ -6,9 +6,9 @@ import "time"
 // this engine's configuration, what may change while its DTLS session stays
 // open: for an IDevID, that its manufacturer anchor is still configured, its
 // validity under the anchor's expiry rule, the anchor's deny and allow lists
-// and CRLs; for an operational certificate, its revocation (Revoked, the
-// caller's store lookup), its validity with the longest renewal grace of
-// the profiles. It does not verify signatures (Verify did, at the
+// and CRLs; for an operational certificate, that the store holds it
+// (Unknown) and its revocation (Revoked, the caller's store lookups), its
+// validity with the longest renewal grace of the profiles. It does not verify signatures (Verify did, at the
 // handshake) and applies no profile rule (Evaluate does, per enrollment).
 //
 // The EST front end calls it on every request and periodically on every
@@ -46,6 +46,9 @@ func (e *Engine) Recheck(r Requester, now time.Time) (Reason, bool) {
 			return Reason{Code: code, Detail: detail}, false
 		}
 	case KindOperational:
+		if r.Unknown {
+			return Reason{Code: CodeCertUnknown, Detail: "serial " + leaf.SerialNumber.Text(16) + " is not in the store"}, false
+		}
 		if r.Revoked {
 			return Reason{Code: CodeCertRevoked, Detail: "serial " + leaf.SerialNumber.Text(16) + " is revoked"}, false
 		}

@@ -15,6 +15,8 @@ func TestRecheck(t *testing.T) {
 	op := w.requester(t, w.e, pkNow, w.op)
 	revoked := op
 	revoked.Revoked = true
+	unknown := op
+	unknown.Unknown = true
 	inGrace := w.requester(t, w.e, pkNow, w.opExpired)
 	gone := w.idev(t, w.dev)
 	gone.Anchor = "removed-by-reload"
@@ -36,6 +38,7 @@ func TestRecheck(t *testing.T) {
 		{"cog allow-listed", w.idev(t, w.cogListed), pkNow, 0},
 		{"operational", op, pkNow, 0},
 		{"operational revoked", revoked, pkNow, CodeCertRevoked},
+		{"operational not in the store", unknown, pkNow, CodeCertUnknown},
 		{"operational in grace", inGrace, pkNow, 0},
 		{"operational past grace", inGrace, pkNow.Add(30 * pkDay), CodeCertExpired},
 		{"operational expired during the session", op, pkNow.Add(400 * pkDay), CodeCertExpired},

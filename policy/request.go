@@ -71,6 +71,10 @@ type Requester struct {
 	// revoked operational certificate on every request, also on an open
 	// DTLS session.
 	Revoked bool
+	// Unknown is the caller's lookup of the operational leaf in this CA's
+	// store: true if the store does not hold it (CodeCertUnknown). Evaluate
+	// and Recheck refuse it.
+	Unknown bool
 	// IssuedProfile is the profile the operational leaf was issued under, as
 	// recorded in the store; "" if unknown (then not checked).
 	IssuedProfile string

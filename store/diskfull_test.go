@@ -3,7 +3,9 @@ package store
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -11,14 +13,57 @@ import (
 	"github.com/estca/estca/store/storetest"
 )
 
-// TestDiskFull fills the file system under a real store: writes fail with a
-// *WriteError matching ErrUnavailable and ENOSPC (a bbolt commit failing
-// in its page writes), fail fast between retries without touching the
-// disk, and succeed again by themselves once space is back; the store stays
-// consistent throughout.
+// fsizeChildEnv selects, in the re-executed test binary, the file size
+// limit variant of TestDiskFull (the limit is per process).
+const fsizeChildEnv = "ESTCA_STORE_FSIZE_CHILD"
+
+// TestDiskFull makes the file system under a real store refuse writes, two
+// ways: a small tmpfs filled up (ENOSPC; needs root) and a file-size limit
+// on the process (EFBIG, RLIMIT_FSIZE; runs as any user, in a re-executed
+// test binary since the limit is per process). Writes fail with a
+// *WriteError matching ErrUnavailable and the errno (a bbolt commit failing
+// in its page writes or its file growth), fail fast between retries without
+// touching the disk, and succeed again by themselves once space is back;
+// the store stays consistent throughout.
 func TestDiskFull(t *testing.T) {
 	t.Parallel()
-	dir := storetest.SmallFS(t, 4<<20)
+	t.Run("tmpfs", func(t *testing.T) {
+		t.Parallel()
+		dir := storetest.SmallFS(t, 4<<20)
+		diskFull(t, dir, syscall.ENOSPC, func(string) func() {
+			filler := storetest.Fill(t, dir)
+			return func() {
+				if err := os.Remove(filler); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	})
+	t.Run("file size limit", func(t *testing.T) {
+		t.Parallel()
+		if os.Getenv(fsizeChildEnv) == "1" {
+			diskFull(t, t.TempDir(), syscall.EFBIG, func(path string) func() {
+				fi, err := os.Stat(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return storetest.LimitFileSize(t, 0, int(fi.Size()))
+			})
+			return
+		}
+		cmd := exec.Command(os.Args[0], "-test.run=^TestDiskFull$/^file_size_limit$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), fsizeChildEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestDiskFull/file_size_limit") {
+			t.Fatalf("child test: %v\n%s", err, out)
+		}
+	})
+}
+
+// diskFull runs the disk-full episode on a store in dir: full makes writes
+// fail with errno (given the store file's path) and returns the function
+// that gives the space back.
+func diskFull(t *testing.T, dir string, errno syscall.Errno, full func(path string) (free func())) {
 	key := auditKey(t)
 	path := filepath.Join(dir, "estca.db")
 	opts := withKey(Options{WriteRetry: 50 * time.Millisecond}, key, path)
@@ -34,7 +79,7 @@ func TestDiskFull(t *testing.T) {
 		_, err := db.Issue(Certificate{Serial: s, DER: der, Requester: fp(s), CSRDigest: digest(s)}, AuditRecord{})
 		return err
 	}
-	filler := storetest.Fill(t, dir)
+	free := full(path)
 	i := 0
 	var werr error
 	for ; i < 10000; i++ {
@@ -43,7 +88,9 @@ func TestDiskFull(t *testing.T) {
 		}
 	}
 	var we *WriteError
-	if !errors.As(werr, &we) || !errors.Is(werr, ErrUnavailable) || !errors.Is(werr, syscall.ENOSPC) {
+	// bbolt v1.5 reports a failed file growth as "file resize error: %s",
+	// which keeps the errno's text but not the error itself.
+	if !errors.As(werr, &we) || !errors.Is(werr, ErrUnavailable) || !(errors.Is(werr, errno) || strings.Contains(werr.Error(), errno.Error())) {
 		t.Fatalf("issue %d on a full disk: %v", i, werr)
 	}
 	t.Logf("disk full after %d more certificates: %v", i, werr)
@@ -55,9 +102,7 @@ func TestDiskFull(t *testing.T) {
 	if err := issue(i + 1); !errors.As(err, &we) || !we.FailFast {
 		t.Errorf("write within the retry window: %v", err)
 	}
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
+	free()
 	var ok bool
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if err := issue(i + 2); err == nil {

@@ -115,8 +115,11 @@
 //     records name, each with the DER its record commits to, reachable
 //     through the serial and request indexes; the revocation set holds
 //     exactly the revocations the revoked records state (nothing added,
-//     removed or changed, named by serial); every head signs the
-//     revocation state at its record;
+//     removed or changed, named by serial), each of a certificate an
+//     issued record before it names, except a revocation flagged
+//     FlagUnknownCertificate (RevokeUnknown), which must name a serial no
+//     issued record before it names, so it cannot stand in for a deleted
+//     certificate; every head signs the revocation state at its record;
 //   - with checkpoints: the store extends each (it holds that head,
 //     identical), or a signed record acknowledges the checkpoint as
 //     superseded (a restore of an older backup, a checkpoint reset): a
@@ -160,6 +163,9 @@
 // are numbered past the superseded head, so a checkpoint kept from before
 // the restore is reported superseded while one kept from after it still
 // catches a later cut. The old file is moved aside, never deleted.
+// Certificates issued after the backup are then unknown to the store: the
+// CA refuses them as requesters, and RevokeUnknown can still put their
+// serials on the CRL.
 //
 // # What it does not do
 //

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -38,9 +39,33 @@ func validReason(r int) bool { return r >= 0 && r <= 10 && r != 7 }
 // ErrAlreadyRevoked if it is already revoked; an error matching
 // ErrHeadNotSigned if only the signing failed.
 func (db *DB) Revoke(serial string, reason int, at time.Time, rec AuditRecord) error {
+	return db.revoke(serial, reason, at, rec, false)
+}
+
+// FlagUnknownCertificate marks the revoked record of a certificate this
+// store does not hold (RevokeUnknown).
+const FlagUnknownCertificate = "unknown-certificate"
+
+// RevokeUnknown revokes a serial that is not in the store, like Revoke: a
+// certificate this CA issued that the store no longer holds (issued after
+// the backup a loss-accepting Restore put back), so that the CRL lists it.
+// The revoked record carries FlagUnknownCertificate; Verify accepts it only
+// for a serial no issued record before it names, so it can never stand in
+// for a certificate deleted from the store. It is an operator's act, signed
+// at once like every revocation. ErrCertificateKnown if the store holds
+// the certificate (use Revoke), ErrAlreadyRevoked if the serial is revoked.
+func (db *DB) RevokeUnknown(serial string, reason int, at time.Time, rec AuditRecord) error {
+	return db.revoke(serial, reason, at, rec, true)
+}
+
+func (db *DB) revoke(serial string, reason int, at time.Time, rec AuditRecord, unknown bool) error {
 	p, err := prepareRevoke(serial, reason, at, rec, db.now())
 	if err != nil {
 		return err
+	}
+	p.unknown = unknown
+	if unknown {
+		p.rec.Flags = append(slices.Clip(p.rec.Flags), FlagUnknownCertificate)
 	}
 	if err := db.batch(p.write); err != nil {
 		return err
@@ -58,8 +83,9 @@ func (db *DB) Revoke(serial string, reason int, at time.Time, rec AuditRecord) e
 
 // revocation is a checked Revoke, ready to write in a transaction.
 type revocation struct {
-	sk  []byte
-	rec AuditRecord
+	sk      []byte
+	rec     AuditRecord
+	unknown bool // RevokeUnknown: the store must not hold the certificate
 }
 
 func prepareRevoke(serial string, reason int, at time.Time, rec AuditRecord, now time.Time) (*revocation, error) {
@@ -91,8 +117,11 @@ func (p *revocation) write(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	if seq == 0 {
+	switch {
+	case seq == 0 && !p.unknown:
 		return fmt.Errorf("%w: certificate %s", ErrNotFound, serial)
+	case seq != 0 && p.unknown:
+		return fmt.Errorf("%w: %s", ErrCertificateKnown, serial)
 	}
 	rb := tx.Bucket(wire.BucketRevocations)
 	if rb.Get(p.sk) != nil {

@@ -37,6 +37,9 @@ var (
 	ErrInvalid = errors.New("store: invalid argument")
 	// ErrAlreadyRevoked means the certificate has already been revoked.
 	ErrAlreadyRevoked = errors.New("store: already revoked")
+	// ErrCertificateKnown means RevokeUnknown was given the serial of a
+	// certificate the store holds.
+	ErrCertificateKnown = errors.New("store: certificate is in the store")
 	// ErrVersion means the file was written by another store format version.
 	ErrVersion = errors.New("store: unsupported store format")
 	// ErrClosed means a write was submitted after Close.

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	bolt "go.etcd.io/bbolt"
@@ -55,7 +56,8 @@ type VerifyError struct {
 	// of sequence", "issued record without its certificate", "certificate
 	// differs from its issued record", "certificate without issued record",
 	// "serial index mismatch", "request index mismatch", "revocation of an
-	// unknown certificate", "revoked twice", "revocation without its
+	// unknown certificate", "known certificate revoked as unknown",
+	// "revoked twice", "revocation without its
 	// record", "revocation differs from its record", "revocation missing",
 	// "revocation accumulator mismatch", "revocation set differs from the
 	// audit chain", "acknowledgement not signed".
@@ -345,8 +347,16 @@ func (c *chainCheck) revokedRecord(seq uint64, r *wire.Record) {
 		c.fail(seq, "revoked twice", "serial %s", r.Serial)
 		return
 	}
-	if sv := c.serials.Get(wire.SerialKey(r.Serial)); sv == nil || (c.issuedSet && binary.BigEndian.Uint64(sv) > c.issued) {
+	sv := c.serials.Get(wire.SerialKey(r.Serial))
+	known := sv != nil && (!c.issuedSet || binary.BigEndian.Uint64(sv) <= c.issued)
+	switch unknown := slices.Contains(r.Flags, FlagUnknownCertificate); {
+	case !known && !unknown:
 		c.fail(seq, "revocation of an unknown certificate", "serial %s was not issued before record %d", r.Serial, seq)
+		return
+	case known && unknown:
+		// RevokeUnknown refuses this; a record that does it anyway could
+		// stand in for a deleted certificate.
+		c.fail(seq, "known certificate revoked as unknown", "serial %s was issued before record %d", r.Serial, seq)
 		return
 	}
 	c.revs[r.Serial] = wire.Revocation{RecordSeq: seq, Reason: r.Rev.Reason, Time: r.Rev.At}

@@ -42,6 +42,8 @@ var adminErrors = []struct {
 	{"head_not_signed", http.StatusAccepted, store.ErrHeadNotSigned},
 	{"not_found", http.StatusNotFound, store.ErrNotFound},
 	{"already_revoked", http.StatusConflict, store.ErrAlreadyRevoked},
+	// revoke --unknown-certificate of a serial the store holds.
+	{"certificate_known", http.StatusConflict, store.ErrCertificateKnown},
 	{"invalid", http.StatusBadRequest, store.ErrInvalid},
 	{"unavailable", http.StatusServiceUnavailable, store.ErrUnavailable},
 	// An approval ID that names several pending requests.

@@ -149,8 +149,12 @@ func (r *running) publishCRL(why string) error {
 // revoke revokes a certificate (ca.Authority.Revoke: in force at once,
 // audited, a new CRL), keeps the new CRL and closes the DTLS sessions of
 // the revoked certificate before it returns.
-func (r *running) revoke(serial string, reason int, who string) error {
-	c, err := r.x.ca.Revoke(serial, reason, who)
+func (r *running) revoke(serial string, reason int, unknown bool, who string) error {
+	revoke := r.x.ca.Revoke
+	if unknown {
+		revoke = r.x.ca.RevokeUnknown
+	}
+	c, err := revoke(serial, reason, who)
 	if c != nil {
 		if werr := r.keepCRL(c, "revocation of "+serial); werr != nil {
 			err = errors.Join(err, werr)
@@ -193,7 +197,7 @@ func registerPolicyAdmin(mux *http.ServeMux, r *running) {
 			adminFail(w, fmt.Errorf("%w: reason %q: %v", store.ErrInvalid, req.URL.Query().Get("reason"), err))
 			return
 		}
-		err = r.revoke(serial, reason, "operator:admin-socket")
+		err = r.revoke(serial, reason, req.URL.Query().Get("unknown_certificate") == "1", "operator:admin-socket")
 		rev := revocationInForce(r.x.db, serial)
 		if err != nil && (rev.Time.IsZero() || errors.Is(err, store.ErrAlreadyRevoked) || errors.Is(err, store.ErrHeadNotSigned)) {
 			adminFail(w, err)

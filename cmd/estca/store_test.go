@@ -384,29 +384,53 @@ func noFixedPorts(t *testing.T, cfg string) {
 	}
 }
 
-// TestDiskFullAnswers503 puts a serving appliance's store on a small file
-// system and fills it: devices get 5.03 with the configured Max-Age (not
-// 5.00), the outage is logged once (not per request), and enrollment comes
-// back by itself when space is back, with nothing lost.
+// TestDiskFullAnswers503 makes a serving appliance's store unwritable, two
+// ways: on a small file system filled up (ENOSPC; needs root) and with a
+// file-size limit put on the running server (EFBIG, prlimit(2); runs as any
+// user): devices get 5.03 with the configured Max-Age (not 5.00), the
+// outage is logged once (not per request), and enrollment comes back by
+// itself when space is back, with nothing lost.
 func TestDiskFullAnswers503(t *testing.T) {
-	dir, cfg := demoAppliance(t, false)
-	fs := storetest.SmallFS(t, 2<<20)
-	for _, f := range []string{"estca.db", "estca.db.checkpoint"} {
-		b, err := os.ReadFile(filepath.Join(dir, "store", f))
-		if err != nil {
-			t.Fatal(err)
+	t.Run("tmpfs", func(t *testing.T) {
+		dir, cfg := demoAppliance(t, false)
+		fs := storetest.SmallFS(t, 2<<20)
+		for _, f := range []string{"estca.db", "estca.db.checkpoint"} {
+			b, err := os.ReadFile(filepath.Join(dir, "store", f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(fs, f), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if err := os.WriteFile(filepath.Join(fs, f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, _ := os.ReadFile(cfg)
-	body := strings.Replace(string(b), "path: store/estca.db\n", "path: "+filepath.Join(fs, "estca.db")+"\n", 1)
-	body = strings.Replace(body, "checkpoint: store/estca.db.checkpoint", "checkpoint: "+filepath.Join(fs, "estca.db.checkpoint"), 1)
-	body = strings.Replace(body, "retry_after: 30s", "retry_after: 7s", 1)
-	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
+		editConfig(t, cfg, "path: store/estca.db\n", "path: "+filepath.Join(fs, "estca.db")+"\n",
+			"checkpoint: store/estca.db.checkpoint", "checkpoint: "+filepath.Join(fs, "estca.db.checkpoint"))
+		diskFullServe(t, dir, cfg, func(*server) func() {
+			filler := storetest.Fill(t, fs)
+			return func() {
+				if err := os.Remove(filler); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	})
+	t.Run("file size limit", func(t *testing.T) {
+		dir, cfg := demoAppliance(t, false)
+		diskFullServe(t, dir, cfg, func(srv *server) func() {
+			fi, err := os.Stat(filepath.Join(dir, "store", "estca.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return storetest.LimitFileSize(t, srv.cmd.Process.Pid, int(fi.Size()))
+		})
+	})
+}
+
+// diskFullServe serves the appliance, enrolls, makes the store's writes
+// fail with full (which returns the function that gives the space back),
+// and checks the answers, the log, the recovery and that nothing was lost.
+func diskFullServe(t *testing.T, dir, cfg string, full func(*server) (free func())) {
+	editConfig(t, cfg, "retry_after: 30s", "retry_after: 7s")
 	srv := startServer(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -423,7 +447,7 @@ func TestDiskFullAnswers503(t *testing.T) {
 		}
 		delivered = append(delivered, cert.SerialNumber.Text(16))
 	}
-	filler := storetest.Fill(t, fs)
+	free := full(srv)
 	// bbolt may still have free pages inside its file: enroll until the
 	// first write needs new space.
 	refused := 0
@@ -447,9 +471,7 @@ func TestDiskFullAnswers503(t *testing.T) {
 	if strings.Contains(logs, "internal error") {
 		t.Errorf("internal errors logged:\n%s", logs)
 	}
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
+	free()
 	var cert *x509.Certificate
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
 		if cert, _, err = enrollNew(ctx, c); err == nil {

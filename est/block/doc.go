@@ -59,6 +59,13 @@
 // used or a limit is reached, and in Manager.Sweep, which the server calls
 // periodically.
 //
+// A Sensitive response (Response.Sensitive: a private key in the clear) is
+// zeroed when the Manager is done with it: at once when it is not stored,
+// else after its last block was served (the stored response is then
+// dropped: a later request for a block gets 4.08), or when it is evicted,
+// expires or is superseded. Every block handed out of it is a copy
+// (Outgoing.Sensitive) for the caller to zero once sent.
+//
 // Errors wrap one of ErrBadOption (4.02), ErrBadBlock (4.00),
 // ErrIncomplete (4.08), ErrTooLarge (4.13) and ErrBusy (5.03); Code is the
 // table. Error replies carry no payload.

@@ -1,6 +1,7 @@
 package block
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"time"
@@ -85,6 +86,13 @@ type Response struct {
 	// Body is the full response body. The Manager keeps it (without copying)
 	// when the response is sent block-wise: do not modify it afterwards.
 	Body []byte
+	// Sensitive marks a Body that holds secret material (a server-generated
+	// private key in the clear, RFC 9148 §4.8). Respond then owns Body and
+	// clears it (overwrites it with zeros) once the response is done with:
+	// at once when it is not stored, else after its last block was served,
+	// or when the stored response is evicted, expires or is superseded. Each
+	// Outgoing built from it carries a copy of its block, marked Sensitive.
+	Sensitive bool
 }
 
 // Outgoing is one CoAP response message to send.
@@ -98,6 +106,9 @@ type Outgoing struct {
 	Size2         *uint32
 	// Payload may alias a stored response body: do not modify it.
 	Payload []byte
+	// Sensitive: Payload is a copy of a block of a Sensitive response, the
+	// caller's to clear once the message is sent.
+	Sensitive bool
 }
 
 // Decision is the Manager's verdict on an Incoming request: either answer
@@ -398,6 +409,10 @@ func (m *Manager) continueBlock2Locked(in Incoming, e *entry, now time.Time) Dec
 	if err != nil {
 		return m.fail(err)
 	}
+	if e.resp.Sensitive && !out.Block2.More {
+		// The last block is out (a copy): the transfer is complete.
+		defer m.removeLocked(in.Key, e)
+	}
 	if in.Block1 != nil && e.final != nil {
 		// libcoap may repeat the final Block1 option; echo the real one.
 		out.Block1 = e.final
@@ -413,6 +428,14 @@ func (m *Manager) Respond(in Incoming, resp Response) Outgoing {
 	now := m.opts.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	stored := false
+	if resp.Sensitive {
+		defer func() {
+			if !stored {
+				clear(resp.Body)
+			}
+		}()
+	}
 
 	offset := 0
 	if in.Block2 != nil && in.Block2.Validate() == nil {
@@ -467,6 +490,7 @@ func (m *Manager) Respond(in Incoming, resp Response) Outgoing {
 		deadline: now.Add(m.opts.Lifetime),
 	}
 	m.storeLocked(in.Key, ne, now)
+	stored = true
 	return out
 }
 
@@ -507,6 +531,9 @@ func (m *Manager) sliceLocked(resp Response, offset int, szx uint8, withBlock2, 
 		ContentFormat: resp.ContentFormat,
 		MaxAge:        resp.MaxAge,
 		Payload:       resp.Body[offset:end],
+	}
+	if resp.Sensitive {
+		out.Payload, out.Sensitive = bytes.Clone(out.Payload), true
 	}
 	more := end < n
 	if withBlock2 || more || offset > 0 {
@@ -641,6 +668,9 @@ func (m *Manager) removeLocked(k Key, e *entry) {
 		return
 	}
 	delete(m.entries, k)
+	if e.kind == kindResponse && e.resp.Sensitive {
+		clear(e.resp.Body)
+	}
 	pc, oc := m.peers[k.Peer], m.owners[e.owner]
 	for _, c := range []*peerCount{pc, oc} {
 		if c == nil {

@@ -14,8 +14,10 @@
 // heads, certificates and revocations (every index fixed, as a careful
 // forger would); a head signature forged and the head chain broken;
 // certificates added and deleted; revocations removed and changed. InUse
-// tells how much of a file bbolt uses (the rest is slack). SmallFS mounts a
-// small tmpfs and Fill fills it, for disk-full tests.
+// tells how much of a file bbolt uses (the rest is slack). For disk-full
+// tests, SmallFS mounts a small tmpfs and Fill fills it (ENOSPC, needs
+// root), and LimitFileSize lowers a process's file-size limit (EFBIG, no
+// root needed).
 //
 // Besides package store it is the only package that imports
 // go.etcd.io/bbolt. It edits the file below the store API, with the
@@ -43,5 +45,5 @@
 // record it covers so that every kind of damage lies under a signature. The
 // certificate and revocation kinds need a certificate and a revocation;
 // TruncateTail60 needs more than 60 records. SmallFS needs root (it skips
-// the test with the reason otherwise).
+// the test with the reason otherwise, and fails it under CI=true).
 package storetest

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // SmallFS mounts a tmpfs of size bytes on a new temporary directory for the
@@ -15,14 +17,22 @@ import (
 // first). Mounting needs root (CI runs as root): elsewhere the test is
 // skipped with the reason. A real, small file system is how the tests fill
 // a disk: bbolt's own writes then fail with ENOSPC.
+//
+// Without root the test is skipped, unless the environment variable CI is
+// "true" (or "1"), where that is a failure. LimitFileSize is the write fault
+// that needs no root.
 func SmallFS(t testing.TB, size int) string {
 	t.Helper()
+	skip := t.Skipf
+	if ci := os.Getenv("CI"); ci == "true" || ci == "1" {
+		skip = t.Fatalf
+	}
 	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs to fill needs root")
+		skip("storetest: mounting a small tmpfs to fill needs root")
 	}
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v): %s", err, out)
+		skip("storetest: cannot mount a tmpfs (%v): %s", err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
@@ -49,6 +59,34 @@ func Fill(t testing.TB, dir string) string {
 				t.Fatalf("storetest: filling %s: %v", dir, err)
 			}
 			return p
+		}
+	}
+}
+
+// LimitFileSize lowers the soft file-size limit (RLIMIT_FSIZE) of process
+// pid (0: this process) to n bytes and returns the function that puts the
+// previous limit back. From then on a write or truncate that would make a
+// file of that process larger than n fails with EFBIG (Go ignores the
+// SIGXFSZ that comes with it, so the process lives): a store's file cannot
+// grow, the way a full disk stops it. It needs no root: a process may lower
+// its own soft limit and that of another process of the same user
+// (prlimit(2)), and raise it back up to the hard limit. The limit applies
+// to every file the process writes, so limit a child process, or a test
+// binary re-executed for one test, never a process running other tests.
+func LimitFileSize(t testing.TB, pid, n int) (restore func()) {
+	t.Helper()
+	var old unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_FSIZE, nil, &old); err != nil {
+		t.Fatalf("storetest: prlimit %d: %v", pid, err)
+	}
+	lim := old
+	lim.Cur = uint64(n)
+	if err := unix.Prlimit(pid, unix.RLIMIT_FSIZE, &lim, nil); err != nil {
+		t.Fatalf("storetest: prlimit %d RLIMIT_FSIZE=%d: %v", pid, n, err)
+	}
+	return func() {
+		if err := unix.Prlimit(pid, unix.RLIMIT_FSIZE, &old, nil); err != nil {
+			t.Errorf("storetest: prlimit %d: restore RLIMIT_FSIZE: %v", pid, err)
 		}
 	}
 }
