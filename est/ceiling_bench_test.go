@@ -157,13 +157,6 @@ func BenchmarkCeiling(b *testing.B) {
 		b.Fatal(err)
 	}
 	base := open(Options{Certificate: p.Server, Authority: baseline.New(p)})
-	pemOf := func(typ string, ders ...[]byte) []byte {
-		var buf bytes.Buffer
-		for _, d := range ders {
-			_ = pem.Encode(&buf, &pem.Block{Type: typ, Bytes: d})
-		}
-		return buf.Bytes()
-	}
 	keyPEM := func(k any) []byte {
 		der, err := x509.MarshalPKCS8PrivateKey(k)
 		if err != nil {
@@ -179,23 +172,11 @@ func BenchmarkCeiling(b *testing.B) {
 	}
 	for _, mode := range []string{bench.ModeEnroll, bench.ModeEnrollReuse} {
 		b.Run("mode="+mode, func(b *testing.B) {
-			job, err := json.Marshal(loadJob{Mode: mode, Workers: *ceilingWorkers, Duration: *ceilingDuration,
-				Rounds: *ceilingRounds, ServerPID: os.Getpid(), Targets: targets})
-			if err != nil {
-				b.Fatal(err)
-			}
+			job := loadJob{Mode: mode, Workers: *ceilingWorkers, Duration: *ceilingDuration,
+				Rounds: *ceilingRounds, ServerPID: os.Getpid(), Targets: targets}
 			var c bench.Comparison
 			for b.Loop() {
-				cmd := exec.Command(os.Args[0])
-				cmd.Env = append(os.Environ(), loadEnv+"="+string(job))
-				cmd.Stderr = os.Stderr
-				out, err := cmd.Output()
-				if err != nil {
-					b.Fatalf("load generator: %v", err)
-				}
-				if err := json.Unmarshal(out, &c); err != nil {
-					b.Fatal(err)
-				}
+				c = runLoadChild(b, job)
 			}
 			var text bytes.Buffer
 			_ = c.Format(&text)
@@ -213,4 +194,35 @@ func BenchmarkCeiling(b *testing.B) {
 			b.Logf("rounds %s, load %s", strconv.Itoa(len(c.Reports)), c.LoadAfter)
 		})
 	}
+}
+
+// runLoadChild runs job in a load generator child process (this test
+// binary, see TestMain) and returns its comparison.
+func runLoadChild(tb testing.TB, job loadJob) bench.Comparison {
+	tb.Helper()
+	js, err := json.Marshal(job)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), loadEnv+"="+string(js))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		tb.Fatalf("load generator: %v", err)
+	}
+	var c bench.Comparison
+	if err := json.Unmarshal(out, &c); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// pemOf encodes ders as PEM blocks of type typ.
+func pemOf(typ string, ders ...[]byte) []byte {
+	var buf bytes.Buffer
+	for _, d := range ders {
+		_ = pem.Encode(&buf, &pem.Block{Type: typ, Bytes: d})
+	}
+	return buf.Bytes()
 }
