@@ -9,8 +9,8 @@
 // replaced in place by unique values of the same length (the size of a
 // real certificate; the issuing CA's signature no longer verifies), the
 // requester fingerprint and CSR digest unique, the requester's subject,
-// IDevID serial and policy identity unique in their last characters
-// (same length), and the issued audit record the CA wrote for the sample
+// IDevID serial and policy identity varied in their last eight characters
+// (same length; hashed, so devices come in no order, as in a fleet), and the issued audit record the CA wrote for the sample
 // with the same replacements. Fill stores them with store.DB.Issue from
 // many goroutines, so that the store's group committer merges them as it
 // merges concurrent enrollments, and signs a head every HeadEvery

@@ -53,7 +53,9 @@ func SampleOf(db *store.DB, serial string) (Sample, error) {
 type Options struct {
 	// N is the number of certificates to add.
 	N int
-	// Workers is the number of goroutines calling Issue; 0 means 64.
+	// Workers is the number of goroutines calling Issue; 0 means 256
+	// (store.DefaultMaxBatchSize: a fill is bound by the fsync per group
+	// commit, so the bigger the batches the faster).
 	Workers int
 	// HeadEvery signs a head (store.DB.SignHead) after every HeadEvery
 	// certificates; 0 means 10,000; negative means never.
@@ -80,7 +82,7 @@ type Report struct {
 // reports what it wrote until then.
 func Fill(ctx context.Context, db *store.DB, s Sample, o Options) (Report, error) {
 	if o.Workers <= 0 {
-		o.Workers = 64
+		o.Workers = store.DefaultMaxBatchSize
 	}
 	if o.HeadEvery == 0 {
 		o.HeadEvery = 10000
@@ -208,8 +210,10 @@ func (v *variant) make(i uint64) (store.Certificate, store.AuditRecord) {
 	c.Serial = hex.EncodeToString(serial)
 	c.Requester = hex.EncodeToString(derive("requester"))
 	c.CSRDigest = hex.EncodeToString(derive("csr"))
-	c.Subject = tail(c.Subject, i)
-	c.Identity = tail(c.Identity, i)
+	// Devices arrive in no order: the tails are hashed, not counted.
+	id := binary.BigEndian.Uint64(sum)
+	c.Subject = tail(c.Subject, id)
+	c.Identity = tail(c.Identity, id)
 	c.IssuedAt = time.Time{} // the store's clock
 
 	r := v.s.Record
@@ -217,13 +221,13 @@ func (v *variant) make(i uint64) (store.Certificate, store.AuditRecord) {
 	r.Serial = c.Serial
 	r.CSRDigest = c.CSRDigest
 	r.Requester.Fingerprint = c.Requester
-	r.Requester.Subject = tail(r.Requester.Subject, i)
-	r.Requester.IDevIDSerial = tail(r.Requester.IDevIDSerial, i)
+	r.Requester.Subject = tail(r.Requester.Subject, id)
+	r.Requester.IDevIDSerial = tail(r.Requester.IDevIDSerial, id)
 	return c, r
 }
 
-// tail replaces the last characters of s (up to 8) by the hexadecimal of
-// i, keeping its length; "" stays "".
+// tail replaces the last characters of s (up to 8) by hexadecimal digits
+// of i, keeping its length; "" stays "".
 func tail(s string, i uint64) string {
 	if s == "" {
 		return s
