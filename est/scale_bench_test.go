@@ -207,12 +207,12 @@ func (e *scaleEnv) verify(tb testing.TB) {
 // in a child process. It reports bytes per certificate of the full store
 // and, per mode, the same-run ratios full/empty of server CPU per
 // enrollment and of throughput (1.00: flat), and the group commits per
-// enrollment of each store. Run it on its own core:
+// enrollment of each store. `make bench-scale` runs
 //
-//	taskset -c 0 go test -run '^$' -bench Scale -benchtime 1x -timeout 2h ./est/
+//	go test -run '^$' -bench '^BenchmarkScale$' -benchtime 1x -timeout 3h -v ./est/
 //
 // with -scale.n, -scale.rounds, -scale.d, -scale.c, -scale.modes and
-// -scale.dir (the full store of 1,000,000 takes about 2 GB).
+// -scale.dir (the full store of 1,000,000 takes about 1.5 GB).
 func BenchmarkScale(b *testing.B) {
 	if testing.Short() {
 		b.Skip("fills a store of a million certificates")
