@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"math/big"
+	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -174,13 +175,18 @@ var (
 // issue (this process runs nothing else) and of the rate, and the group
 // commits per issue of each.
 func BenchmarkIssueAtScale(b *testing.B) {
-	dir := *issueDir
-	if dir == "" {
-		dir = b.TempDir()
+	dir := b.TempDir()
+	if *issueDir != "" {
+		d, err := os.MkdirTemp(*issueDir, "fill-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { os.RemoveAll(d) })
+		dir = d
 	}
 	var commits [2]atomic.Int64
-	full, _ := newStore(b, dir, fmt.Sprintf("full-%d.db", time.Now().UnixNano()), &commits[0])
-	empty, _ := newStore(b, dir, fmt.Sprintf("empty-%d.db", time.Now().UnixNano()), &commits[1])
+	full, _ := newStore(b, dir, "full.db", &commits[0])
+	empty, _ := newStore(b, dir, "empty.db", &commits[1])
 	s := issueReal(b, full, 1)
 	rep, err := Fill(context.Background(), full, s, Options{N: *issueN - 1, Seed: []byte("full")})
 	if err != nil {
