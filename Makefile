@@ -8,7 +8,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all deps build run test test-long bench fuzz lint clean install-systemd
+.PHONY: all deps build run test test-long bench bench-scale fuzz lint clean install-systemd
 
 all: build
 
@@ -40,6 +40,19 @@ test-long: deps
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./store/ ./hsm/ ./ca/
+
+# Issue 11, flat with growth (est.BenchmarkScale): a store filled to SCALE_N certificates
+# through the store API (store/storefill) against an empty one, the real authority and est
+# server in front of each, interleaved rounds, same run; prints bytes per certificate and
+# the full/empty ratios of server CPU per enrollment and throughput (the load generator is a
+# child process, so the server's CPU is its own). The full store (about 1.5 kB per certificate)
+# goes under SCALE_DIR (default: $$TMPDIR) and is deleted afterwards.
+SCALE_N ?= 1000000
+SCALE_ROUNDS ?= 5
+SCALE_DIR ?=
+bench-scale: deps
+	$(GO) test -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 3h -v ./est/ \
+		-args -scale.n $(SCALE_N) -scale.rounds $(SCALE_ROUNDS) $(if $(SCALE_DIR),-scale.dir $(SCALE_DIR))
 
 # Each fuzz target for FUZZTIME; bounded, for a quick local check.
 fuzz:

@@ -54,7 +54,7 @@ type rcCA struct {
 // rcAuthority builds an rcCA; wrap, if given, wraps the issuing key (e.g. to
 // inject faults). Not parallel: softhsmtest selects the token through the
 // environment.
-func rcAuthority(t *testing.T, wrap ...func(crypto.Signer) crypto.Signer) *rcCA {
+func rcAuthority(t testing.TB, wrap ...func(crypto.Signer) crypto.Signer) *rcCA {
 	t.Helper()
 	st, tok := softhsmtest.New(t)
 	h, err := ca.Init(tok, ca.InitOptions{})
@@ -74,11 +74,32 @@ func rcAuthority(t *testing.T, wrap ...func(crypto.Signer) crypto.Signer) *rcCA 
 	if err != nil {
 		t.Fatal(err)
 	}
-	mfg := pkitest.PEMCert(t, demo.ManufacturerCA.Cert)
 	issuing := signers[0]
 	for _, w := range wrap {
 		issuing = w(issuing)
 	}
+	a := rcNewAuthority(t, h, demo, issuing, db)
+	signerCert, err := ca.IssueKeyPackageSigner(tok, "", signers[0], h.Issuing, ca.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signerKey, err := tok.FindKey(ca.LabelKeyPackage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kg, err := a.NewKeygen(ca.KeygenOptions{Token: tok, Signer: signerKey, SignerCertificate: signerCert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rcCA{a: a, kg: kg, h: h, server: signers[1], db: db, demo: demo, st: st}
+}
+
+// rcNewAuthority is the authority of rcAuthority over db, signing with
+// issuing: the demo manufacturer as a strict IDevID anchor and the
+// "device" and "held" profiles; its CRL is published.
+func rcNewAuthority(t testing.TB, h *ca.Hierarchy, demo *ca.DemoSet, issuing crypto.Signer, db *store.DB) *ca.Authority {
+	t.Helper()
+	mfg := pkitest.PEMCert(t, demo.ManufacturerCA.Cert)
 	// The device profile binds subject and hardwareModuleName to the
 	// identity and lets the padding DNS names of pkitest.PaddedCSR through.
 	a, err := ca.New(ca.Options{
@@ -105,19 +126,7 @@ func rcAuthority(t *testing.T, wrap ...func(crypto.Signer) crypto.Signer) *rcCA 
 	if _, err := a.PublishCRL(); err != nil {
 		t.Fatal(err)
 	}
-	signerCert, err := ca.IssueKeyPackageSigner(tok, "", signers[0], h.Issuing, ca.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signerKey, err := tok.FindKey(ca.LabelKeyPackage)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kg, err := a.NewKeygen(ca.KeygenOptions{Token: tok, Signer: signerKey, SignerCertificate: signerCert})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &rcCA{a: a, kg: kg, h: h, server: signers[1], db: db, demo: demo, st: st}
+	return a
 }
 
 // serverCert is the DTLS server certificate with its chain and HSM key.

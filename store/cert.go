@@ -21,9 +21,9 @@ type Certificate struct {
 	DER []byte
 	// Subject is the subject DN in string form.
 	Subject string
-	// SKI is the subject key identifier (indexed).
+	// SKI is the subject key identifier.
 	SKI []byte
-	// Requester is the Identity.Fingerprint of the requester (indexed); "" for none.
+	// Requester is the Identity.Fingerprint of the requester; "" for none.
 	Requester string
 	// Identity is the policy identity the certificate counts for in rate
 	// limits (policy.IdentityOf; indexed with its issue time, see
@@ -54,7 +54,7 @@ func certFromWire(seq uint64, w *wire.Cert) Certificate {
 }
 
 // Issue stores the certificate under the next issuance sequence number, its
-// serial, SKI and requester indexes, the request → certificate mapping
+// serial and policy identity indexes, the request → certificate mapping
 // (requester + CSRDigest) and the audit record (event issued, committing to
 // the SHA-256 of the DER) in one transaction, durably committed (fsync)
 // before it returns. Concurrent callers are group-committed (the function
@@ -156,16 +156,6 @@ func (p *issue) write(tx *bolt.Tx) (AuditRecord, error) {
 	}
 	if err := serials.Put(p.sk, wire.U64(seq)); err != nil {
 		return AuditRecord{}, err
-	}
-	if len(c.SKI) > 0 {
-		if err := tx.Bucket(wire.BucketBySKI).Put(wire.IndexKey(c.SKI, seq), nil); err != nil {
-			return AuditRecord{}, err
-		}
-	}
-	if c.Requester != "" {
-		if err := tx.Bucket(wire.BucketByRequester).Put(wire.IndexKey(wire.RequesterPart(c.Requester), seq), nil); err != nil {
-			return AuditRecord{}, err
-		}
 	}
 	if c.Identity != "" {
 		ib, err := addedBucket(tx, wire.BucketByIdentity)
@@ -291,41 +281,6 @@ func (db *DB) IssuedFor(requester, csrDigest string) (Certificate, error) {
 		return err
 	})
 	return c, err
-}
-
-// CertificatesBySKI returns every certificate with that subject key
-// identifier, in issuance order; an empty slice if none.
-func (db *DB) CertificatesBySKI(ski []byte) ([]Certificate, error) {
-	return db.byIndex(wire.BucketBySKI, ski)
-}
-
-// CertificatesByRequester returns every certificate issued to the requester
-// with that fingerprint, in issuance order; an empty slice if none.
-func (db *DB) CertificatesByRequester(fingerprint string) ([]Certificate, error) {
-	return db.byIndex(wire.BucketByRequester, wire.RequesterPart(fingerprint))
-}
-
-func (db *DB) byIndex(name, part []byte) ([]Certificate, error) {
-	out := []Certificate{}
-	if len(part) == 0 {
-		return out, nil
-	}
-	prefix := wire.IndexPrefix(part)
-	err := db.view(func(tx *bolt.Tx) error {
-		cur := tx.Bucket(name).Cursor()
-		for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
-			if len(k) != len(prefix)+8 {
-				return fmt.Errorf("%w: index key of %d bytes in %s", ErrDamaged, len(k), name)
-			}
-			c, err := certBySeq(tx, binary.BigEndian.Uint64(k[len(prefix):]))
-			if err != nil {
-				return fmt.Errorf("store: index %s: %w", name, err)
-			}
-			out = append(out, c)
-		}
-		return nil
-	})
-	return out, err
 }
 
 // Certificates returns certificates in issuance order, starting after the

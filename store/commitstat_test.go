@@ -3,8 +3,12 @@ package store
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestOnCommit: the commit hook hears of every commit of the group
@@ -55,5 +59,75 @@ func TestOnCommit(t *testing.T) {
 	defer mu.Unlock()
 	if ok != n || writes != n || commits < 1 || commits > n {
 		t.Fatalf("%d issued; the hook saw %d writes in %d commits", ok, writes, commits)
+	}
+}
+
+// TestGroupCommitMergesWriters: 8 writers that arrive while a commit runs
+// are committed together in the next transaction: one commit (one bbolt
+// fsync pair) for the 8, not 8.
+func TestGroupCommitMergesWriters(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var stats []CommitStat
+	db, _ := openTest(t, Options{OnCommit: func(s CommitStat) {
+		mu.Lock()
+		defer mu.Unlock()
+		stats = append(stats, s)
+	}})
+	mu.Lock()
+	stats = nil
+	mu.Unlock()
+	release := make(chan struct{})
+	blocked := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- db.batch(func(*bolt.Tx) error {
+			select {
+			case <-blocked:
+			default:
+				close(blocked)
+			}
+			<-release
+			return nil
+		})
+	}()
+	<-blocked
+	m := newCertMaker(t)
+	const writers = 8
+	var wg sync.WaitGroup
+	errs := make([]error, writers)
+	for i := range writers {
+		c := m.cert(t, serialOf(i), fp(fmt.Sprint("w", i)), fmt.Sprint("csr", i))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = db.Issue(c, AuditRecord{})
+		}()
+	}
+	giveUp := time.Now().Add(time.Minute) // a hang guard, not a speed limit
+	for queued := 0; queued < writers; {
+		if time.Now().After(giveUp) {
+			close(release)
+			t.Fatalf("%d of %d writers queued", queued, writers)
+		}
+		db.commit.mu.Lock()
+		queued = len(db.commit.queue)
+		db.commit.mu.Unlock()
+		runtime.Gosched()
+	}
+	close(release)
+	wg.Wait()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(stats) != 2 || stats[0].Writes != 1 || stats[1].Writes != writers {
+		t.Fatalf("commits %+v, want the blocking write alone, then the %d writers in one", stats, writers)
 	}
 }

@@ -1,6 +1,6 @@
 // Package store is estca's persistent state, kept in one bbolt file (store
-// format 2): issued certificates (in issuance order, indexed by serial,
-// subject key identifier and requester fingerprint), enrollment requests
+// format 3): issued certificates (in issuance order, indexed by serial and
+// by policy identity), enrollment requests
 // and their decisions (keyed by requester + CSR digest, so that an
 // identical re-sent CSR is answered with the certificate already issued
 // for it, RFC 9148 §4.7), revocations (RFC 5280 §5.3.1 reason codes), and
@@ -33,34 +33,43 @@
 // every page on demand.
 //
 // With Options.AuditKey, Open also checks the audit chain (see "Open's
-// audit check"); a format 1 file is refused with ErrVersion (Migrate
+// audit check"); a format 1 or 2 file is refused with ErrVersion (Migrate
 // converts it).
 //
-// # Layout (format 2)
+// # Layout (format 3)
 //
 // Buckets: meta (format version, 16-byte random store id, chain head,
 // newest signed head, revocation accumulator, newest acknowledgement);
 // certs (8-byte issuance sequence → certificate: serial, DER, subject,
 // SKI, requester, profile, CSR digest, validity, issue time, record seq);
-// serials (serial as integer bytes → issuance sequence); certs_by_ski and
-// certs_by_requester (length-prefixed part + issuance sequence → empty);
-// requests (requester + CSR digest → state, issuance sequence, CSR,
-// identity of pending requests); revocations (serial → record seq, reason,
-// time); audit (8-byte seq → 32-byte hash + record); heads (counter →
-// record seq). Two index buckets were added within format 2 (a writable
-// Open adds them to an older store; one without them reads as if they
-// were empty): certs_by_identity (length-prefixed policy identity +
-// issuance sequence → issue time: IssuedTo, the rate limits) and
-// requests_pending (length-prefixed identity + request key → empty:
-// PendingCount, Requests(StatePending), FindPending). Certificates and
-// requests that carry a policy identity are stored as version 3 values.
-// These indexes are derived data, not covered by the audit chain (the
-// decisions are). Records, certificates and requests are compact canonical
-// binary (package wire documents every byte); hex fingerprints and digests
-// are stored as bytes. The append-only buckets are filled to 100 %; bbolt
-// runs with the hashmap freelist and does not write it per commit.
-// BenchmarkStoreSize measures about 1.8 kB per certificate in use,
-// including its record and indexes.
+// serials (serial as integer bytes → issuance sequence); requests
+// (requester + CSR digest → state, issuance sequence, CSR, identity of
+// pending requests); revocations (serial → record seq, reason, time);
+// audit (8-byte seq → 32-byte hash + record); heads (counter → record
+// seq); certs_by_identity (length-prefixed policy identity + issuance
+// sequence → issue time: IssuedTo, the rate limits) and requests_pending
+// (length-prefixed identity + request key → empty: PendingCount,
+// Requests(StatePending), FindPending). Certificates and requests that
+// carry a policy identity are stored as version 3 values. The indexes are
+// derived data, not covered by the audit chain (the decisions are).
+// Records, certificates and requests are compact canonical binary
+// (package wire documents every byte); hex fingerprints and digests are
+// stored as bytes. The append-only buckets are filled to 100 %; bbolt runs
+// with the hashmap freelist and does not write it per commit.
+//
+// Format 3 is format 2 without the certificate indexes by SKI and by
+// requester fingerprint, which no query used and which cost two
+// random-key inserts (two more B+tree leaves and their branches written
+// per commit) and about 155 bytes per certificate. Migrate converts a
+// format 2 store (see migrateV2: the chain, heads and store id carry over
+// unchanged, so existing checkpoints stay valid) and a format 1 store.
+//
+// Size and growth, measured by `make bench-scale` (est.BenchmarkScale,
+// store/storefill) and storefill.BenchmarkIssueAtScale: see the README's
+// "Scale" section. Every certificate still costs random-key inserts in
+// serials, requests and certs_by_identity (serials are random, RFC 5280
+// §4.1.2.2; requesters arrive in any order), so a commit's page writes
+// grow with the depth of those trees.
 //
 // # Durability
 //

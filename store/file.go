@@ -9,6 +9,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // FileError says why a file is not an openable store: missing, empty, not a
@@ -261,9 +263,11 @@ func (id identity) check() error {
 }
 
 // dupFile duplicates f's descriptor as a new *os.File named name: it shares
-// f's open file description, so its flock is the same lock.
+// f's open file description, so its flock is the same lock. The duplicate
+// is close-on-exec from the start (F_DUPFD_CLOEXEC), as every descriptor
+// Go opens is: a child process started meanwhile must not inherit the lock.
 func dupFile(f *os.File, name string) (*os.File, error) {
-	fd, err := syscall.Dup(int(f.Fd()))
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}

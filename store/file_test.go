@@ -15,6 +15,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 
 	"github.com/estca/estca/store/internal/wire"
 )
@@ -284,5 +285,31 @@ func TestCheck(t *testing.T) {
 	rep, err := db.Check()
 	if err != nil || rep.Pages == 0 || rep.Buckets != len(wire.Buckets)+len(wire.AddedBuckets) || rep.Bolt {
 		t.Errorf("Check = %+v, %v", rep, err)
+	}
+}
+
+// TestDupFileCloseOnExec: the descriptor bbolt gets shares the store's
+// lock, so it must not leak into a child process started meanwhile (by a
+// test, or anything the server runs): the child would hold the lock, and
+// the file system busy, until it exits. Seen as "umount: target is busy"
+// in TestDiskFull/tmpfs while another test started a child.
+func TestDupFileCloseOnExec(t *testing.T) {
+	t.Parallel()
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d, err := dupFile(f, f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	flags, err := unix.FcntlInt(d.Fd(), unix.F_GETFD, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags&unix.FD_CLOEXEC == 0 {
+		t.Fatal("the duplicated store descriptor is inherited by child processes (no FD_CLOEXEC)")
 	}
 }

@@ -19,8 +19,8 @@ import (
 
 // MigrateOptions configures Migrate.
 type MigrateOptions struct {
-	// AuditKey verifies the format 1 chain and its signed heads; Signer
-	// (the same audit key, in the HSM) signs the format 2 heads. Required.
+	// AuditKey verifies the old chain and its signed heads; Signer (the
+	// same audit key, in the HSM) signs the new heads. Required.
 	AuditKey crypto.PublicKey
 	Signer   crypto.Signer
 	// Checkpoint is the checkpoint file to write for the new store.
@@ -33,24 +33,27 @@ type MigrateOptions struct {
 
 // MigrateReport says what Migrate did.
 type MigrateReport struct {
+	// From is the format migrated from (1 or 2).
+	From int
 	// Records, Heads, Certificates, Revocations and Requests are what the
-	// format 1 store held.
+	// old store held.
 	Records, Heads, Certificates, Revocations, Requests int
-	// V1Seq and V1Hash are the record the newest format 1 signed head
-	// covers; V1Unsigned how many records followed it (carried over, but
-	// no format 1 signature vouched for them).
+	// V1Seq and V1Hash are the record the newest old signed head covers;
+	// V1Unsigned how many records followed it (carried over, but no old
+	// signature vouched for them).
 	V1Seq      uint64
 	V1Hash     []byte
 	V1Unsigned int
-	// Kept is where the format 1 file now is.
+	// Kept is where the old file now is (PATH.v1, PATH.v2).
 	Kept string
 	// Head is the format 2 head signed over the migration record.
 	Head Head
 }
 
-// Migrate converts the format 1 store at path into format 2. It takes the
-// store's lock (ErrLocked while a server runs), checks the file's pages,
-// verifies the whole format 1 audit chain and its signed heads with
+// Migrate converts the format 1 or 2 store at path into the current
+// format (3). It takes the store's lock (ErrLocked while a server runs)
+// and checks the file's pages; a format 2 store is converted as
+// migrateV2 says. Of a format 1 store it verifies the whole format 1 audit chain and its signed heads with
 // AuditKey, and refuses a store that does not verify or whose buckets
 // disagree with its records. It then writes a new store next to it: every
 // format 1 record again, in order (issued records now commit to their
@@ -88,6 +91,12 @@ func Migrate(path string, o MigrateOptions) (MigrateReport, error) {
 		return rep, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	defer old.Close()
+	switch n := formatOf(old); {
+	case n == 2:
+		return migrateV2(path, old, o)
+	case n >= wire.Version:
+		return rep, fmt.Errorf("store: %s: %w: format %d is the current format: nothing to migrate", path, ErrVersion, n)
+	}
 	var v1 *v1Store
 	err = old.View(func(tx *bolt.Tx) error {
 		var err error
@@ -100,6 +109,7 @@ func Migrate(path string, o MigrateOptions) (MigrateReport, error) {
 		}
 		return rep, fmt.Errorf("store: %s does not verify as a format 1 store; not migrating it: %w", path, err)
 	}
+	rep.From = 1
 	rep.Records, rep.Heads, rep.Certificates = len(v1.records), v1.heads, len(v1.certs)
 	rep.Revocations, rep.Requests = len(v1.revs), len(v1.requests)
 	rep.V1Seq, rep.V1Hash = v1.signedSeq, v1.signedHash
@@ -132,24 +142,31 @@ func Migrate(path string, o MigrateOptions) (MigrateReport, error) {
 		return rep, fmt.Errorf("store: migrate: %w", err)
 	}
 	rep.Kept = path + ".v1"
-	if _, err := os.Stat(rep.Kept); err == nil {
-		return rep, fmt.Errorf("store: migrate: %s exists; move it away first", rep.Kept)
+	return rep, install(path, tmp, rep.Kept, rep.Head, o.Checkpoint)
+}
+
+// install puts the migrated store tmp in place of the store at path,
+// which it keeps as kept (never deleted), and writes the checkpoint of
+// the migration's head.
+func install(path, tmp, kept string, head Head, checkpoint string) error {
+	if _, err := os.Stat(kept); err == nil {
+		return fmt.Errorf("store: migrate: %s exists; move it away first", kept)
 	}
-	if err := os.Rename(path, rep.Kept); err != nil {
-		return rep, fmt.Errorf("store: migrate: %w", err)
+	if err := os.Rename(path, kept); err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return rep, fmt.Errorf("store: migrate: %w", err)
+		return fmt.Errorf("store: migrate: %w", err)
 	}
 	if err := syncDir(filepath.Dir(path)); err != nil {
-		return rep, fmt.Errorf("store: migrate: %w", err)
+		return fmt.Errorf("store: migrate: %w", err)
 	}
-	if o.Checkpoint != "" {
-		if err := WriteCheckpoint(o.Checkpoint, rep.Head); err != nil {
-			return rep, err
+	if checkpoint != "" {
+		if err := WriteCheckpoint(checkpoint, head); err != nil {
+			return err
 		}
 	}
-	return rep, nil
+	return nil
 }
 
 // migrateChunk is how many format 1 records one transaction replays.

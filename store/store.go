@@ -362,8 +362,8 @@ func (db *DB) load() error {
 			return fileErr(path, ErrForeign, "a bbolt database without an estca format version")
 		}
 		if n := binary.BigEndian.Uint64(v); n != wire.Version {
-			if n == 1 {
-				return fmt.Errorf("%w: %s is in store format 1; this estca reads format %d: convert it with `estca store migrate` (the original is kept)", ErrVersion, path, wire.Version)
+			if n == 1 || n == 2 {
+				return fmt.Errorf("%w: %s is in store format %d; this estca reads format %d: convert it with `estca store migrate` (the original is kept)", ErrVersion, path, n, wire.Version)
 			}
 			return fmt.Errorf("%w: %s is in store format %d; this estca reads format %d", ErrVersion, path, n, wire.Version)
 		}

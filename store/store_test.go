@@ -63,13 +63,6 @@ func TestIssueAndLookup(t *testing.T) {
 		get  func() ([]Certificate, error)
 		want []string
 	}{
-		{"sku shared", func() ([]Certificate, error) { return db.CertificatesBySKI(certs[0].SKI) }, []string{"ff", certs[3].Serial}},
-		{"ski single", func() ([]Certificate, error) { return db.CertificatesBySKI(certs[1].SKI) }, []string{"100"}},
-		{"ski prefix only", func() ([]Certificate, error) { return db.CertificatesBySKI(certs[0].SKI[:10]) }, nil},
-		{"ski unknown", func() ([]Certificate, error) { return db.CertificatesBySKI([]byte{1, 2, 3}) }, nil},
-		{"requester alice", func() ([]Certificate, error) { return db.CertificatesByRequester(alice.Fingerprint) }, []string{"ff", "100"}},
-		{"requester bob", func() ([]Certificate, error) { return db.CertificatesByRequester(bob.Fingerprint) }, []string{"1f", certs[3].Serial}},
-		{"requester prefix only", func() ([]Certificate, error) { return db.CertificatesByRequester(alice.Fingerprint[:8]) }, nil},
 		{"all in issuance order", func() ([]Certificate, error) { return db.Certificates(CertFilter{}) }, []string{"ff", "100", "1f", certs[3].Serial}},
 		{"page 1", func() ([]Certificate, error) { return db.Certificates(CertFilter{Limit: 2}) }, []string{"ff", "100"}},
 		{"page 2", func() ([]Certificate, error) { return db.Certificates(CertFilter{Limit: 2, After: "100"}) }, []string{"1f", certs[3].Serial}},
@@ -135,8 +128,6 @@ type snapshot struct {
 	count   int
 	records int
 	head    string
-	ski     int
-	byReq   int
 	reqs    int
 	serials int
 }
@@ -148,8 +139,6 @@ func takeSnapshot(t *testing.T, db *DB) snapshot {
 		s.count = int(tx.Bucket(wire.BucketCerts).Sequence())
 		s.records = tx.Bucket(wire.BucketAudit).Stats().KeyN
 		s.head = fmt.Sprintf("%x", tx.Bucket(wire.BucketMeta).Get(wire.MetaChain))
-		s.ski = tx.Bucket(wire.BucketBySKI).Stats().KeyN
-		s.byReq = tx.Bucket(wire.BucketByRequester).Stats().KeyN
 		s.reqs = tx.Bucket(wire.BucketRequests).Stats().KeyN
 		s.serials = tx.Bucket(wire.BucketSerials).Stats().KeyN
 		if n := tx.Bucket(wire.BucketCerts).Stats().KeyN; n != s.count {

@@ -25,7 +25,7 @@
 //	backup        consistent, verified copy of the store (never onto the live store)
 //	restore       put a verified backup back into a stopped appliance
 //	store check   read every page of the store
-//	store migrate convert a format 1 store
+//	store migrate convert a format 1 or 2 store
 //	version       the build's version
 //	keys ...      server-side key generation: escrowed keys (list, destroy), key-encryption
 //	              keys (import-kek, delete-kek), recipient certificates (add-recipient,

@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -296,36 +297,57 @@ func benchCommand() *command {
 	var cf clientFlags
 	var kf keygenFlags
 	var mode string
-	var workers, csrs int
+	var workers, csrs, serverPID, rounds int
 	var dur time.Duration
+	var withBaseline bool
 	return &command{
-		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts|skg|skc] [-c N] [-d DUR]", noConfig: true,
+		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts|skg|skc] [-c N] [-d DUR] [--server-pid PID [--baseline [--rounds N]]]", noConfig: true,
 		summary: "EST-coaps load generator (sen, sen-reuse, crts, skg, skc); reports ops/s and latencies.\n\n" +
 			"sen opens a new DTLS session per enrollment, sen-reuse enrolls many times over one session\n" +
 			"per worker, crts fetches CA certificates, skg and skc ask for server-side key generation over\n" +
 			"one session per worker (--kek-id/--kek-file or --recipient-key for an encrypted key; every key\n" +
 			"is decrypted and checked after the run).\n" +
 			"CSRs are prepared before the timed loop; every issued certificate is verified against\n" +
-			"its CSR and the CA chain. Reports ops/s, p50/p90/p99 and errors by code. Exit 1 on any error.",
+			"its CSR and the CA chain. Reports ops/s, p50/p90/p99 and errors by code. Exit 1 on any error.\n\n" +
+			"With --server-pid (the server's process on this machine) it also reports the server's CPU time\n" +
+			"per operation (user and system, from /proc) and its context switches. --baseline compares\n" +
+			"the server with the baseline, the same est server code with an authority that does no CA\n" +
+			"work (est/baseline: it checks the client chain and the CSR's signature and answers a fixed\n" +
+			"certificate), started here as a child process pinned to the server's CPUs: --rounds rounds\n" +
+			"of -d each per server, interleaved, one set of CSRs, and the ratio of the server's CPU per\n" +
+			"operation to the baseline's, the figure to quote (medians of the per-round ratios). Pin the\n" +
+			"server and this command to different CPUs (taskset).",
 		flags: func(fs *flag.FlagSet) {
 			cf.register(fs)
 			fs.StringVar(&mode, "mode", "sen", "`MODE`: sen (a new DTLS session per enrollment), sen-reuse (one session per worker), crts, skg or skc (server-side key generation over one session per worker)")
 			kf.register(fs)
 			fs.IntVar(&workers, "c", 8, "concurrent workers `N`")
-			fs.DurationVar(&dur, "d", 10*time.Second, "duration `DUR` of the timed loop")
+			fs.DurationVar(&dur, "d", 10*time.Second, "duration `DUR` of the timed loop (of each round with --baseline)")
 			fs.IntVar(&csrs, "csrs", 0, "distinct CSRs to prepare (0: enough for the duration)")
+			fs.IntVar(&serverPID, "server-pid", 0, "`PID` of the server process on this machine: report its CPU time per operation")
+			fs.BoolVar(&withBaseline, "baseline", false, "compare with the baseline server (no CA work) in interleaved rounds; needs --server-pid")
+			fs.IntVar(&rounds, "rounds", bench.DefaultRounds, "rounds `N` per server with --baseline")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) != 0 {
 				return usageErrorf("no arguments expected")
 			}
+			if withBaseline && serverPID == 0 {
+				return usageErrorf("--baseline needs --server-pid: the comparison is of CPU time per operation")
+			}
+			if rounds <= 0 {
+				return usageErrorf("--rounds %d: want at least 1", rounds)
+			}
 			opts, err := cf.options()
 			if err != nil {
 				return err
 			}
-			bo := bench.Options{Client: opts, Mode: mode, Workers: workers, Duration: dur, CSRs: csrs}
+			bo := bench.Options{Client: opts, Mode: mode, Workers: workers, Duration: dur, CSRs: csrs, ServerPID: serverPID}
 			if bo.KeyRequest, bo.DecryptKey, err = kf.benchRequest(opts); err != nil {
 				return err
+			}
+			if withBaseline {
+				return benchBaseline(ctx, a, bo, rounds)
 			}
 			rep, err := bench.Run(ctx, bo)
 			if err != nil {
@@ -340,4 +362,67 @@ func benchCommand() *command {
 			return nil
 		},
 	}
+}
+
+// benchBaseline runs `estca bench --baseline`: the baseline server as a
+// child on the CPUs the server may use, then bench.Compare.
+func benchBaseline(ctx context.Context, a *app, bo bench.Options, rounds int) error {
+	if bench.ModeKeygen == bo.Mode || bench.ModeKeygenSingle == bo.Mode {
+		return usageErrorf("--baseline compares sen, sen-reuse and crts: the baseline generates no keys")
+	}
+	cpus, err := bench.Affinity(bo.ServerPID)
+	if err != nil {
+		return err
+	}
+	if own, err := bench.Affinity(0); err == nil && overlap(own, cpus) {
+		a.log.Warn("the load generator may run on the server's CPUs: pin them apart (taskset) for figures worth quoting",
+			"server_cpus", cpus, "bench_cpus", own)
+	}
+	like := bo.Client.Certificate.Leaf
+	if like == nil {
+		if like, err = x509.ParseCertificate(bo.Client.Certificate.Certificate[0]); err != nil {
+			return fmt.Errorf("client certificate: %w", err)
+		}
+	}
+	b, err := startBaseline(ctx, like, cpus)
+	if err != nil {
+		return err
+	}
+	defer b.stop()
+	base := bo.Client
+	base.Server, base.ServerName, base.Label = "coaps://"+b.addr, "localhost", ""
+	base.Certificate = b.pki.Client
+	base.Roots = x509.NewCertPool()
+	base.Roots.AddCert(b.pki.CA)
+	fmt.Fprintf(a.stdout, "server pid %d on cpus %v; baseline pid %d (%s) on the same cpus\n", bo.ServerPID, cpus, b.pid(), b.addr)
+	cmp, err := bench.Compare(ctx, bench.CompareOptions{
+		Options: bo,
+		Targets: []bench.Target{
+			{Name: "estca", Client: bo.Client, ServerPID: bo.ServerPID},
+			{Name: "baseline", Client: base, ServerPID: b.pid(), FixedAnswer: true},
+		},
+		Rounds: rounds,
+	})
+	if err != nil {
+		return err
+	}
+	if err := cmp.Format(a.stdout); err != nil {
+		return err
+	}
+	for t, name := range cmp.Names {
+		if s := cmp.Stat(t); s.Errors > 0 {
+			return &exitError{1, fmt.Errorf("%s: %d operations failed", name, s.Errors)}
+		}
+	}
+	return nil
+}
+
+// overlap reports whether two CPU lists share a CPU.
+func overlap(a, b []int) bool {
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			return true
+		}
+	}
+	return false
 }

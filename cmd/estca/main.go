@@ -96,6 +96,9 @@ func commands() []*command {
 }
 
 func main() {
+	if cpus, ok := os.LookupEnv(baselineEnv); ok {
+		os.Exit(runBaselineChild(cpus, os.Stdin, os.Stdout, os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -231,7 +231,10 @@ func TestPolicyE2ERevocationMidSession(t *testing.T) {
 	leaf, _ := x509.ParseCertificate(op.Certificate[0])
 	fp := fingerprint(leaf)
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Hang guards, not speed limits: under -race on a loaded machine the
+	// CSRs alone take tens of seconds to prepare, and the sessions must
+	// still be up when the revocation comes.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	type result struct {
 		rep *bench.Report
@@ -240,7 +243,7 @@ func TestPolicyE2ERevocationMidSession(t *testing.T) {
 	done := make(chan result, 1)
 	go func() {
 		rep, err := bench.Run(ctx, bench.Options{Client: deviceOptions(t, dir, srv.addr, &op), Mode: bench.ModeEnrollReuse,
-			Workers: 2, Duration: 8 * time.Second, CSRs: 20000})
+			Workers: 2, Duration: 15 * time.Second, CSRs: 30000})
 		done <- result{rep, err}
 	}()
 	// Let it renew a few times over its sessions.
@@ -255,7 +258,7 @@ func TestPolicyE2ERevocationMidSession(t *testing.T) {
 		}
 		return n, last
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
 		if n, _ := issuedBy(); n >= 10 {
 			break
 		}

@@ -353,10 +353,10 @@ func restore(a *app, cfg *Config, signer crypto.Signer, pub crypto.PublicKey, fi
 func storeMigrateCommand() *command {
 	return &command{
 		name: "store migrate", args: "",
-		summary: "Convert a format 1 store to format 2 (appliance stopped).\n\n" +
-			"Format 1 is estca before the chained audit heads. The HSM is needed: the format 1 chain is\n" +
-			"verified with the audit key first; the original is\n" +
-			"kept as STORE.v1; a migration record commits to its final signed head; a new checkpoint is written.",
+		summary: "Convert a format 1 or 2 store to format 3 (appliance stopped).\n\n" +
+			"Format 1 is estca before the chained audit heads, format 2 before the scale work (two indexes\n" +
+			"fewer). The HSM is needed: the old chain is verified with the audit key first; the original is\n" +
+			"kept as STORE.v1 or STORE.v2; a migration record commits to its final signed head; a new checkpoint is written.",
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if len(args) > 0 {
 				return usageErrorf("no arguments")
@@ -377,8 +377,8 @@ func migrate(a *app, cfg *Config, signer crypto.Signer, pub crypto.PublicKey) er
 	}
 	fmt.Fprintf(a.stdout, "migrated %d records (%d signed heads, verified up to record %d; %d unsigned after it), %d certificates, %d revocations, %d requests\n",
 		rep.Records, rep.Heads, rep.V1Seq, rep.V1Unsigned, rep.Certificates, rep.Revocations, rep.Requests)
-	fmt.Fprintf(a.stdout, "format 1 file kept as %s; new checkpoint (head %d) in %s: keep a copy off the box\n",
-		rep.Kept, rep.Head.Counter, cfg.path(cfg.Store.Checkpoint))
+	fmt.Fprintf(a.stdout, "format %d file kept as %s; new checkpoint (head %d) in %s: keep a copy off the box\n",
+		rep.From, rep.Kept, rep.Head.Counter, cfg.path(cfg.Store.Checkpoint))
 	return nil
 }
 

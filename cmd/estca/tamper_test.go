@@ -157,14 +157,14 @@ func TestAuditVerifyCatchesTampering(t *testing.T) {
 	}
 }
 
-// TestStoreMigrateRefusesFormat2: `estca store migrate` on a current store
-// changes nothing and says why.
-func TestStoreMigrateRefusesFormat2(t *testing.T) {
+// TestStoreMigrateRefusesCurrentFormat: `estca store migrate` on a current
+// store changes nothing and says why.
+func TestStoreMigrateRefusesCurrentFormat(t *testing.T) {
 	dir, cfg := newAppliance(t)
 	before, _ := os.ReadFile(filepath.Join(dir, "store", "estca.db"))
 	code, _, errs := estca(t, "--config", cfg, "store", "migrate")
-	if code != 1 || !strings.Contains(errs, "not format 1") {
-		t.Fatalf("store migrate on a format 2 store: exit %d\n%s", code, errs)
+	if code != 1 || !strings.Contains(errs, "nothing to migrate") {
+		t.Fatalf("store migrate on a current store: exit %d\n%s", code, errs)
 	}
 	after, _ := os.ReadFile(filepath.Join(dir, "store", "estca.db"))
 	if string(before) != string(after) {

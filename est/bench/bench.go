@@ -71,6 +71,19 @@ type Options struct {
 	// (client.OpenServerKey).
 	KeyRequest *cms.KeyRequest
 	DecryptKey *cms.DecryptKey
+	// Prepared, if not nil, is the set of CSRs to draw from instead of
+	// preparing CSRs of its own (CSRs and KeyRequest then do not matter for
+	// the CSRs): a set prepared once serves many runs (Compare's rounds),
+	// each taking the CSRs the previous runs left.
+	Prepared *CSRSet
+	// FixedAnswer is for servers that answer every enrollment with the
+	// same certificate (est/baseline): issued certificates are verified
+	// against the CA chain, but not matched to their CSR's key.
+	FixedAnswer bool
+	// ServerPID, if not 0, is the server's process on this machine: its
+	// CPU time (user and system) and context switches over the timed loop
+	// are reported (Report.Server; Linux /proc).
+	ServerPID int
 }
 
 // keygen reports whether mode is server-side key generation.
@@ -98,6 +111,18 @@ type Report struct {
 	Errors map[string]int
 	// Exhausted is set when the prepared CSRs ran out before Duration.
 	Exhausted bool
+	// Server is what the server process (Options.ServerPID) spent over the
+	// timed loop; nil without a ServerPID.
+	Server *Usage
+}
+
+// CPUPerOp is the server's CPU time (user + system) per successful
+// operation, 0 without Server or operations.
+func (r *Report) CPUPerOp() time.Duration {
+	if r.Server == nil || r.Ops == 0 {
+		return 0
+	}
+	return (r.Server.User + r.Server.System) / time.Duration(r.Ops)
 }
 
 // ErrorCount is the total number of failed operations.
@@ -138,11 +163,20 @@ func (r *Report) Format(w io.Writer) error {
 	if r.Exhausted {
 		b.WriteString("  stopped early: prepared CSRs used up (raise CSRs)\n")
 	}
+	if u := r.Server; u != nil && r.Ops > 0 {
+		n := float64(r.Ops)
+		fmt.Fprintf(&b, "server cpu per op %s (user %s, system %s; %.0f%% of one core), context switches per op %.1f\n",
+			roundDur(r.CPUPerOp()), roundDur(u.User/time.Duration(r.Ops)), roundDur(u.System/time.Duration(r.Ops)),
+			100*float64(u.User+u.System)/float64(r.Elapsed), float64(u.Voluntary+u.Involuntary)/n)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
 func roundDur(d time.Duration) string {
+	if d < 10*time.Millisecond {
+		return d.Round(time.Microsecond).String()
+	}
 	return d.Round(10 * time.Microsecond).String()
 }
 
@@ -202,21 +236,30 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, fmt.Errorf("bench: fetching CA certificates: %w", err)
 	}
 
-	var csrs []preparedCSR
-	if o.Mode != ModeCACerts {
+	set := o.Prepared
+	if set == nil && o.Mode != ModeCACerts {
 		n := o.CSRs
 		if n <= 0 {
-			n = min(100000, max(100, int(o.Duration.Seconds()*400)*o.Workers))
+			n = defaultCSRs(o.Duration, o.Workers)
 		}
 		if !keygen(o.Mode) {
 			kr = nil
 		}
-		if csrs, err = prepareCSRs(ctx, n, copts.Certificate, kr); err != nil {
+		if set, err = PrepareCSRs(ctx, n, copts.Certificate, kr); err != nil {
 			return nil, err
 		}
 	}
+	if set == nil {
+		set = &CSRSet{}
+	}
+	csrs := set.csrs
 
-	var next atomic.Int64
+	var before Usage
+	if o.ServerPID != 0 {
+		if before, err = ProcessUsage(o.ServerPID); err != nil {
+			return nil, fmt.Errorf("bench: server process: %w", err)
+		}
+	}
 	var exhausted atomic.Bool
 	loopCtx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
@@ -225,7 +268,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	start := time.Now()
 	for w := range o.Workers {
 		wg.Go(func() {
-			results[w] = worker(loopCtx, ctx, o, copts, csrs, &next, &exhausted)
+			results[w] = worker(loopCtx, ctx, o, copts, set, &exhausted)
 		})
 	}
 	wg.Wait()
@@ -233,6 +276,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	rep := &Report{Mode: o.Mode, Workers: o.Workers, Prepared: len(csrs), Elapsed: elapsed,
 		Errors: map[string]int{}, Exhausted: exhausted.Load()}
+	if o.ServerPID != 0 {
+		after, err := ProcessUsage(o.ServerPID)
+		if err != nil {
+			return nil, fmt.Errorf("bench: server process: %w", err)
+		}
+		u := after.Sub(before)
+		rep.Server = &u
+	}
 	if keygen(o.Mode) {
 		rep.Delivery = kr.Delivery.String()
 	}
@@ -245,7 +296,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			rep.Errors[k] += v
 		}
 		for i, cert := range r.certs {
-			if err := verifier.verify(cert, csrs[r.csrs[i]].pub); err != nil {
+			spki := csrs[r.csrs[i]].pub
+			if o.FixedAnswer {
+				spki = cert.RawSubjectPublicKeyInfo
+			}
+			if err := verifier.verify(cert, spki); err != nil {
 				rep.Errors["verify"]++
 				bad++
 				continue
@@ -282,8 +337,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 // worker runs operations until loopCtx ends. Operations run under ctx
 // (not loopCtx) with their own timeout so that the end of the run does not
 // turn in-flight operations into errors.
-func worker(loopCtx, ctx context.Context, o Options, copts client.Options, csrs []preparedCSR,
-	next *atomic.Int64, exhausted *atomic.Bool) result {
+func worker(loopCtx, ctx context.Context, o Options, copts client.Options, set *CSRSet, exhausted *atomic.Bool) result {
+	csrs := set.csrs
 	r := result{errors: map[string]int{}}
 	var c *client.Conn
 	defer func() {
@@ -294,8 +349,8 @@ func worker(loopCtx, ctx context.Context, o Options, copts client.Options, csrs 
 	for loopCtx.Err() == nil {
 		idx := -1
 		if o.Mode != ModeCACerts {
-			idx = int(next.Add(1) - 1)
-			if idx >= len(csrs) {
+			idx = set.draw()
+			if idx < 0 {
 				exhausted.Store(true)
 				return r
 			}
@@ -320,7 +375,12 @@ func worker(loopCtx, ctx context.Context, o Options, copts client.Options, csrs 
 				}
 				return err
 			default:
-				cert, _, err := c.Enroll(opCtx, csrs[idx].der, wire.FormatPKIXCert)
+				cert, payload, err := c.Enroll(opCtx, csrs[idx].der, wire.FormatPKIXCert)
+				if o.FixedAnswer && errors.Is(err, client.ErrCertMismatch) {
+					// The one certificate such a server answers (287:
+					// the DER certificate); verified after the loop.
+					cert, err = x509.ParseCertificate(payload)
+				}
 				if err == nil {
 					r.certs = append(r.certs, cert)
 					r.csrs = append(r.csrs, idx)
@@ -368,14 +428,58 @@ func errorKind(err error) string {
 	}
 }
 
-// prepareCSRs makes n CSRs, each with its own P-256 key, using the
+// defaultCSRs is the number of CSRs Run prepares when Options.CSRs is 0:
+// 400 per worker-second, at least 100, at most 100000.
+func defaultCSRs(d time.Duration, workers int) int {
+	return min(100000, max(100, int(d.Seconds()*400)*workers))
+}
+
+// CSRSet is a set of prepared CSRs (PrepareCSRs) that runs draw from in
+// order, each CSR used once (Options.Prepared). It is safe for concurrent
+// use.
+type CSRSet struct {
+	csrs []preparedCSR
+	next atomic.Int64
+	// wrap starts over at the first CSR once all are drawn (Replay).
+	wrap bool
+}
+
+// Replay is a view of the same CSRs that draws them from the first again,
+// and starts over when all are drawn: for a server that stores nothing
+// (Options.FixedAnswer), so that it need not have CSRs of its own.
+func (s *CSRSet) Replay() *CSRSet { return &CSRSet{csrs: s.csrs, wrap: true} }
+
+// draw takes the index of the next CSR, -1 when none is left.
+func (s *CSRSet) draw() int {
+	i := int(s.next.Add(1) - 1)
+	switch {
+	case i < len(s.csrs):
+		return i
+	case s.wrap && len(s.csrs) > 0:
+		return i % len(s.csrs)
+	}
+	return -1
+}
+
+// Len is the number of CSRs in the set.
+func (s *CSRSet) Len() int { return len(s.csrs) }
+
+// Left is the number of CSRs not drawn yet (of a Replay: all).
+func (s *CSRSet) Left() int {
+	if s.wrap {
+		return len(s.csrs)
+	}
+	return max(0, len(s.csrs)-int(s.next.Load()))
+}
+
+// PrepareCSRs makes n CSRs, each with its own P-256 key, using the
 // available CPUs. They carry the subject and subjectAltName of the client
 // certificate: a CA that binds certificates to the requester's identity
 // (estca's default) accepts them from an IDevID, and from an operational
 // certificate they are renewals, which must keep both (RFC 7030 §4.2.2).
 // With kr, the CSRs carry its server-side key generation attributes
 // (cms.CreateCertificateRequest).
-func prepareCSRs(ctx context.Context, n int, client tls.Certificate, kr *cms.KeyRequest) ([]preparedCSR, error) {
+func PrepareCSRs(ctx context.Context, n int, client tls.Certificate, kr *cms.KeyRequest) (*CSRSet, error) {
 	out := make([]preparedCSR, n)
 	leaf := client.Leaf
 	if leaf == nil && len(client.Certificate) > 0 {
@@ -434,7 +538,7 @@ func prepareCSRs(ctx context.Context, n int, client tls.Certificate, kr *cms.Key
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("bench: preparing CSRs: %w", err)
 	}
-	return out, nil
+	return &CSRSet{csrs: out}, nil
 }
 
 var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}

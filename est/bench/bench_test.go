@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -125,6 +126,95 @@ func TestRunKeygenOptions(t *testing.T) {
 	} {
 		if _, err := Run(ctx, o); err == nil {
 			t.Errorf("%+v accepted", o)
+		}
+	}
+}
+
+func TestRunFixedAnswer(t *testing.T) {
+	t.Parallel()
+	env := esttest.NewEnv(t, 1024)
+	env.Peer.SetWrongKey(true) // one key for every answer, as a baseline server
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, Options{Client: peerClient(env), Mode: ModeEnrollReuse, Workers: 2, Duration: 2 * time.Second,
+		CSRs: 20, FixedAnswer: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.ErrorCount() != 0 || rep.Ops != 20 || rep.Verified != 20 {
+		t.Fatalf("report %+v, want 20 verified against the chain", rep)
+	}
+	// The chain is still checked.
+	env.Peer.SetChain(pkitest.NewCA(t, "other").Cert)
+	rep, err = Run(ctx, Options{Client: peerClient(env), Mode: ModeEnrollReuse, Workers: 1, Duration: 2 * time.Second,
+		CSRs: 5, FixedAnswer: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Errors["verify"] != 5 || rep.Verified != 0 {
+		t.Fatalf("report %+v, want only verify errors", rep)
+	}
+}
+
+func TestCompare(t *testing.T) {
+	t.Parallel()
+	a, b := esttest.NewEnv(t, 1024), esttest.NewEnv(t, 1024)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pid := os.Getpid() // the peers serve in this process
+	c, err := Compare(ctx, CompareOptions{
+		Options: Options{Mode: ModeEnrollReuse, Workers: 2, Duration: 300 * time.Millisecond, CSRs: 4000},
+		Targets: []Target{{Name: "a", Client: peerClient(a), ServerPID: pid}, {Name: "b", Client: peerClient(b), ServerPID: pid}},
+		Rounds:  3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := c.Format(&out); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	if len(c.Reports) != 3 || len(c.Reports[0]) != 2 || len(c.Names) != 2 {
+		t.Fatalf("reports %d×%d", len(c.Reports), len(c.Reports[0]))
+	}
+	for r, round := range c.Reports {
+		for i, rep := range round {
+			if rep.Ops == 0 || rep.ErrorCount() != 0 || rep.Server == nil || rep.Verified != rep.Ops {
+				t.Errorf("round %d target %d: %+v", r, i, rep)
+			}
+		}
+	}
+	// One CSR set for all rounds.
+	for _, round := range c.Reports {
+		for _, rep := range round {
+			if rep.Prepared != 4000 {
+				t.Errorf("prepared %d, want the one set of 4000", rep.Prepared)
+			}
+		}
+	}
+	if s := c.Stat(0); s.OpsPerSec <= 0 || s.Ops == 0 {
+		t.Errorf("stat %+v", s)
+	}
+	if !strings.Contains(out.String(), "ratio a/b: cpu per op") || !strings.Contains(out.String(), "load average before") {
+		t.Errorf("format %q", out.String())
+	}
+	if _, err := Compare(ctx, CompareOptions{Targets: []Target{{Name: "x", Client: peerClient(a)}}}); err == nil {
+		t.Error("a target without a server process accepted")
+	}
+	if _, err := Compare(ctx, CompareOptions{}); err == nil {
+		t.Error("no targets accepted")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := Median(c.in); got != c.want {
+			t.Errorf("Median(%v) = %v, want %v", c.in, got, c.want)
 		}
 	}
 }

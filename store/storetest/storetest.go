@@ -185,8 +185,8 @@ var errPrecondition = errors.New("precondition")
 
 // store is a store file's audit chain and buckets inside a write transaction.
 type store struct {
-	tx                                                          *bolt.Tx
-	audit, heads, meta, certs, serials, requests, revs, ski, rq *bolt.Bucket
+	tx                                                 *bolt.Tx
+	audit, heads, meta, certs, serials, requests, revs *bolt.Bucket
 	// recs[i] is record i+1; hashes[i] its stored hash.
 	recs   []wire.Record
 	hashes [][]byte
@@ -200,8 +200,8 @@ func load(tx *bolt.Tx) (*store, error) {
 	b := func(name []byte) *bolt.Bucket { return tx.Bucket(name) }
 	s := &store{tx: tx, audit: b(wire.BucketAudit), heads: b(wire.BucketHeads), meta: b(wire.BucketMeta),
 		certs: b(wire.BucketCerts), serials: b(wire.BucketSerials), requests: b(wire.BucketRequests),
-		revs: b(wire.BucketRevocations), ski: b(wire.BucketBySKI), rq: b(wire.BucketByRequester)}
-	for _, bk := range []*bolt.Bucket{s.audit, s.heads, s.meta, s.certs, s.serials, s.requests, s.revs, s.ski, s.rq} {
+		revs: b(wire.BucketRevocations)}
+	for _, bk := range []*bolt.Bucket{s.audit, s.heads, s.meta, s.certs, s.serials, s.requests, s.revs} {
 		if bk == nil {
 			return nil, fmt.Errorf("%w: not a format %d store (a bucket is missing)", errPrecondition, wire.Version)
 		}
@@ -395,8 +395,7 @@ func (s *store) drop(r *wire.Record) error {
 			k []byte
 		}{
 			{s.certs, wire.U64(r.CertSeq)}, {s.serials, wire.SerialKey(c.Serial)},
-			{s.requests, wire.RequestKey(c.Requester, c.CSRDigest)}, {s.ski, wire.IndexKey(c.SKI, r.CertSeq)},
-			{s.rq, wire.IndexKey(wire.RequesterPart(c.Requester), r.CertSeq)},
+			{s.requests, wire.RequestKey(c.Requester, c.CSRDigest)},
 		} {
 			if err := del.b.Delete(del.k); err != nil {
 				return err

@@ -1,4 +1,4 @@
-// Package wire is the on-disk layout of store format 2: bucket and key
+// Package wire is the on-disk layout of store format 3: bucket and key
 // names, key encodings, and the canonical binary encodings of audit
 // records, signed heads, certificates, requests and revocations.
 //

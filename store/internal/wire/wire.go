@@ -8,16 +8,17 @@ import (
 	"math"
 )
 
-// Version is the store format version kept under MetaVersion.
-const Version = 2
+// Version is the store format version kept under MetaVersion. Format 3
+// is format 2 without the certs_by_ski and certs_by_requester indexes
+// (DroppedBuckets), which cost a random-key insert each per certificate
+// and served no query but their own.
+const Version = 3
 
 // Bucket names.
 var (
 	BucketMeta        = []byte("meta")
 	BucketCerts       = []byte("certs")
 	BucketSerials     = []byte("serials")
-	BucketBySKI       = []byte("certs_by_ski")
-	BucketByRequester = []byte("certs_by_requester")
 	BucketRequests    = []byte("requests")
 	BucketRevocations = []byte("revocations")
 	BucketAudit       = []byte("audit")
@@ -30,9 +31,13 @@ var (
 	// PendingKey → empty.
 	BucketPending = []byte("requests_pending")
 
-	// Buckets lists every bucket a format 2 store must have.
-	Buckets = [][]byte{BucketMeta, BucketCerts, BucketSerials, BucketBySKI, BucketByRequester,
-		BucketRequests, BucketRevocations, BucketAudit, BucketHeads}
+	// Buckets lists every bucket a format 3 store must have.
+	Buckets = [][]byte{BucketMeta, BucketCerts, BucketSerials, BucketRequests, BucketRevocations,
+		BucketAudit, BucketHeads}
+	// DroppedBuckets are the format 2 indexes format 3 does not have
+	// (certificates by SKI and by requester: IndexKey → empty); Migrate
+	// leaves them out.
+	DroppedBuckets = [][]byte{[]byte("certs_by_ski"), []byte("certs_by_requester")}
 	// AddedBuckets are index buckets added within format 2: Create makes
 	// them, a writable Open adds them to an older store, and a store
 	// without them reads as if they were empty.
@@ -328,9 +333,6 @@ func ParsePendingKey(k []byte) (identity, requester, csrDigest string, err error
 	requester, csrDigest, err = ParseRequestKey(k[2+n:])
 	return string(k[2 : 2+n]), requester, csrDigest, err
 }
-
-// RequesterPart is the index part of a requester fingerprint (its compact string).
-func RequesterPart(fingerprint string) []byte { return CompactString(fingerprint) }
 
 // RequestKey is the key of the requests bucket: IndexPrefix of the
 // requester's compact fingerprint, then the compact CSR digest.
