@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/estca/estca/policy/pkitest"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -156,7 +157,7 @@ func parseAtt(t *testing.T, der []byte) attTemplate {
 
 // follow makes the CSR a client would make from the template: the given
 // values, fill-ins for the rest, the key type asked for, the extensions.
-func (a attTemplate) follow(t *testing.T, fill map[string]string, sanFill []func(*cryptobyte.Builder)) *x509.CertificateRequest {
+func (a attTemplate) follow(t *testing.T, fill map[string]string, sanFill []pkitest.GeneralName) *x509.CertificateRequest {
 	t.Helper()
 	var atvs [][]byte
 	for _, r := range a.subject {
@@ -169,7 +170,7 @@ func (a attTemplate) follow(t *testing.T, fill map[string]string, sanFill []func
 		if !ok {
 			t.Fatalf("template asks for %s, the test has no value", typ.name)
 		}
-		atvs = append(atvs, pkATV(typ.oid, valueTag(typ), v))
+		atvs = append(atvs, pkitest.ATV(typ.oid, valueTag(typ), v))
 	}
 	var key crypto.Signer
 	var err error
@@ -193,9 +194,9 @@ func (a attTemplate) follow(t *testing.T, fill map[string]string, sanFill []func
 	}
 	exts := a.exts
 	if a.fillSAN && len(sanFill) > 0 {
-		exts = append(exts, pkSANExt(pkSAN(t, sanFill...)))
+		exts = append(exts, pkitest.SANExt(pkitest.SAN(t, sanFill...)))
 	}
-	return pkCSR{key: key, subject: pkName(atvs...), exts: exts}.parsed(t)
+	return pkitest.Request{Key: key, Subject: pkitest.Name(atvs...), Extensions: exts}.Parsed(t)
 }
 
 // TestCSRAttrsFollowed checks the promise of /att: a client that follows
@@ -211,14 +212,14 @@ func TestCSRAttrsFollowed(t *testing.T) {
 		op      Operation
 		who     func(*world) Requester
 		fill    map[string]string
-		san     []func(*cryptobyte.Builder)
+		san     []pkitest.GeneralName
 		want    Action
 		subject string
 	}{
 		{"default", OpSen, dev, nil, nil, ActionIssue, demoSubject},
 		{"derived", OpSen, dev, nil, nil, ActionIssue, `CN="dev-DEMO-0001", serialNumber="DEMO-0001"`},
 		{"cnless", OpSen, dev, nil, nil, ActionIssue, `serialNumber="DEMO-0001"`},
-		{"strict", OpSen, dev, nil, []func(*cryptobyte.Builder){pkDNS("dev-0001.example.net")}, ActionIssue, `serialNumber="DEMO-0001"`},
+		{"strict", OpSen, dev, nil, []pkitest.GeneralName{pkitest.DNS("dev-0001.example.net")}, ActionIssue, `serialNumber="DEMO-0001"`},
 		{"fixed", OpSen, dev, nil, nil, ActionIssue, `O="Acme Devices", serialNumber="DEMO-0001"`},
 		{"rsa", OpSen, dev, nil, nil, ActionIssue, demoSubject},
 		{"ed", OpSen, dev, nil, nil, ActionIssue, demoSubject},

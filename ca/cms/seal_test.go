@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/estca/estca/policy/pkitest"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -302,8 +303,8 @@ func TestOpenWrongKeys(t *testing.T) {
 	p := pki(t)
 	otherKEK, _ := NewAESKEK(bytes.Repeat([]byte{1}, 16))
 	otherKEK256, _ := NewAESKEK(bytes.Repeat([]byte{1}, 32))
-	otherRSA := newKey(t, "rsa")
-	otherEC := newKey(t, "p256")
+	otherRSA := pkitest.NewKey(t, "rsa")
+	otherEC := pkitest.NewKey(t, "p256")
 	for _, tc := range []struct {
 		name string
 		rc   recipientCase
@@ -446,7 +447,7 @@ func TestVerifyChain(t *testing.T) {
 	t.Parallel()
 	p := pki(t)
 	d := newDevice(t, p, "p384")
-	otherRootKey := newKey(t, "p256")
+	otherRootKey := pkitest.NewKey(t, "p256")
 	otherRoot := issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "other root"}, IsCA: true,
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, otherRootKey.Public(), nil, otherRootKey)
 	otherPool := x509.NewCertPool()
@@ -658,7 +659,7 @@ func TestEnvelopeOptionalFields(t *testing.T) {
 	rc := recipientCases[0]
 	der, d := sealFor(t, p, rc, AES128CBC)
 	originator := []byte{0xA0, 0x00}
-	attr := rawAttr(oidAttrContentType, oidDER(oidData))
+	attr := pkitest.Attribute(oidAttrContentType, oidDER(oidData))
 	unprotected := append([]byte{0xA1, byte(len(attr))}, attr...)
 	for _, tc := range []struct {
 		name      string
