@@ -141,8 +141,8 @@ type KeygenRequest struct {
 	Profile string
 	// Requester is the authenticated client.
 	Requester Requester
-	// Operation is policy.OpSkg or policy.OpSkc.
-	Operation policy.Operation
+	// Operation is OpSkg or OpSkc.
+	Operation Operation
 }
 
 // KeygenResult is a server-generated key and its certificate.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/estca/estca/ca"
 	"github.com/estca/estca/est/wire"
-	"github.com/estca/estca/policy"
 )
 
 // Authority is what the EST-coaps server needs from the certificate
@@ -281,9 +280,9 @@ func (s *Server) enroll(ctx context.Context, who *ca.Requester, r *request, t ta
 		return response{}, protoErr(KindBadRequest, "empty request")
 	}
 	start := s.now()
-	op := policy.OpSen
+	op := ca.OpSen
 	if t.resource == wire.ResourceSren {
-		op = policy.OpSren
+		op = ca.OpSren
 	}
 	res, err := s.auth.Enroll(ctx, ca.Request{
 		CSR:       r.payload,

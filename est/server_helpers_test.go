@@ -22,7 +22,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/estca/estca/ca"
-	"github.com/estca/estca/policy"
 	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/store"
 )
@@ -131,7 +130,7 @@ func (a *stAuthority) Enroll(_ context.Context, req ca.Request) (*ca.Result, err
 	a.mu.Lock()
 	a.enrolls++
 	a.profiles = append(a.profiles, req.Profile)
-	if req.Operation == policy.OpSren {
+	if req.Operation == ca.OpSren {
 		a.renews++
 	}
 	a.mu.Unlock()
