@@ -14,7 +14,7 @@ const Label = "estca-test"
 
 // Provision provisions a token labelled Label in t.TempDir() and activates it
 // for the test with t.Setenv (SOFTHSM2_CONF is restored afterwards), without
-// opening it, and clears hsm.PINEnv for the test. When libsofthsm2.so is absent it skips the test, unless the
+// opening it. When libsofthsm2.so is absent it skips the test, unless the
 // environment variable CI is "true" (or "1"), where the absence is a failure.
 func Provision(t testing.TB) *softhsm.Token {
 	t.Helper()
@@ -33,7 +33,6 @@ func Provision(t testing.TB) *softhsm.Token {
 		t.Fatalf("softhsmtest: %v", err)
 	}
 	t.Setenv(softhsm.ConfEnv, conf)
-	t.Setenv(hsm.PINEnv, "") // the PIN comes from st.PINFile unless a test says otherwise
 	return st
 }
 
@@ -42,7 +41,9 @@ func Provision(t testing.TB) *softhsm.Token {
 func New(t testing.TB) (*softhsm.Token, *hsm.Token) {
 	t.Helper()
 	st := Provision(t)
-	tok, err := hsm.Open(st.Options())
+	opts := Options(t, st)
+	tok, err := hsm.Open(opts)
+	clear(opts.PIN) // as cmd/estca does: the Token keeps its own copy
 	if err != nil {
 		t.Fatalf("softhsmtest: open: %v", err)
 	}
@@ -52,4 +53,15 @@ func New(t testing.TB) (*softhsm.Token, *hsm.Token) {
 		}
 	})
 	return st, tok
+}
+
+// Options returns the hsm.Options of st with its user PIN (st.Options);
+// an unreadable PIN file fails the test.
+func Options(t testing.TB, st *softhsm.Token) hsm.Options {
+	t.Helper()
+	o, err := st.Options()
+	if err != nil {
+		t.Fatalf("softhsmtest: %v", err)
+	}
+	return o
 }
