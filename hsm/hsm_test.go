@@ -23,6 +23,7 @@ import (
 
 	"github.com/estca/estca/hsm"
 	"github.com/estca/estca/softhsm/softhsmtest"
+	"github.com/miekg/pkcs11"
 )
 
 func writeFile(t *testing.T, name, data string) string {
@@ -315,5 +316,27 @@ func TestKeyLifecycle(t *testing.T) {
 	}
 	if _, err := old.Sign(rand.Reader, digest[:], crypto.SHA256); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Errorf("Sign with replaced key = %v, want ErrKeyNotFound", err)
+	}
+}
+
+// TestTokenFull: an operation the token answers CKR_DEVICE_MEMORY (SoftHSM
+// cannot be made to return it for real, so the real operation path is
+// given the real value) fails with ErrTokenFull at once, without a
+// recovery, and the token stays up for the next operation.
+func TestTokenFull(t *testing.T) {
+	_, tok := softhsmtest.New(t)
+	signer, err := tok.GenerateKey("k", hsm.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = tok.FailWith(pkcs11.CKR_DEVICE_MEMORY)
+	if !errors.Is(err, hsm.ErrTokenFull) || errors.Is(err, hsm.ErrUnavailable) {
+		t.Fatalf("CKR_DEVICE_MEMORY = %v, want ErrTokenFull", err)
+	}
+	if s := tok.Status(); !s.Up || s.Recoveries != 0 {
+		t.Fatalf("status after a full token %+v", s)
+	}
+	if err := signVerify(signer, "after"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -144,3 +144,24 @@ func TestFailureReason(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenError: CKR_DEVICE_MEMORY (the real pkcs11 value, also wrapped)
+// is ErrTokenFull with the pkcs11.Error kept; other values are unchanged.
+func TestTokenError(t *testing.T) {
+	t.Parallel()
+	full := pkcs11.Error(pkcs11.CKR_DEVICE_MEMORY)
+	for _, in := range []error{full, fmt.Errorf("hsm: escrow key %q: %w", "x", full)} {
+		err := tokenError(in)
+		if !errors.Is(err, ErrTokenFull) || !errors.Is(err, full) {
+			t.Errorf("tokenError(%v) = %v", in, err)
+		}
+		if again := tokenError(err); again != err {
+			t.Errorf("tokenError wrapped twice: %v", again)
+		}
+	}
+	for _, in := range []error{nil, pkcs11.Error(pkcs11.CKR_HOST_MEMORY), pkcs11.Error(pkcs11.CKR_DEVICE_ERROR), ErrUnavailable} {
+		if err := tokenError(in); err != in || errors.Is(err, ErrTokenFull) {
+			t.Errorf("tokenError(%v) = %v", in, err)
+		}
+	}
+}

@@ -43,6 +43,10 @@ var (
 	// Operations fail with it at once, without touching the module, until the
 	// token is back.
 	ErrUnavailable = errors.New("hsm: token unavailable")
+	// ErrTokenFull reports a token without memory for another object
+	// (CKR_DEVICE_MEMORY, PKCS#11 v2.40 §5.1.5): escrowed and pending keys,
+	// or other objects, fill it. It passes only when objects are freed.
+	ErrTokenFull = errors.New("hsm: token memory full")
 	// ErrNoCgo is what every function and method returns in a build without
 	// cgo, where PKCS#11 cannot be loaded.
 	ErrNoCgo = errors.New("hsm: built without cgo: PKCS#11 unavailable")

@@ -342,9 +342,19 @@ func classify(err error) errClass {
 // do runs the operation op through withSession and reports its failure to
 // the observer.
 func (t *Token) do(op string, fn func(s session) error) error {
-	err := t.withSession(fn)
+	err := tokenError(t.withSession(fn))
 	if err != nil && !errors.Is(err, ErrClosed) {
 		t.emit(Event{Kind: EventFailure, Op: op, Reason: failureReason(err), Err: err})
+	}
+	return err
+}
+
+// tokenError adds this package's sentinel to the PKCS#11 return values
+// that name a condition of the token callers act on: CKR_DEVICE_MEMORY is
+// ErrTokenFull. The pkcs11.Error stays in the chain.
+func tokenError(err error) error {
+	if errors.Is(err, pkcs11.Error(pkcs11.CKR_DEVICE_MEMORY)) && !errors.Is(err, ErrTokenFull) {
+		return fmt.Errorf("%w: %w", ErrTokenFull, err)
 	}
 	return err
 }
