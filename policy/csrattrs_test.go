@@ -285,9 +285,7 @@ func TestCSRAttrsShape(t *testing.T) {
 	if att := parseAtt(t, der); len(att.subject) != 1 || att.subject[0].has {
 		t.Errorf("operator template %+v", att.subject)
 	}
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed: OpenSSL parse of /att not checked")
-	}
+	pkitest.RequireTool(t, "openssl") // the OpenSSL parse of /att
 	f := filepath.Join(t.TempDir(), "att.der")
 	if err := os.WriteFile(f, der, 0o600); err != nil {
 		t.Fatal(err)

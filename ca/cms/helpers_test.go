@@ -253,11 +253,7 @@ func openssl(t testing.TB, args ...string) []byte {
 // carries stderr.
 func runOpenSSL(t testing.TB, stdin []byte, args ...string) ([]byte, error) {
 	t.Helper()
-	path, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skipf("openssl binary not found (%v): interop test needs it", err)
-	}
-	cmd := exec.Command(path, args...)
+	cmd := exec.Command(pkitest.RequireTool(t, "openssl"), args...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

@@ -38,9 +38,9 @@
 //
 // Functions that take a testing.TB end the test with t.Fatal on error.
 // Cert.Sign does not, so that handlers running on other goroutines can issue
-// certificates and answer an error instead. OpenSSL skips the test when the
-// openssl binary is missing, except under CI=true (or CI=1), where that is a
-// failure.
+// certificates and answer an error instead. RequireTool (and OpenSSL) skip
+// the test when an external program is missing, except under CI (the
+// variable CI set, and not "0" or "false"), where that is a failure.
 //
 // # Concurrency
 //

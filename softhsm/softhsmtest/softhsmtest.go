@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/estca/estca/hsm"
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/softhsm"
 )
 
@@ -15,12 +16,12 @@ const Label = "estca-test"
 // Provision provisions a token labelled Label in t.TempDir() and activates it
 // for the test with t.Setenv (SOFTHSM2_CONF is restored afterwards), without
 // opening it. When libsofthsm2.so is absent it skips the test, unless the
-// environment variable CI is "true" (or "1"), where the absence is a failure.
+// environment variable CI is set (pkitest.CI), where the absence is a failure.
 func Provision(t testing.TB) *softhsm.Token {
 	t.Helper()
 	if _, err := softhsm.Module(); errors.Is(err, softhsm.ErrNotInstalled) {
-		if ci := os.Getenv("CI"); ci == "true" || ci == "1" {
-			t.Fatalf("softhsmtest: %v (CI=%s)", err, ci)
+		if pkitest.CI() {
+			t.Fatalf("softhsmtest: %v (CI=%s)", err, os.Getenv("CI"))
 		}
 		t.Skipf("softhsmtest: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/estca/estca/policy/pkitest"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,12 +20,12 @@ import (
 // a disk: bbolt's own writes then fail with ENOSPC.
 //
 // Without root the test is skipped, unless the environment variable CI is
-// "true" (or "1"), where that is a failure. LimitFileSize is the write fault
+// set (pkitest.CI), where that is a failure. LimitFileSize is the write fault
 // that needs no root.
 func SmallFS(t testing.TB, size int) string {
 	t.Helper()
 	skip := t.Skipf
-	if ci := os.Getenv("CI"); ci == "true" || ci == "1" {
+	if pkitest.CI() {
 		skip = t.Fatalf
 	}
 	if os.Geteuid() != 0 {
