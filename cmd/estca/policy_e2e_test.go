@@ -335,8 +335,17 @@ func TestPolicyE2EManualApproval(t *testing.T) {
 	if !errors.As(err, &re) || re.Code != codes.ServiceUnavailable || re.MaxAge != 7*time.Second {
 		t.Fatalf("retry before a decision: %v", err)
 	}
+	out := mustEstca(t, "--config", cfg, "requests", "list", "--json")
+	// The real output, as documented: an array of snake_case objects with
+	// exactly these keys.
+	items, ok := checkSnakeJSON(t, "requests list --json", out).([]any)
+	if !ok || len(items) != 1 {
+		t.Fatalf("requests list --json: %s", out)
+	}
+	wantObject(t, "requests list --json", items[0], "id", "state", "profile", "requester", "anchor", "identity",
+		"csr_subject", "csr_sha256", "serial", "reason", "created", "decided")
 	var pending []requestView
-	if err := json.Unmarshal([]byte(mustEstca(t, "--config", cfg, "requests", "list", "--json")), &pending); err != nil || len(pending) != 1 ||
+	if err := json.Unmarshal([]byte(out), &pending); err != nil || len(pending) != 1 ||
 		pending[0].CSRSubject == "" || pending[0].State != "pending" {
 		t.Fatalf("requests list: %+v, %v", pending, err)
 	}
