@@ -47,11 +47,7 @@ func TestIssuancePathsMatchCreateCertificate(t *testing.T) {
 			root := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "sw root " + tc.name},
 				NotBefore: now.Add(-time.Hour), NotAfter: time.Date(2070, 1, 1, 0, 0, 0, 0, time.UTC),
 				IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, SubjectKeyId: []byte{9, 9, 9}}
-			der, err := x509.CreateCertificate(rand.Reader, root, root, tc.key.Public(), tc.key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ca, _ := x509.ParseCertificate(der)
+			ca := pkitest.SignTemplate(t, root, tc.key.Public(), root, tc.key)
 			db, err := store.Create(filepath.Join(t.TempDir(), "s.db"), store.Options{})
 			if err != nil {
 				t.Fatal(err)

@@ -3,10 +3,6 @@ package policy
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -173,24 +169,20 @@ func (a attTemplate) follow(t *testing.T, fill map[string]string, sanFill []pkit
 		atvs = append(atvs, pkitest.ATV(typ.oid, valueTag(typ), v))
 	}
 	var key crypto.Signer
-	var err error
 	switch {
 	case a.keyAlg.Equal(oidECPublicKey) && a.curve.Equal(oidP256):
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		key = pkitest.NewKey(t, "p256")
 	case a.keyAlg.Equal(oidECPublicKey) && a.curve.Equal(oidP384):
-		key, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+		key = pkitest.NewKey(t, "p384")
 	case a.keyAlg.Equal(oidRSAEncryption):
 		if a.rsaBits != 2048 {
 			t.Fatalf("dummy RSA key of %d bits", a.rsaBits)
 		}
 		key = pkKey(t, "rsa2048")
 	case a.keyAlg.Equal(oidEd25519):
-		_, key, err = ed25519.GenerateKey(rand.Reader)
+		key = pkitest.NewKey(t, "ed25519")
 	default:
 		t.Fatalf("template key %v %v", a.keyAlg, a.curve)
-	}
-	if err != nil {
-		t.Fatal(err)
 	}
 	exts := a.exts
 	if a.fillSAN && len(sanFill) > 0 {

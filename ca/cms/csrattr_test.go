@@ -2,7 +2,6 @@ package cms
 
 import (
 	"crypto"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -30,7 +29,7 @@ func csrTemplate() *x509.CertificateRequest {
 func TestKeyRequestRoundTrip(t *testing.T) {
 	t.Parallel()
 	p := pki(t)
-	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	edKey := pkitest.NewKey(t, "ed25519")
 	for _, tc := range []struct {
 		name string
 		key  crypto.Signer

@@ -5,9 +5,7 @@ import (
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -255,7 +253,7 @@ func TestSignerRejects(t *testing.T) {
 	if _, err := NewSigner(p.signers["p256"].key, noDS, SignerOptions{}); !errors.Is(err, ErrKeyMismatch) {
 		t.Errorf("certificate without digitalSignature: %v", err)
 	}
-	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	p224 := pkitest.NewKey(t, "p224")
 	c224 := issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "p224"}}, p224.Public(), p.issuing.cert, p.issuing.key)
 	if _, err := NewSigner(p224, c224, SignerOptions{}); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("P-224 signer: %v", err)
@@ -267,19 +265,18 @@ func TestSignerRejects(t *testing.T) {
 
 func TestRecipientRejects(t *testing.T) {
 	t.Parallel()
-	small, _ := rsa.GenerateKey(rand.Reader, 1024)
-	if _, err := NewPublicKeyRecipient(&small.PublicKey, []byte{1}); !errors.Is(err, ErrKeyMismatch) {
+	small := pkitest.NewKey(t, "rsa1024")
+	if _, err := NewPublicKeyRecipient(small.Public(), []byte{1}); !errors.Is(err, ErrKeyMismatch) {
 		t.Errorf("RSA-1024: %v", err)
 	}
-	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
-	if _, err := NewPublicKeyRecipient(&p224.PublicKey, []byte{1}); err == nil {
+	if _, err := NewPublicKeyRecipient(pkitest.NewKey(t, "p224").Public(), []byte{1}); err == nil {
 		t.Error("P-224 accepted")
 	}
 	x, _ := ecdh.X25519().GenerateKey(rand.Reader)
 	if _, err := NewPublicKeyRecipient(x.PublicKey(), []byte{1}); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("X25519: %v", err)
 	}
-	if _, err := NewPublicKeyRecipient(&small.PublicKey, nil); err == nil {
+	if _, err := NewPublicKeyRecipient(small.Public(), nil); err == nil {
 		t.Error("empty key identifier accepted")
 	}
 	if _, err := NewKEKRecipient(nil, nil); err == nil {
