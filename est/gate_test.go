@@ -229,11 +229,14 @@ func stFlood(t *testing.T, e *stEnv, socks []*net.UDPConn) stFloodResult {
 			}
 		}
 	}()
-	halt := func() {
+	// Once, and also when a helper ends the test with t.Fatal half-way:
+	// the senders never outlive it.
+	halt := sync.OnceFunc(func() {
 		close(stop)
 		wg.Wait()
 		<-done
-	}
+	})
+	t.Cleanup(halt)
 	time.Sleep(300 * time.Millisecond)
 	var c *stConn
 	for i := range 3 {

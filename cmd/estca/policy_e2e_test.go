@@ -574,7 +574,7 @@ func logTime(t *testing.T, logs, text string) time.Time {
 		}
 		return at
 	}
-	t.Fatalf("no log line with %q", text)
+	t.Fatalf("no log line with %q:\n%s", text, logs)
 	return time.Time{}
 }
 
