@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -190,16 +191,23 @@ func RevocationReasonName(code int) string {
 	return "reason(" + strconv.Itoa(code) + ")"
 }
 
-// LeafRevocationReasons are the CRLReason codes an end-entity certificate
-// of this CA may be revoked for.
-var LeafRevocationReasons = []int{0, 1, 3, 4, 5, 9}
+// leafRevocationReasons are the CRLReason codes an end-entity certificate
+// of this CA may be revoked for. Unexported: an exported slice variable
+// could be changed by any importer, and with it what CheckRevocationReason
+// accepts.
+var leafRevocationReasons = []int{0, 1, 3, 4, 5, 9}
+
+// LeafRevocationReasons returns the CRLReason codes (RFC 5280 §5.3.1) an
+// end-entity certificate of this CA may be revoked for, in order; the
+// slice is the caller's.
+func LeafRevocationReasons() []int { return slices.Clone(leafRevocationReasons) }
 
 // CheckRevocationReason reports whether code is a CRLReason for revoking an
 // end-entity certificate: not cACompromise (it is no CA), certificateHold
 // (revocations here are final) or removeFromCRL (delta CRLs only),
 // aACompromise (attribute authorities), or the unused value 7.
 func CheckRevocationReason(code int) error {
-	for _, c := range LeafRevocationReasons {
+	for _, c := range leafRevocationReasons {
 		if c == code {
 			return nil
 		}
@@ -210,10 +218,10 @@ func CheckRevocationReason(code int) error {
 	return fmt.Errorf("ca: %d is not an RFC 5280 CRLReason; use one of %s", code, leafReasonNames())
 }
 
-// leafReasonNames lists the names of LeafRevocationReasons.
+// leafReasonNames lists the names of leafRevocationReasons.
 func leafReasonNames() string {
 	var names []string
-	for _, c := range LeafRevocationReasons {
+	for _, c := range leafRevocationReasons {
 		names = append(names, revocationReasons[c])
 	}
 	return strings.Join(names, ", ")

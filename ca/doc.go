@@ -153,7 +153,9 @@
 // While the HSM is unavailable (hsm.ErrUnavailable, also ErrHSMUnavailable)
 // Enroll answers KindUnavailable "hsm unavailable" with MaxAge
 // HSMRetryAfter, at once; other signing failures are KindUnavailable
-// "signing failed" with a MaxAge of 10 s.
+// "signing failed" with a MaxAge of 10 s. A token without memory for a
+// server-generated key (hsm.ErrTokenFull: CKR_DEVICE_MEMORY, escrowed keys
+// fill it) is KindUnavailable "hsm full" with MaxAge Options.StoreRetry.
 //
 // Refusals outside Enroll: the EST front end reports every request it refuses
 // itself (wrong Content-Format, unknown label, bad option, body too large,

@@ -3,9 +3,6 @@ package ca
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -250,7 +247,7 @@ func TestEnrollRejections(t *testing.T) {
 	good := f.csr(t, f.demo.Valid)
 	badSig := bytes.Clone(good)
 	badSig[len(badSig)-5] ^= 0xff // inside the ECDSA signature
-	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	p224 := pkitest.NewKey(t, "p224")
 	longCN := strings.Repeat("A", 4000) + "\x00\x1b[2J"
 	tests := []struct {
 		name  string

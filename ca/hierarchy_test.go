@@ -1,7 +1,6 @@
 package ca
 
 import (
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -97,18 +96,12 @@ func TestExternalRoot(t *testing.T) {
 	extTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "External Root"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 365 * 24 * time.Hour), IsCA: true,
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	extDER, _ := x509.CreateCertificate(rand.Reader, extTmpl, extTmpl, extKey.Public(), extKey)
-	ext, _ := x509.ParseCertificate(extDER)
+	ext := pkitest.SignTemplate(t, extTmpl, extKey.Public(), extTmpl, extKey)
 	sign := func(pub any) *x509.Certificate {
-		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2),
+		return pkitest.SignTemplate(t, &x509.Certificate{SerialNumber: big.NewInt(2),
 			RawSubject: csr.RawSubject, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(5 * 365 * 24 * time.Hour),
 			IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-			SubjectKeyId: []byte{1, 2, 3, 4}}, ext, pub, extKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := x509.ParseCertificate(der)
-		return c
+			SubjectKeyId: []byte{1, 2, 3, 4}}, pub, ext, extKey)
 	}
 	if _, err := ImportIssuing(tok, sign(pkitest.Key(t).Public()), ext, o); !errors.Is(err, ErrKeyMismatch) {
 		t.Fatalf("ImportIssuing foreign key = %v", err)

@@ -141,8 +141,8 @@ type KeygenRequest struct {
 	Profile string
 	// Requester is the authenticated client.
 	Requester Requester
-	// Operation is policy.OpSkg or policy.OpSkc.
-	Operation policy.Operation
+	// Operation is OpSkg or OpSkc.
+	Operation Operation
 }
 
 // KeygenResult is a server-generated key and its certificate.
@@ -285,7 +285,7 @@ func (g *Keygen) generate(r Request, digest, certDigest, identity string, d *pol
 
 	k, err := g.tok.GenerateExportable(kt, d.Template.EscrowKey)
 	if err != nil {
-		return nil, hsmError("key generation failed", err)
+		return nil, g.a.hsmError("key generation failed", err)
 	}
 	defer k.Zero()
 	pkcs8, err := unwrapExported(k)
@@ -307,7 +307,7 @@ func (g *Keygen) generate(r Request, digest, certDigest, identity string, d *pol
 	}); err != nil {
 		g.discard(k)
 		if errors.Is(err, ErrHSMUnavailable) {
-			return nil, hsmError("key package signing failed", err)
+			return nil, g.a.hsmError("key package signing failed", err)
 		}
 		if dl.recipientKind == recipientKEK && errors.Is(err, hsm.ErrKeyNotFound) {
 			// Deleted from the token since it was cached.
@@ -434,16 +434,25 @@ func (g *Keygen) escrowFailed(profile string, r Request, digest, serial string, 
 		Flags:     append(requestFlags(r), VerdictDestroyed),
 	})
 	if err != nil {
-		return &Error{Kind: KindInternal, Reason: "key escrow failed", Err: errors.Join(cause, err)}
+		// The record of the destroyed key could not be written either: a
+		// store that cannot write for now is 5.03 with its Max-Age, as
+		// every other store write.
+		return g.a.storeErr("key escrow failed", errors.Join(cause, err))
 	}
-	return hsmError("key escrow failed", cause)
+	return g.a.hsmError("key escrow failed", cause)
 }
 
 // hsmError classifies a token failure: while the HSM is down, 5.03 with
-// Max-Age HSMRetryAfter; otherwise an internal error under reason.
-func hsmError(reason string, err error) error {
-	if errors.Is(err, ErrHSMUnavailable) {
+// Max-Age HSMRetryAfter; a token without memory for the key
+// (hsm.ErrTokenFull, CKR_DEVICE_MEMORY: escrowed keys fill it) 5.03 "hsm
+// full" with the Max-Age of a full store (StoreRetry), since both pass
+// once an operator frees room; otherwise an internal error under reason.
+func (a *Authority) hsmError(reason string, err error) error {
+	switch {
+	case errors.Is(err, ErrHSMUnavailable):
 		return &Error{Kind: KindUnavailable, Reason: "hsm unavailable", MaxAge: HSMRetryAfter, Err: err}
+	case errors.Is(err, hsm.ErrTokenFull):
+		return &Error{Kind: KindUnavailable, Reason: "hsm full", MaxAge: a.storeRetry, Err: err}
 	}
 	return &Error{Kind: KindInternal, Reason: reason, Err: err}
 }

@@ -66,7 +66,7 @@ func (g *Keygen) delivery(req Request, kr *cms.KeyRequest, kt hsm.KeyType) (*del
 		case errors.Is(err, hsm.ErrKeyNotFound):
 			return nil, badRequest("unknown key-encryption key", err)
 		case err != nil:
-			return nil, hsmError("key-encryption key lookup failed", err)
+			return nil, g.a.hsmError("key-encryption key lookup failed", err)
 		}
 		if d.recipient, err = cms.NewKEKRecipient(kr.KeyID, kek); err != nil {
 			return nil, badRequest("unknown key-encryption key", err)

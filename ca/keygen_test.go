@@ -11,7 +11,9 @@ import (
 	"encoding/asn1"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -56,13 +58,18 @@ type recordingToken struct {
 	*hsm.Token
 	mu         sync.Mutex
 	generated  []hsm.GeneratedAttributes
-	failEscrow error // injected: EscrowKey fails with it
+	failEscrow error  // injected: EscrowKey fails with it
+	onEscrow   func() // injected: runs in EscrowKey before it fails or escrows
+	failGen    error  // injected: GenerateExportable fails with it
 }
 
 func (r *recordingToken) EscrowKey(label, serial string) error {
 	r.mu.Lock()
-	err := r.failEscrow
+	err, hook := r.failEscrow, r.onEscrow
 	r.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	if err != nil {
 		return err
 	}
@@ -70,6 +77,12 @@ func (r *recordingToken) EscrowKey(label, serial string) error {
 }
 
 func (r *recordingToken) GenerateExportable(kt hsm.KeyType, keep bool) (*hsm.ExportedKey, error) {
+	r.mu.Lock()
+	fail := r.failGen
+	r.mu.Unlock()
+	if fail != nil {
+		return nil, fmt.Errorf("hsm: generate exportable %s key: %w", kt, fail)
+	}
 	k, err := r.Token.GenerateExportable(kt, keep)
 	if err == nil {
 		r.mu.Lock()
@@ -424,6 +437,86 @@ func TestServerKeygenEscrowFails(t *testing.T) {
 		t.Fatalf("records %+v / %+v", recs[len(recs)-2], last)
 	}
 	assertTokenClean(t, f.tok.Token, 0)
+}
+
+// breakStore replaces the store file under the open store: every write
+// fails with store.ErrUnavailable from then on (as on a full disk).
+func breakStore(t testing.TB, f *keygenFixture) {
+	t.Helper()
+	other := filepath.Join(t.TempDir(), "other.db")
+	if err := f.db.BackupFile(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, f.db.Path()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantUnavailable checks a 5.03 of reason with Max-Age maxAge.
+func wantUnavailable(t testing.TB, err error, reason string, maxAge time.Duration) {
+	t.Helper()
+	wantKind(t, err, KindUnavailable, reason)
+	if e := err.(*Error); e.MaxAge != maxAge {
+		t.Fatalf("%v: Max-Age %v, want %v", err, e.MaxAge, maxAge)
+	}
+}
+
+// TestServerKeygenEscrowStoreUnavailable: on an escrow profile, a store
+// that cannot write is 5.03 with StoreRetry, whether it fails at the
+// certificate or, after a failed escrow, at the record that the key was
+// destroyed (that case answered 5.00 before); the key is never left in the
+// token.
+func TestServerKeygenEscrowStoreUnavailable(t *testing.T) {
+	t.Run("at the certificate", func(t *testing.T) {
+		f := newKeygenFixture(t, KeygenOptions{})
+		breakStore(t, f)
+		_, err := f.keygen("escrow", f.csr(t, "escrow-store-down", &cms.KeyRequest{}), policy.OpSkg)
+		wantUnavailable(t, err, "store unavailable", DefaultStoreRetry)
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("%v does not wrap store.ErrUnavailable", err)
+		}
+		assertTokenClean(t, f.tok.Token, 0)
+	})
+	t.Run("at the record of a failed escrow", func(t *testing.T) {
+		f := newKeygenFixture(t, KeygenOptions{})
+		f.tok.failEscrow = errors.New("injected: relabel refused")
+		f.tok.onEscrow = func() { breakStore(t, f) }
+		_, err := f.keygen("escrow", f.csr(t, "escrow-fails-store-down", &cms.KeyRequest{}), policy.OpSkg)
+		wantUnavailable(t, err, "store unavailable", DefaultStoreRetry)
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("%v does not wrap store.ErrUnavailable", err)
+		}
+		assertTokenClean(t, f.tok.Token, 0)
+	})
+}
+
+// TestServerKeygenTokenFull: a token that answers CKR_DEVICE_MEMORY
+// (hsm.ErrTokenFull; injected here, since SoftHSM cannot be made to return
+// it: hsm's TestTokenFull maps the real value on the real operation path)
+// at key generation or at escrow is 5.03 "hsm full" with StoreRetry, not
+// 5.00; a key that could not be escrowed is destroyed and recorded so.
+func TestServerKeygenTokenFull(t *testing.T) {
+	full := fmt.Errorf("hsm: %w: CKR_DEVICE_MEMORY", hsm.ErrTokenFull)
+	t.Run("generate", func(t *testing.T) {
+		f := newKeygenFixture(t, KeygenOptions{})
+		f.tok.failGen = full
+		_, err := f.keygen("escrow", f.csr(t, "full-generate", &cms.KeyRequest{}), policy.OpSkg)
+		wantUnavailable(t, err, "hsm full", DefaultStoreRetry)
+	})
+	t.Run("escrow", func(t *testing.T) {
+		f := newKeygenFixture(t, KeygenOptions{})
+		f.tok.failEscrow = full
+		_, err := f.keygen("escrow", f.csr(t, "full-escrow", &cms.KeyRequest{}), policy.OpSkg)
+		wantUnavailable(t, err, "hsm full", DefaultStoreRetry)
+		recs, rerr := f.db.AuditRecords(store.AuditFilter{})
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		if last := recs[len(recs)-1]; last.Event != store.EventKeygen || last.Verdict != VerdictDestroyed {
+			t.Fatalf("last record %+v", last)
+		}
+		assertTokenClean(t, f.tok.Token, 0)
+	})
 }
 
 func TestServerKeygenRefusals(t *testing.T) {

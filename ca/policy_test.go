@@ -377,6 +377,15 @@ func TestRevocationReasons(t *testing.T) {
 	if RevocationReasonName(1) != "keyCompromise" || RevocationReasonName(77) != "reason(77)" {
 		t.Error("RevocationReasonName")
 	}
+	// The list is a copy: an importer that changes it changes nothing here.
+	leaf := LeafRevocationReasons()
+	if !slices.Equal(leaf, []int{0, 1, 3, 4, 5, 9}) {
+		t.Fatalf("LeafRevocationReasons = %v", leaf)
+	}
+	leaf[0] = 2 // cACompromise
+	if CheckRevocationReason(2) == nil || CheckRevocationReason(0) != nil || LeafRevocationReasons()[0] != 0 {
+		t.Error("changing the returned list changed what is accepted")
+	}
 }
 
 func writeFile(t testing.TB, path string, b []byte) {

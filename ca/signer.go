@@ -2,14 +2,12 @@ package ca
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"errors"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/estca/estca/ca/cms"
 	"github.com/estca/estca/hsm"
 )
 
@@ -67,7 +65,7 @@ func (v *VerifyingSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpt
 	if err != nil {
 		return nil, err
 	}
-	if err := verifySignature(v.pub, digest, sig, opts); err != nil {
+	if err := cms.VerifySignature(v.pub, digest, sig, opts); err != nil {
 		err = fmt.Errorf("%w: %w", ErrBadSignature, err)
 		if v.onBad != nil {
 			v.onBad(err)
@@ -75,35 +73,4 @@ func (v *VerifyingSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpt
 		return nil, err
 	}
 	return sig, nil
-}
-
-// verifySignature checks sig over digest as crypto.Signer produced it for
-// opts: ASN.1 ECDSA (RFC 5480), RSASSA-PKCS1-v1_5 or RSASSA-PSS (RFC 8017),
-// Ed25519 over the message (RFC 8032).
-func verifySignature(pub crypto.PublicKey, digest, sig []byte, opts crypto.SignerOpts) error {
-	var h crypto.Hash
-	if opts != nil {
-		h = opts.HashFunc()
-	}
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		if !ecdsa.VerifyASN1(k, digest, sig) {
-			return errors.New("ecdsa verification failed")
-		}
-		return nil
-	case *rsa.PublicKey:
-		if pss, ok := opts.(*rsa.PSSOptions); ok {
-			return rsa.VerifyPSS(k, h, digest, sig, pss)
-		}
-		return rsa.VerifyPKCS1v15(k, h, digest, sig)
-	case ed25519.PublicKey:
-		if o, ok := opts.(*ed25519.Options); ok {
-			return ed25519.VerifyWithOptions(k, digest, sig, o)
-		}
-		if h != 0 || !ed25519.Verify(k, digest, sig) {
-			return errors.New("ed25519 verification failed")
-		}
-		return nil
-	}
-	return fmt.Errorf("cannot verify signatures of %T keys", pub)
 }

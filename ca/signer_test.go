@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -20,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/estca/estca/hsm"
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/store"
 )
 
@@ -89,13 +88,9 @@ func flipBit(sig []byte) []byte {
 
 func TestVerifySigner(t *testing.T) {
 	t.Parallel()
-	ec256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ec384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
-	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	otherRSA, _ := rsa.GenerateKey(rand.Reader, 2048)
-	_, otherEd, _ := ed25519.GenerateKey(rand.Reader)
+	ec256, ec384, other := pkitest.NewKey(t, "p256"), pkitest.NewKey(t, "p384"), pkitest.NewKey(t, "p256")
+	rsaKey, otherRSA := pkitest.NewKey(t, "rsa2048"), pkitest.NewKey(t, "rsa2048")
+	edKey, otherEd := pkitest.NewKey(t, "ed25519"), pkitest.NewKey(t, "ed25519")
 	d256 := sha256.Sum256([]byte("tbs"))
 	d384 := sha512.Sum384([]byte("tbs"))
 	msg := []byte("tbs")

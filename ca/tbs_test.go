@@ -4,11 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -33,12 +29,7 @@ import (
 // covered by the other tests.
 func TestIssuancePathsMatchCreateCertificate(t *testing.T) {
 	t.Parallel()
-	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	_, ed, _ := ed25519.GenerateKey(rand.Reader)
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p384, ed, rsaKey := pkitest.NewKey(t, "p384"), pkitest.NewKey(t, "ed25519"), pkitest.NewKey(t, "rsa2048")
 	now := time.Date(2026, 6, 1, 8, 30, 15, 123456789, time.UTC)
 	vendor := pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 32473, 7, 1}, Value: []byte{0x0c, 0x01, 'v'}}
 	for _, tc := range []struct {
@@ -56,11 +47,7 @@ func TestIssuancePathsMatchCreateCertificate(t *testing.T) {
 			root := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "sw root " + tc.name},
 				NotBefore: now.Add(-time.Hour), NotAfter: time.Date(2070, 1, 1, 0, 0, 0, 0, time.UTC),
 				IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, SubjectKeyId: []byte{9, 9, 9}}
-			der, err := x509.CreateCertificate(rand.Reader, root, root, tc.key.Public(), tc.key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ca, _ := x509.ParseCertificate(der)
+			ca := pkitest.SignTemplate(t, root, tc.key.Public(), root, tc.key)
 			db, err := store.Create(filepath.Join(t.TempDir(), "s.db"), store.Options{})
 			if err != nil {
 				t.Fatal(err)

@@ -58,10 +58,32 @@ type Request struct {
 	Profile string
 	// Requester is the authenticated client.
 	Requester Requester
-	// Operation is the EST function: policy.OpSen (the zero value means
-	// OpSen) or policy.OpSren (re-enrollment, RFC 7030 §4.2.2).
-	Operation policy.Operation
+	// Operation is the EST function: OpSen (the zero value means OpSen) or
+	// OpSren (re-enrollment, RFC 7030 §4.2.2).
+	Operation Operation
 }
+
+// Operation is the EST function of a request (RFC 9148 §4.1). It is the
+// policy engine's type, re-exported so that the front end (package est)
+// depends on ca alone (cmd → est → ca → policy).
+type Operation = policy.Operation
+
+// The EST functions, as the policy engine knows them.
+const (
+	// OpSen is simple enrollment (/sen, RFC 7030 §4.2.1).
+	OpSen = policy.OpSen
+	// OpSren is simple re-enrollment (/sren, RFC 7030 §4.2.2).
+	OpSren = policy.OpSren
+	// OpSkg is server-side key generation (/skg, RFC 9148 §4.8).
+	OpSkg = policy.OpSkg
+	// OpSkc is server-side key generation returning a single certificate
+	// (/skc, RFC 9148 §4.8).
+	OpSkc = policy.OpSkc
+)
+
+// Code is the reason code of a policy decision (Error.Code), re-exported
+// with Operation so that est needs no import of policy.
+type Code = policy.Code
 
 // Result is the outcome of a successful enrollment.
 type Result struct {
@@ -128,7 +150,7 @@ type Error struct {
 	Err    error         // cause; may be nil
 	// Code is the policy reason of a refusal the policy engine decided (its
 	// first reason), 0 for other errors.
-	Code policy.Code
+	Code Code
 	// Audited is set when the authority has already written the audit record
 	// of this refusal (Enroll's denials); the front end must not write a
 	// second one (see Audited and RecordRejection).

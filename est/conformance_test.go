@@ -260,9 +260,7 @@ func TestCrts287TrustAnchor(t *testing.T) {
 	port := strconv.Itoa(e.srv.Addr().(*net.UDPAddr).Port)
 
 	t.Run("openssl s_client", func(t *testing.T) {
-		if _, err := exec.LookPath("openssl"); err != nil {
-			t.Skip("openssl not installed")
-		}
+		pkitest.RequireTool(t, "openssl")
 		sclient := func(ca string) string {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -447,10 +445,7 @@ func TestNoCertificateAlert(t *testing.T) {
 		t.Fatalf("alerts on the wire: % x", alerts)
 	}
 	// libcoap's OpenSSL build reports the alert it got.
-	path, err := exec.LookPath("coap-client-openssl")
-	if err != nil {
-		return
-	}
+	path := pkitest.RequireTool(t, "coap-client-openssl")
 	dir := t.TempDir()
 	caPEM := filepath.Join(dir, "ca.pem")
 	stWritePEM(t, caPEM, "CERTIFICATE", e.ca.Cert.Raw)

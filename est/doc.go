@@ -77,8 +77,11 @@
 //
 // crts (GET; 281 by default; 287 = the root CA certificate alone, the last
 // of the chain: the one certificate that works as the explicit trust anchor
-// with OpenSSL, which by default wants a self-signed anchor, as with mbedTLS
-// and GnuTLS; the server sends its intermediates in the handshake), sen and
+// with OpenSSL, which by default wants a self-signed anchor, and with GnuTLS
+// (both tested with libcoap's coap-client-openssl and coap-client-gnutls;
+// mbedTLS, the stack of Zephyr and many constrained devices, is expected to
+// behave the same but is NOT verified by our tests: Debian ships no mbedTLS
+// build of libcoap); the server sends its intermediates in the handshake), sen and
 // sren (POST 286; 2.04 with 281 or 287), att (GET; 285), skg and skc (POST
 // 286 with Accept 62 or none, RFC 9148 §4.8; 2.04 with Content-Format 62,
 // the CBOR array [key-format, key, cert-format, cert] of RFC 8710: the key

@@ -155,22 +155,28 @@ func TestLoadLong(t *testing.T) {
 		mu.Unlock()
 		return rss
 	}
+	// Every goroutine this test starts is stopped and waited for when it
+	// returns, also after an early t.Fatal (which runs the defers).
+	var bg sync.WaitGroup
 	stop := make(chan struct{})
+	defer bg.Wait()
 	defer close(stop)
-	go func() {
+	bg.Go(func() {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
 		for {
 			select {
 			case <-stop:
 				return
-			case <-time.After(200 * time.Millisecond):
+			case <-tick.C:
 				sample()
 			}
 		}
-	}()
+	})
 	var timeline []int // RSS every 10 s of a phase, KiB
 	resetPeak := func() {
-		timeline = nil
 		mu.Lock()
+		timeline = nil
 		peak = 0
 		mu.Unlock()
 	}
@@ -184,6 +190,13 @@ func TestLoadLong(t *testing.T) {
 	time.Sleep(time.Second)
 	rss0 := sample()
 	var conns []*stConn
+	closeConns := func() {
+		for _, c := range conns {
+			_ = c.c.Close()
+		}
+		conns = nil
+	}
+	defer closeConns() // a failure half-way leaves no session open
 	for i := range 1000 {
 		c, err := stDialName(t, string(addr), &cert, roots, "localhost", 20*time.Second)
 		if err != nil {
@@ -197,31 +210,44 @@ func TestLoadLong(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	rss1 := sample()
 	t.Logf("idle: %d sessions, server RSS %d → %d KiB: %.1f KiB per idle session", len(conns), rss0, rss1, float64(rss1-rss0)/float64(len(conns)))
-	for _, c := range conns {
-		_ = c.c.Close()
-	}
+	closeConns()
 	time.Sleep(3 * time.Second)
 
+	// phase runs one load phase with its RSS timeline; its sampler stops
+	// and is waited for however the phase ends (tick.Stop alone would
+	// leave it blocked on tick.C for ever).
+	phase := func(mode string, d time.Duration) (*bench.Report, error) {
+		tick := time.NewTicker(10 * time.Second)
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer close(done)
+		defer tick.Stop()
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				case <-tick.C:
+					rss := sample()
+					mu.Lock()
+					timeline = append(timeline, rss)
+					mu.Unlock()
+				}
+			}
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		return bench.Run(ctx, bench.Options{Client: copts, Mode: mode, Workers: 1000, Duration: d,
+			CSRs: int(d.Seconds()) * 3000})
+	}
 	for _, ph := range []struct {
 		mode string
 		d    time.Duration
 	}{{bench.ModeEnrollReuse, 60 * time.Second}, {bench.ModeEnroll, 30 * time.Second}} {
 		resetPeak()
 		before := sample()
-		tick := time.NewTicker(10 * time.Second)
-		go func() {
-			for range tick.C {
-				rss := sample()
-				mu.Lock()
-				timeline = append(timeline, rss)
-				mu.Unlock()
-			}
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		rep, err := bench.Run(ctx, bench.Options{Client: copts, Mode: ph.mode, Workers: 1000, Duration: ph.d,
-			CSRs: int(ph.d.Seconds()) * 3000})
-		cancel()
-		tick.Stop()
+		rep, err := phase(ph.mode, ph.d)
 		if err != nil {
 			t.Fatalf("%s: %v", ph.mode, err)
 		}

@@ -53,31 +53,31 @@ import (
 // guessing. Tests of the handshake (every server test) fail if pion's flight
 // logic changes.
 
-var pionCookie struct {
-	once   sync.Once
-	offset uintptr
-	err    error
-}
-
 // errPionLayout is returned by Listen when pion's Conn does not have the
 // fields the gate relies on.
 var errPionLayout = errors.New("est: pion/dtls Conn layout differs from v3.1.15 (state.cookie): cannot hand over cookie-verified handshakes")
 
-func pionCookieOffset() (uintptr, error) {
-	pionCookie.once.Do(func() {
-		st, ok := reflect.TypeOf(dtls.Conn{}).FieldByName("state")
-		if !ok || st.Type.Kind() != reflect.Struct || st.Type != reflect.TypeOf(dtls.State{}) {
-			pionCookie.err = errPionLayout
-			return
-		}
-		ck, ok := st.Type.FieldByName("cookie")
-		if !ok || ck.Type != reflect.TypeOf([]byte(nil)) {
-			pionCookie.err = errPionLayout
-			return
-		}
-		pionCookie.offset = st.Offset + ck.Offset
-	})
-	return pionCookie.offset, pionCookie.err
+// pionCookieOffset is the offset of Conn.state.cookie in a dtls.Conn,
+// found once. sync.OnceValues, not a sync.Once filling variables: should
+// the lookup panic, every later call panics again instead of returning a
+// zero offset with a nil error (which would make setPionCookie write over
+// the start of the Conn).
+var pionCookieOffset = sync.OnceValues(func() (uintptr, error) {
+	return cookieOffset(reflect.TypeOf(dtls.Conn{}), reflect.TypeOf(dtls.State{}))
+})
+
+// cookieOffset finds the field state of type stateType in conn, and the
+// []byte field cookie in it; any other layout is errPionLayout.
+func cookieOffset(conn, stateType reflect.Type) (uintptr, error) {
+	st, ok := conn.FieldByName("state")
+	if !ok || st.Type.Kind() != reflect.Struct || st.Type != stateType {
+		return 0, errPionLayout
+	}
+	ck, ok := st.Type.FieldByName("cookie")
+	if !ok || ck.Type != reflect.TypeOf([]byte(nil)) {
+		return 0, errPionLayout
+	}
+	return st.Offset + ck.Offset, nil
 }
 
 // setPionCookie sets the server handshake cookie of c. It must be called on

@@ -10,7 +10,6 @@ import (
 
 	"github.com/estca/estca/ca"
 	"github.com/estca/estca/est/wire"
-	"github.com/estca/estca/policy"
 )
 
 // Authority is what the EST-coaps server needs from the certificate
@@ -234,8 +233,9 @@ func (s *Server) crts(r *request, t target) (response, error) {
 		// CA when the authority includes it. A client installs this
 		// answer as its explicit trust anchor (RFC 7030 §4.1.3), and the
 		// root is the one certificate OpenSSL (which by default wants a
-		// self-signed anchor), mbedTLS and GnuTLS all accept as such; the
-		// server sends the intermediates in its handshake.
+		// self-signed anchor) and GnuTLS accept as such (tested with
+		// libcoap's OpenSSL and GnuTLS builds; mbedTLS is not verified by
+		// our tests); the server sends the intermediates in its handshake.
 		body = certs[len(certs)-1].Raw
 	} else if body, err = wire.CertsOnly(certs...); err != nil {
 		return response{}, err
@@ -281,9 +281,9 @@ func (s *Server) enroll(ctx context.Context, who *ca.Requester, r *request, t ta
 		return response{}, protoErr(KindBadRequest, "empty request")
 	}
 	start := s.now()
-	op := policy.OpSen
+	op := ca.OpSen
 	if t.resource == wire.ResourceSren {
-		op = policy.OpSren
+		op = ca.OpSren
 	}
 	res, err := s.auth.Enroll(ctx, ca.Request{
 		CSR:       r.payload,

@@ -8,7 +8,6 @@ import (
 
 	"github.com/estca/estca/ca"
 	"github.com/estca/estca/est/wire"
-	"github.com/estca/estca/policy"
 )
 
 // KeyGenerator is what the server needs for server-side key generation
@@ -49,9 +48,9 @@ func (s *Server) serverKeygen(ctx context.Context, who *ca.Requester, r *request
 	if len(r.payload) == 0 {
 		return response{}, protoErr(KindBadRequest, "empty request")
 	}
-	op := policy.OpSkg
+	op := ca.OpSkg
 	if t.resource == wire.ResourceSkc {
-		op = policy.OpSkc
+		op = ca.OpSkc
 	}
 	start := s.now()
 	res, err := s.keygen.ServerKeygen(ctx, ca.KeygenRequest{CSR: r.payload, Profile: t.profile, Requester: *who, Operation: op})
@@ -68,7 +67,7 @@ func (s *Server) serverKeygen(ctx context.Context, who *ca.Requester, r *request
 		keyFormat = wire.FormatServerGeneratedKey
 	}
 	cert, certFormat := res.Certificate.Raw, wire.FormatPKIXCert
-	if op == policy.OpSkg {
+	if op == ca.OpSkg {
 		certFormat = wire.FormatCertsOnly
 		if cert, err = wire.CertsOnly(res.Certificate); err != nil {
 			return response{}, err

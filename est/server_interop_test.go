@@ -12,20 +12,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // stLibcoap returns the path of a libcoap coap-client build, skipping the
 // test when it is missing (failing on CI, where it must be installed).
 func stLibcoap(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
+	return pkitest.RequireTool(t, name)
 }
 
 func stWritePEM(t *testing.T, path, typ string, der []byte) {

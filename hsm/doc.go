@@ -8,9 +8,11 @@
 //   - Open loads the module (C_Initialize, sharing an initialisation that
 //     already exists in the process), finds the token and logs in. The token is
 //     addressed by Options fields or an RFC 7512 pkcs11: URI (token=, serial=,
-//     module-path=, pin-source=, pin-value=). The PIN comes from the
-//     environment variable ESTCA_HSM_PIN, else the URI's pin-value, else a PIN
-//     file. Each failure has its own sentinel: ErrModule, ErrTokenNotFound,
+//     module-path=). The PIN is handed in as bytes (Options.PIN): this
+//     package reads no PIN file or environment variable (cmd/estca does), and
+//     a URI with pin-source= or pin-value= is refused. The Token keeps a copy
+//     of the PIN to log in again after a recovery and zeroes it in Close.
+//     Each failure has its own sentinel: ErrModule, ErrTokenNotFound,
 //     ErrNoPIN, ErrPIN.
 //   - GenerateKey creates ECDSA P-256 (default), P-384 or RSA-3072 key pairs
 //     as token objects; the private key is CKA_SENSITIVE, not CKA_EXTRACTABLE,
@@ -118,6 +120,9 @@
 //
 // # Caveats
 //
+//   - The PIN is zeroed in Go memory (the Token's copy in Close), but
+//     miekg/pkcs11 copies it into C memory for each C_Login and frees that
+//     copy without zeroing it, and the module may keep its own.
 //   - One C_Initialize per module per process. The Token whose C_Initialize
 //     succeeded owns the module: it calls C_Finalize in Close, and only it
 //     re-initialises the module to recover (step 2 above). A Token opened

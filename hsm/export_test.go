@@ -52,3 +52,11 @@ func (t *Token) KEKValueReadable(id []byte) (bool, error) {
 	})
 	return readable, err
 }
+
+// FailWith runs an operation through the Token's real path (session pool,
+// recovery, error classification, observer) whose PKCS#11 call returns rv:
+// for return values SoftHSM cannot be made to produce, such as
+// CKR_DEVICE_MEMORY.
+func (t *Token) FailWith(rv uint) error {
+	return t.do("fail-with", func(session) error { return pkcs11.Error(rv) })
+}

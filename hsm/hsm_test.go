@@ -22,7 +22,9 @@ import (
 	"time"
 
 	"github.com/estca/estca/hsm"
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/softhsm/softhsmtest"
+	"github.com/miekg/pkcs11"
 )
 
 func writeFile(t *testing.T, name, data string) string {
@@ -34,7 +36,7 @@ func writeFile(t *testing.T, name, data string) string {
 	return p
 }
 
-func readPIN(t *testing.T, path string) string {
+func readPIN(t testing.TB, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -48,33 +50,28 @@ func readPIN(t *testing.T, path string) string {
 func TestOpenErrors(t *testing.T) {
 	st := softhsmtest.Provision(t)
 	pin := readPIN(t, st.PINFile)
+	good := []byte(pin)
 	notModule := writeFile(t, "notamodule.so", "this is not an ELF file\n")
-	wrongPIN := writeFile(t, "wrong.pin", "not-"+pin+"\n")
-	emptyPIN := writeFile(t, "empty.pin", "\n")
 	all := []error{hsm.ErrModule, hsm.ErrTokenNotFound, hsm.ErrPIN, hsm.ErrNoPIN, hsm.ErrURI}
 	cases := []struct {
 		name string
 		opts hsm.Options
-		env  string
 		want error
 	}{
-		{"no module", hsm.Options{TokenLabel: st.Label, PINFile: st.PINFile}, "", hsm.ErrModule},
-		{"missing module", hsm.Options{Module: "/nonexistent/libsofthsm2.so", TokenLabel: st.Label, PINFile: st.PINFile}, "", hsm.ErrModule},
-		{"unloadable module", hsm.Options{Module: notModule, TokenLabel: st.Label, PINFile: st.PINFile}, "", hsm.ErrModule},
-		{"missing token", hsm.Options{Module: st.Module, TokenLabel: "no-such-token", PINFile: st.PINFile}, "", hsm.ErrTokenNotFound},
-		{"missing serial", hsm.Options{Module: st.Module, TokenLabel: st.Label, TokenSerial: "0000", PINFile: st.PINFile}, "", hsm.ErrTokenNotFound},
-		{"no token selector", hsm.Options{Module: st.Module, PINFile: st.PINFile}, "", hsm.ErrTokenNotFound},
-		{"wrong pin file", hsm.Options{Module: st.Module, TokenLabel: st.Label, PINFile: wrongPIN}, "", hsm.ErrPIN},
-		{"wrong pin env", hsm.Options{Module: st.Module, TokenLabel: st.Label, PINFile: st.PINFile}, "not-" + pin, hsm.ErrPIN},
-		{"wrong pin-value", hsm.Options{URI: "pkcs11:token=" + st.Label + "?module-path=" + st.Module + "&pin-value=0000"}, "", hsm.ErrPIN},
-		{"no pin", hsm.Options{Module: st.Module, TokenLabel: st.Label}, "", hsm.ErrNoPIN},
-		{"missing pin file", hsm.Options{Module: st.Module, TokenLabel: st.Label, PINFile: st.PINFile + ".missing"}, "", hsm.ErrNoPIN},
-		{"empty pin file", hsm.Options{Module: st.Module, TokenLabel: st.Label, PINFile: emptyPIN}, "", hsm.ErrNoPIN},
-		{"bad uri", hsm.Options{URI: "pkcs11:token=x;manufacturer=y"}, "", hsm.ErrURI},
+		{"no module", hsm.Options{TokenLabel: st.Label, PIN: good}, hsm.ErrModule},
+		{"missing module", hsm.Options{Module: "/nonexistent/libsofthsm2.so", TokenLabel: st.Label, PIN: good}, hsm.ErrModule},
+		{"unloadable module", hsm.Options{Module: notModule, TokenLabel: st.Label, PIN: good}, hsm.ErrModule},
+		{"missing token", hsm.Options{Module: st.Module, TokenLabel: "no-such-token", PIN: good}, hsm.ErrTokenNotFound},
+		{"missing serial", hsm.Options{Module: st.Module, TokenLabel: st.Label, TokenSerial: "0000", PIN: good}, hsm.ErrTokenNotFound},
+		{"no token selector", hsm.Options{Module: st.Module, PIN: good}, hsm.ErrTokenNotFound},
+		{"wrong pin", hsm.Options{Module: st.Module, TokenLabel: st.Label, PIN: []byte("not-" + pin)}, hsm.ErrPIN},
+		{"no pin", hsm.Options{Module: st.Module, TokenLabel: st.Label}, hsm.ErrNoPIN},
+		{"pin-value in the uri", hsm.Options{URI: "pkcs11:token=" + st.Label + "?module-path=" + st.Module + "&pin-value=" + pin}, hsm.ErrURI},
+		{"pin-source in the uri", hsm.Options{URI: "pkcs11:token=" + st.Label + "?module-path=" + st.Module + "&pin-source=file:" + st.PINFile, PIN: good}, hsm.ErrURI},
+		{"bad uri", hsm.Options{URI: "pkcs11:token=x;manufacturer=y"}, hsm.ErrURI},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			t.Setenv(hsm.PINEnv, c.env)
 			tok, err := hsm.Open(c.opts)
 			if err == nil {
 				tok.Close()
@@ -92,7 +89,7 @@ func TestOpenErrors(t *testing.T) {
 		})
 	}
 	// After all those failures the module must still open cleanly.
-	tok, err := hsm.Open(st.Options())
+	tok, err := hsm.Open(softhsmtest.Options(t, st))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,33 +98,46 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-func TestPINSources(t *testing.T) {
+// TestPINOnlyFromOptions: hsm reads no PIN source of its own (the old
+// ESTCA_HSM_PIN variable and PIN files are cmd/estca's business), and the
+// caller's PIN buffer is not kept: the caller zeroes it after Open and the
+// Token still logs in again after its login is lost.
+func TestPINOnlyFromOptions(t *testing.T) {
 	st := softhsmtest.Provision(t)
 	pin := readPIN(t, st.PINFile)
-	wrongFile := writeFile(t, "wrong.pin", "wrong-pin\n")
-	crlfFile := writeFile(t, "crlf.pin", pin+"\r\n")
-	uri := "pkcs11:token=" + st.Label + "?module-path=" + st.Module + "&pin-source=file:" + st.PINFile
-	cases := []struct {
+	t.Setenv("ESTCA_HSM_PIN", pin)
+	if tok, err := hsm.Open(hsm.Options{Module: st.Module, TokenLabel: st.Label}); !errors.Is(err, hsm.ErrNoPIN) {
+		if err == nil {
+			tok.Close()
+		}
+		t.Fatalf("Open without Options.PIN, ESTCA_HSM_PIN set = %v, want ErrNoPIN", err)
+	}
+	for _, c := range []struct {
 		name string
 		opts hsm.Options
-		env  string
 	}{
-		{"env beats wrong file", hsm.Options{Module: st.Module, TokenLabel: st.Label, PINFile: wrongFile}, pin},
-		{"env without file", hsm.Options{Module: st.Module, TokenLabel: st.Label}, pin},
-		{"file with crlf", hsm.Options{Module: st.Module, TokenLabel: st.Label, PINFile: crlfFile}, ""},
-		{"uri only", hsm.Options{URI: uri}, ""},
-		{"uri overrides fields", hsm.Options{Module: "/nonexistent.so", TokenLabel: "other", PINFile: wrongFile, URI: uri}, ""},
-		{"uri complements fields", hsm.Options{Module: st.Module, PINFile: st.PINFile, URI: "pkcs11:token=" + st.Label}, ""},
-	}
-	for _, c := range cases {
+		{"fields", hsm.Options{Module: st.Module, TokenLabel: st.Label}},
+		{"uri only", hsm.Options{URI: "pkcs11:token=" + st.Label + "?module-path=" + st.Module}},
+		{"uri overrides fields", hsm.Options{Module: "/nonexistent.so", TokenLabel: "other", URI: "pkcs11:token=" + st.Label + "?module-path=" + st.Module}},
+		{"uri complements fields", hsm.Options{Module: st.Module, URI: "pkcs11:token=" + st.Label}},
+	} {
 		t.Run(c.name, func(t *testing.T) {
-			t.Setenv(hsm.PINEnv, c.env)
+			buf := []byte(pin)
+			c.opts.PIN = buf
 			tok, err := hsm.Open(c.opts)
+			clear(buf)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := tok.Close(); err != nil {
+			defer tok.Close()
+			signer, err := tok.GenerateKey("k-"+strings.ReplaceAll(c.name, " ", "-"), hsm.ECDSAP256)
+			if err != nil {
 				t.Fatal(err)
+			}
+			raw := openRaw(t, st)
+			raw.logout(t) // the login is shared by the application: the Token's is gone too
+			if err := signVerify(signer, "after logout"); err != nil {
+				t.Fatalf("no new login with the Token's own copy of the PIN: %v", err)
 			}
 		})
 	}
@@ -197,11 +207,7 @@ func selfSign(t *testing.T, s crypto.Signer, alg x509.SignatureAlgorithm) {
 	if err := cert.CheckSignatureFrom(cert); err != nil {
 		t.Fatalf("certificate signature: %v", err)
 	}
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Log("openssl not installed; skipped openssl verify")
-		return
-	}
+	openssl := pkitest.RequireTool(t, "openssl")
 	p := writeFile(t, "ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
 	out, err := exec.Command(openssl, "verify", "-CAfile", p, p).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), ": OK") {
@@ -307,5 +313,27 @@ func TestKeyLifecycle(t *testing.T) {
 	}
 	if _, err := old.Sign(rand.Reader, digest[:], crypto.SHA256); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Errorf("Sign with replaced key = %v, want ErrKeyNotFound", err)
+	}
+}
+
+// TestTokenFull: an operation the token answers CKR_DEVICE_MEMORY (SoftHSM
+// cannot be made to return it for real, so the real operation path is
+// given the real value) fails with ErrTokenFull at once, without a
+// recovery, and the token stays up for the next operation.
+func TestTokenFull(t *testing.T) {
+	_, tok := softhsmtest.New(t)
+	signer, err := tok.GenerateKey("k", hsm.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = tok.FailWith(pkcs11.CKR_DEVICE_MEMORY)
+	if !errors.Is(err, hsm.ErrTokenFull) || errors.Is(err, hsm.ErrUnavailable) {
+		t.Fatalf("CKR_DEVICE_MEMORY = %v, want ErrTokenFull", err)
+	}
+	if s := tok.Status(); !s.Up || s.Recoveries != 0 {
+		t.Fatalf("status after a full token %+v", s)
+	}
+	if err := signVerify(signer, "after"); err != nil {
+		t.Fatal(err)
 	}
 }

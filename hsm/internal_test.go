@@ -38,6 +38,8 @@ func TestParseURI(t *testing.T) {
 	for _, in := range []string{
 		"token=x", "pkcs11:token", "pkcs11:token=a;token=b", "pkcs11:manufacturer=x",
 		"pkcs11:token=%zz", "pkcs11:?pin-source=|/bin/cat", "pkcs11:?pin-source=file:",
+		// The PIN is never read from the URI (hsm reads no PIN sources).
+		"pkcs11:?pin-source=file:///run/pin", "pkcs11:serial=abc123?pin-value=1234",
 	} {
 		_, err := Options{URI: in}.resolve()
 		if !errors.Is(err, ErrURI) {
@@ -48,9 +50,9 @@ func TestParseURI(t *testing.T) {
 
 func TestResolveDefaults(t *testing.T) {
 	t.Parallel()
-	r, err := Options{MaxSessions: 1, URI: "pkcs11:?pin-source=file:///run/pin"}.resolve()
-	if err != nil || r.maxSessions != 2 || r.pinFile != "/run/pin" {
-		t.Errorf("resolve = %+v, %v; want maxSessions 2, pinFile /run/pin", r, err)
+	r, err := Options{MaxSessions: 1, URI: "pkcs11:token=a?module-path=/m.so"}.resolve()
+	if err != nil || r.maxSessions != 2 || r.label != "a" || r.module != "/m.so" {
+		t.Errorf("resolve = %+v, %v; want maxSessions 2, label a, module /m.so", r, err)
 	}
 	if r, _ := (Options{}).resolve(); r.maxSessions < 4 {
 		t.Errorf("default maxSessions = %d, want 2*GOMAXPROCS+2", r.maxSessions)
@@ -139,6 +141,27 @@ func TestFailureReason(t *testing.T) {
 	} {
 		if got := failureReason(c.err); got != c.want {
 			t.Errorf("failureReason(%v) = %q, want %q", c.err, got, c.want)
+		}
+	}
+}
+
+// TestTokenError: CKR_DEVICE_MEMORY (the real pkcs11 value, also wrapped)
+// is ErrTokenFull with the pkcs11.Error kept; other values are unchanged.
+func TestTokenError(t *testing.T) {
+	t.Parallel()
+	full := pkcs11.Error(pkcs11.CKR_DEVICE_MEMORY)
+	for _, in := range []error{full, fmt.Errorf("hsm: escrow key %q: %w", "x", full)} {
+		err := tokenError(in)
+		if !errors.Is(err, ErrTokenFull) || !errors.Is(err, full) {
+			t.Errorf("tokenError(%v) = %v", in, err)
+		}
+		if again := tokenError(err); again != err {
+			t.Errorf("tokenError wrapped twice: %v", again)
+		}
+	}
+	for _, in := range []error{nil, pkcs11.Error(pkcs11.CKR_HOST_MEMORY), pkcs11.Error(pkcs11.CKR_DEVICE_ERROR), ErrUnavailable} {
+		if err := tokenError(in); err != in || errors.Is(err, ErrTokenFull) {
+			t.Errorf("tokenError(%v) = %v", in, err)
 		}
 	}
 }

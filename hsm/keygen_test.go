@@ -258,7 +258,12 @@ func TestKeygenHelperProcess(t *testing.T) {
 	if conf == "" {
 		t.Skip("helper process only")
 	}
-	opts := hsm.Options{Module: os.Getenv("ESTCA_HSM_MODULE"), TokenLabel: softhsmtest.Label, PINFile: os.Getenv("ESTCA_HSM_PINFILE")}
+	pin, err := os.ReadFile(os.Getenv("ESTCA_HSM_PINFILE"))
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	opts := hsm.Options{Module: os.Getenv("ESTCA_HSM_MODULE"), TokenLabel: softhsmtest.Label, PIN: bytes.TrimSuffix(pin, []byte("\n"))}
 	tok, err := hsm.Open(opts)
 	if err != nil {
 		fmt.Println("error:", err)
@@ -310,7 +315,7 @@ func TestKeygenCrash(t *testing.T) {
 	}
 	_ = cmd.Wait()
 
-	tok, err := hsm.Open(st.Options())
+	tok, err := hsm.Open(softhsmtest.Options(t, st))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,15 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"runtime"
 	"strings"
 	"time"
 )
-
-// PINEnv is the environment variable that, when set and non-empty, supplies the
-// user PIN. It takes precedence over every other PIN source.
-const PINEnv = "ESTCA_HSM_PIN"
 
 // Sentinel errors. Errors returned by this package wrap one of them (and, where
 // the cause is a PKCS#11 return value, the pkcs11.Error too) with detail.
@@ -24,7 +19,7 @@ var (
 	ErrTokenNotFound = errors.New("hsm: token not found")
 	// ErrPIN reports a PIN the token rejected (incorrect, locked, expired or not initialised).
 	ErrPIN = errors.New("hsm: pin rejected")
-	// ErrNoPIN reports that no PIN was configured, or that the PIN source could not be read.
+	// ErrNoPIN reports that Options.PIN is empty.
 	ErrNoPIN = errors.New("hsm: no pin")
 	// ErrKeyNotFound reports that no private key with the label exists (or that it
 	// was replaced by a different key since it was found).
@@ -48,6 +43,10 @@ var (
 	// Operations fail with it at once, without touching the module, until the
 	// token is back.
 	ErrUnavailable = errors.New("hsm: token unavailable")
+	// ErrTokenFull reports a token without memory for another object
+	// (CKR_DEVICE_MEMORY, PKCS#11 v2.40 §5.1.5): escrowed and pending keys,
+	// or other objects, fill it. It passes only when objects are freed.
+	ErrTokenFull = errors.New("hsm: token memory full")
 	// ErrNoCgo is what every function and method returns in a build without
 	// cgo, where PKCS#11 cannot be loaded.
 	ErrNoCgo = errors.New("hsm: built without cgo: PKCS#11 unavailable")
@@ -102,14 +101,18 @@ type Options struct {
 	// TokenSerial selects the token by its serial number; if both TokenLabel and
 	// TokenSerial are set, the token must match both.
 	TokenSerial string
-	// URI is an RFC 7512 pkcs11: URI. Its attributes token=, serial=,
-	// module-path=, pin-source= (a file: URI or a path) and pin-value= override
-	// the corresponding fields above; attributes it omits leave them as they are.
-	// Key-addressing attributes (object=, id=, type=) are accepted and ignored.
+	// URI is an RFC 7512 pkcs11: URI. Its attributes token=, serial= and
+	// module-path= override the corresponding fields above; attributes it
+	// omits leave them as they are. Key-addressing attributes (object=, id=,
+	// type=) are accepted and ignored. pin-source= and pin-value= are
+	// refused (ErrURI): the PIN comes in PIN.
 	URI string
-	// PINFile names a file holding the user PIN; one trailing newline is trimmed.
-	// The environment variable PINEnv, when set and non-empty, wins over it.
-	PINFile string
+	// PIN is the user PIN. This package reads no PIN file and no
+	// environment variable: the caller (cmd/estca: hsm.pin_file or
+	// $ESTCA_HSM_PIN) does, and zeroes its buffer once Open returns. Open
+	// copies PIN; the Token keeps the copy to log in again after a recovery
+	// and zeroes it in Close (or when Open fails).
+	PIN []byte
 	// MaxSessions bounds the PKCS#11 sessions the Token opens, including the
 	// one kept open to hold the login. Zero means 2*GOMAXPROCS+2; values below
 	// 2 are raised to 2. A lower limit reported by the token applies too.
@@ -140,8 +143,6 @@ const (
 // resolved is Options after the URI is merged in and the PIN source decided.
 type resolved struct {
 	module, label, serial string
-	pinValue              string // from the URI's pin-value, if any
-	pinFile               string
 	maxSessions           int
 	maxRecoveryDelay      time.Duration
 	observer              func(Event)
@@ -152,7 +153,6 @@ func (o Options) resolve() (resolved, error) {
 		module:      o.Module,
 		label:       o.TokenLabel,
 		serial:      o.TokenSerial,
-		pinFile:     o.PINFile,
 		maxSessions: o.MaxSessions,
 		observer:    o.Observer,
 	}
@@ -175,14 +175,10 @@ func (o Options) resolve() (resolved, error) {
 		if v, ok := u["serial"]; ok {
 			r.serial = v
 		}
-		if v, ok := u["pin-source"]; ok {
-			r.pinFile = strings.TrimPrefix(strings.TrimPrefix(v, "file://"), "file:")
-			if r.pinFile == "" || strings.HasPrefix(r.pinFile, "|") {
-				return r, fmt.Errorf("%w: pin-source must be a file", ErrURI)
+		for _, k := range []string{"pin-source", "pin-value"} {
+			if _, ok := u[k]; ok {
+				return r, fmt.Errorf("%w: %s: the PIN is not read from the URI; pass it in Options.PIN", ErrURI, k)
 			}
-		}
-		if v, ok := u["pin-value"]; ok {
-			r.pinValue = v
 		}
 	}
 	if r.maxSessions == 0 {
@@ -190,28 +186,6 @@ func (o Options) resolve() (resolved, error) {
 	}
 	r.maxSessions = max(r.maxSessions, 2)
 	return r, nil
-}
-
-// pin returns the user PIN: PINEnv, then the URI's pin-value, then the PIN file.
-func (r resolved) pin() (string, error) {
-	if v := os.Getenv(PINEnv); v != "" {
-		return v, nil
-	}
-	if r.pinValue != "" {
-		return r.pinValue, nil
-	}
-	if r.pinFile == "" {
-		return "", fmt.Errorf("%w: set %s, a PIN file or a pin-source in the URI", ErrNoPIN, PINEnv)
-	}
-	b, err := os.ReadFile(r.pinFile)
-	if err != nil {
-		return "", fmt.Errorf("%w: read pin file: %w", ErrNoPIN, err)
-	}
-	p := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-	if p == "" {
-		return "", fmt.Errorf("%w: pin file %s is empty", ErrNoPIN, r.pinFile)
-	}
-	return p, nil
 }
 
 // knownURIAttr reports whether parseURI accepts the RFC 7512 attribute k:

@@ -50,7 +50,7 @@ func outageToken(t *testing.T) (*softhsm.Token, *hsm.Token, *events, crypto.Sign
 	t.Helper()
 	st := softhsmtest.Provision(t)
 	ev := &events{}
-	opts := st.Options()
+	opts := softhsmtest.Options(t, st)
 	opts.Observer = ev.observe
 	opts.MaxRecoveryDelay = time.Second
 	tok, err := hsm.Open(opts)

@@ -188,7 +188,7 @@ func TestConcurrentSign(t *testing.T) {
 	}
 	// A second Token on the same module, limited to 3 sessions (2 for
 	// operations), makes 16 goroutines wait for sessions.
-	opts := st.Options()
+	opts := softhsmtest.Options(t, st)
 	opts.MaxSessions = 3
 	small, err := hsm.Open(opts)
 	if err != nil {
@@ -236,7 +236,7 @@ func TestCloseAndReopen(t *testing.T) {
 		t.Errorf("FindKey after Close = %v, want ErrClosed", err)
 	}
 	for i := range 3 {
-		tok2, err := hsm.Open(st.Options())
+		tok2, err := hsm.Open(softhsmtest.Options(t, st))
 		if err != nil {
 			t.Fatalf("reopen %d: %v", i, err)
 		}
@@ -260,7 +260,7 @@ func TestCloseAndReopen(t *testing.T) {
 // Sign either succeeds or fails with ErrClosed, and nothing crashes.
 func TestCloseWaitsForSigners(t *testing.T) {
 	st := softhsmtest.Provision(t)
-	tok, err := hsm.Open(st.Options())
+	tok, err := hsm.Open(softhsmtest.Options(t, st))
 	if err != nil {
 		t.Fatal(err)
 	}

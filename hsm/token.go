@@ -3,12 +3,14 @@
 package hsm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/pkcs11"
 )
@@ -24,7 +26,7 @@ type Token struct {
 	module   string
 	label    string
 	serial   string
-	pin      string
+	pin      []byte // the user PIN, for the logins of recoveries; zeroed by release
 	observer func(Event)
 	maxDelay time.Duration // cap of the back-off between attempts to revive
 
@@ -102,9 +104,10 @@ func open(opts Options) (*Token, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if t.pin, err = r.pin(); err != nil {
-		return fail(err)
+	if len(opts.PIN) == 0 {
+		return fail(fmt.Errorf("%w: Options.PIN is empty", ErrNoPIN))
 	}
+	t.pin = bytes.Clone(opts.PIN)
 	maxSessions := r.maxSessions
 	if n := info.MaxRwSessionCount; n != pkcs11.CK_EFFECTIVELY_INFINITE && n != pkcs11.CK_UNAVAILABLE_INFORMATION && n < uint(maxSessions) {
 		maxSessions = max(int(n), 2)
@@ -148,7 +151,9 @@ func (t *Token) logIn(slot uint) (pkcs11.SessionHandle, error) {
 	if err != nil {
 		return 0, fmt.Errorf("hsm: open login session: %w", err)
 	}
-	err = t.ctx.Login(h, pkcs11.CKU_USER, t.pin)
+	// A string view of the PIN, not a copy that could not be zeroed (the
+	// pkcs11 package copies it into C memory for the call, and frees it).
+	err = t.ctx.Login(h, pkcs11.CKU_USER, unsafe.String(unsafe.SliceData(t.pin), len(t.pin)))
 	switch {
 	case err == nil, errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)):
 		return h, nil
@@ -206,6 +211,7 @@ func (t *Token) release() error {
 		}
 	}
 	t.ctx.Destroy()
+	clear(t.pin)
 	return err
 }
 
@@ -336,9 +342,19 @@ func classify(err error) errClass {
 // do runs the operation op through withSession and reports its failure to
 // the observer.
 func (t *Token) do(op string, fn func(s session) error) error {
-	err := t.withSession(fn)
+	err := tokenError(t.withSession(fn))
 	if err != nil && !errors.Is(err, ErrClosed) {
 		t.emit(Event{Kind: EventFailure, Op: op, Reason: failureReason(err), Err: err})
+	}
+	return err
+}
+
+// tokenError adds this package's sentinel to the PKCS#11 return values
+// that name a condition of the token callers act on: CKR_DEVICE_MEMORY is
+// ErrTokenFull. The pkcs11.Error stays in the chain.
+func tokenError(err error) error {
+	if errors.Is(err, pkcs11.Error(pkcs11.CKR_DEVICE_MEMORY)) && !errors.Is(err, ErrTokenFull) {
+		return fmt.Errorf("%w: %w", ErrTokenFull, err)
 	}
 	return err
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // TestVerifyAnchorRules covers the handshake side of the anchor rules:
@@ -16,7 +18,7 @@ func TestVerifyAnchorRules(t *testing.T) {
 	w := getWorld(t)
 	tests := []struct {
 		name    string
-		chain   func(w *world) []*pkCert
+		chain   func(w *world) []*pkitest.Cert
 		at      time.Time
 		kind    string
 		expired bool
@@ -24,25 +26,25 @@ func TestVerifyAnchorRules(t *testing.T) {
 		code    Code // 0: accepted
 		want    error
 	}{
-		{"IDevID via its sub-CA", func(w *world) []*pkCert { return []*pkCert{w.dev} }, pkNow, KindIDevID, false, false, 0, nil},
-		{"IDevID on the CRL", func(w *world) []*pkCert { return []*pkCert{w.devRevoked} }, pkNow, "", false, false, CodeCertRevoked, ErrDenied},
-		{"IDevID deny-listed by serial", func(w *world) []*pkCert { return []*pkCert{w.devDenied} }, pkNow, "", false, false, CodeCertDenied, ErrDenied},
-		{"IDevID deny-listed by fingerprint", func(w *world) []*pkCert { return []*pkCert{w.devDeniedFP} }, pkNow, "", false, false, CodeCertDenied, ErrDenied},
-		{"IDevID not on the allow-list", func(w *world) []*pkCert { return []*pkCert{w.cogUnlisted} }, pkNow, "", false, false, CodeCertNotAllowed, ErrDenied},
-		{"IDevID on the allow-list", func(w *world) []*pkCert { return []*pkCert{w.cogListed} }, pkNow, KindIDevID, false, false, 0, nil},
-		{"expired IDevID, strict anchor", func(w *world) []*pkCert { return []*pkCert{w.devExpiring} }, pkNow, "", false, false, CodeCertExpired, ErrExpired},
-		{"expired IDevID, tolerant anchor, fresh CRL", func(w *world) []*pkCert { return []*pkCert{w.boltExpired} }, pkNow, KindIDevID, true, false, 0, nil},
-		{"expired IDevID, tolerant anchor, on its CRL", func(w *world) []*pkCert { return []*pkCert{w.boltExpiredRev} }, pkNow, "", false, false, CodeCertRevoked, ErrDenied},
-		{"expired IDevID, tolerant anchor, CRL stale", func(w *world) []*pkCert { return []*pkCert{w.duskExpired} }, pkNow, "", false, false, CodeCRLStale, ErrDenied},
-		{"valid IDevID, CRL stale", func(w *world) []*pkCert { return []*pkCert{w.duskOK} }, pkNow, KindIDevID, false, false, 0, nil},
-		{"IDevID not yet valid", func(w *world) []*pkCert { return []*pkCert{w.devFuture} }, pkNow, "", false, false, CodeCertNotYetValid, ErrNotYetValid},
-		{"operational", func(w *world) []*pkCert { return []*pkCert{w.op} }, pkNow, KindOperational, false, false, 0, nil},
-		{"operational expired within the longest grace", func(w *world) []*pkCert { return []*pkCert{w.opExpired} }, pkNow, KindOperational, false, true, 0, nil},
-		{"operational expired beyond every grace", func(w *world) []*pkCert { return []*pkCert{w.opLongExpired} }, pkNow, "", false, false, CodeCertExpired, ErrExpired},
-		{"the server certificate as a client", func(w *world) []*pkCert { return []*pkCert{w.server} }, pkNow, "", false, false, CodeNotClientCert, ErrUntrusted},
-		{"a manufacturer CA certificate as a client", func(w *world) []*pkCert { return []*pkCert{w.acmeSub} }, pkNow, "", false, false, CodeNotClientCert, ErrUntrusted},
-		{"foreign device with a forged chain", func(w *world) []*pkCert {
-			return []*pkCert{pkIDevID(t, pkCA(t, nil, "Acme IDevID Sub", pkNow.Add(-pkDay), pkForever), "DEMO-0001",
+		{"IDevID via its sub-CA", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.dev} }, pkNow, KindIDevID, false, false, 0, nil},
+		{"IDevID on the CRL", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.devRevoked} }, pkNow, "", false, false, CodeCertRevoked, ErrDenied},
+		{"IDevID deny-listed by serial", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.devDenied} }, pkNow, "", false, false, CodeCertDenied, ErrDenied},
+		{"IDevID deny-listed by fingerprint", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.devDeniedFP} }, pkNow, "", false, false, CodeCertDenied, ErrDenied},
+		{"IDevID not on the allow-list", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.cogUnlisted} }, pkNow, "", false, false, CodeCertNotAllowed, ErrDenied},
+		{"IDevID on the allow-list", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.cogListed} }, pkNow, KindIDevID, false, false, 0, nil},
+		{"expired IDevID, strict anchor", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.devExpiring} }, pkNow, "", false, false, CodeCertExpired, ErrExpired},
+		{"expired IDevID, tolerant anchor, fresh CRL", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.boltExpired} }, pkNow, KindIDevID, true, false, 0, nil},
+		{"expired IDevID, tolerant anchor, on its CRL", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.boltExpiredRev} }, pkNow, "", false, false, CodeCertRevoked, ErrDenied},
+		{"expired IDevID, tolerant anchor, CRL stale", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.duskExpired} }, pkNow, "", false, false, CodeCRLStale, ErrDenied},
+		{"valid IDevID, CRL stale", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.duskOK} }, pkNow, KindIDevID, false, false, 0, nil},
+		{"IDevID not yet valid", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.devFuture} }, pkNow, "", false, false, CodeCertNotYetValid, ErrNotYetValid},
+		{"operational", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.op} }, pkNow, KindOperational, false, false, 0, nil},
+		{"operational expired within the longest grace", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.opExpired} }, pkNow, KindOperational, false, true, 0, nil},
+		{"operational expired beyond every grace", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.opLongExpired} }, pkNow, "", false, false, CodeCertExpired, ErrExpired},
+		{"the server certificate as a client", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.server} }, pkNow, "", false, false, CodeNotClientCert, ErrUntrusted},
+		{"a manufacturer CA certificate as a client", func(w *world) []*pkitest.Cert { return []*pkitest.Cert{w.acmeSub} }, pkNow, "", false, false, CodeNotClientCert, ErrUntrusted},
+		{"foreign device with a forged chain", func(w *world) []*pkitest.Cert {
+			return []*pkitest.Cert{pkIDevID(t, pkCA(t, nil, "Acme IDevID Sub", pkNow.Add(-pkDay), pkForever), "DEMO-0001",
 				pkKey(t, "p256"), pkNow.Add(-pkDay), pkForever), w.acmeSub}
 		}, pkNow, "", false, false, CodeUntrusted, ErrUntrusted},
 	}
@@ -51,7 +53,7 @@ func TestVerifyAnchorRules(t *testing.T) {
 			t.Parallel()
 			var chain []*x509.Certificate
 			for _, c := range tc.chain(w) {
-				chain = append(chain, c.cert)
+				chain = append(chain, c.Cert)
 			}
 			v, err := w.e.Verify(chain, tc.at)
 			if tc.code != 0 {
@@ -80,8 +82,8 @@ func TestNewReportsAllProblems(t *testing.T) {
 	foreignCRL := pkCRL(t, w.bolt, pkNow, pkNow.Add(pkDay))
 	_, err := New(Options{
 		Requesters: Requesters{
-			Operational: []*x509.Certificate{w.issuing.cert, w.root.cert},
-			Anchors: []Anchor{{Name: "acme", Roots: []*x509.Certificate{w.acme.cert},
+			Operational: []*x509.Certificate{w.issuing.Cert, w.root.Cert},
+			Anchors: []Anchor{{Name: "acme", Roots: []*x509.Certificate{w.acme.Cert},
 				CRLs: []*x509.RevocationList{foreignCRL}, DenyFingerprints: []string{"abcd"},
 				AllowSerials: []string{"xyz"}, Profiles: []string{"nope"}}},
 		},
@@ -152,7 +154,7 @@ func TestNewAnchorProfiles(t *testing.T) {
 	t.Parallel()
 	w := getWorld(t)
 	_, err := New(Options{
-		Requesters: Requesters{Anchors: []Anchor{{Name: "acme", Roots: []*x509.Certificate{w.acme.cert}, Profiles: []string{"nope"}}}},
+		Requesters: Requesters{Anchors: []Anchor{{Name: "acme", Roots: []*x509.Certificate{w.acme.Cert}, Profiles: []string{"nope"}}}},
 		Profiles:   []Profile{{Name: "p", Validity: time.Hour}},
 	})
 	if err == nil || !strings.Contains(err.Error(), `anchor "acme": profiles names unknown profile "nope"`) {
@@ -190,11 +192,11 @@ func TestCodes(t *testing.T) {
 func TestParseCSR(t *testing.T) {
 	t.Parallel()
 	w := getWorld(t)
-	good := pkCSR{key: pkKey(t, "p256"), subject: pkDevSubject("DEMO-0001")}.der(t)
+	good := pkitest.Request{Key: pkKey(t, "p256"), Subject: pkDevSubject("DEMO-0001")}.DER(t)
 	tampered := append([]byte(nil), good...)
 	tampered[len(tampered)-3] ^= 1 // inside the signature
-	sha1CSR := pkCSR{key: pkKey(t, "p256"), subject: pkDevSubject("DEMO-0001"), alg: x509.ECDSAWithSHA1}.der(t)
-	v1 := pkCSR{key: pkKey(t, "p256"), subject: pkDevSubject("DEMO-0001"), version: 1, alg: x509.ECDSAWithSHA256}.der(t)
+	sha1CSR := pkitest.Request{Key: pkKey(t, "p256"), Subject: pkDevSubject("DEMO-0001"), Algorithm: x509.ECDSAWithSHA1}.DER(t)
+	v1 := pkitest.Request{Key: pkKey(t, "p256"), Subject: pkDevSubject("DEMO-0001"), Version: 1, Algorithm: x509.ECDSAWithSHA256}.DER(t)
 	_ = w
 	tests := []struct {
 		name string

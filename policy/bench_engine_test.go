@@ -14,7 +14,7 @@ func BenchmarkEvaluate(b *testing.B) {
 	w := getWorld(b)
 	idev := w.idev(b, w.dev)
 	op := w.requester(b, w.e, pkNow, w.op)
-	opSAN, _ := extValue(w.op.cert.Extensions, OIDSubjectAltName)
+	opSAN, _ := extValue(w.op.Cert.Extensions, OIDSubjectAltName)
 	cases := []struct {
 		name    string
 		r       Requester
@@ -24,13 +24,13 @@ func BenchmarkEvaluate(b *testing.B) {
 		want    Action
 	}{
 		{"idevid-sen-default", idev, csrFor(b, pkKey(b, "p256"), pkDevSubject("DEMO-0001")), "", OpSen, ActionIssue},
-		{"idevid-sen-strict-san", idev, csrFor(b, pkKey(b, "p256"), pkName(pkSN("DEMO-0001"), pkCN("dev-0001")),
-			pkSANExt(pkSAN(b, pkDNS("dev-0001.example.net"), pkIP("192.0.2.20"), pkURI("urn:dev:demo-0001")))), "strict", OpSen, ActionIssue},
-		{"idevid-sen-derived", idev, csrFor(b, pkKey(b, "p256"), pkName()), "derived", OpSen, ActionIssue},
-		{"operational-sren", op, csrFor(b, pkKey(b, "p256"), w.op.cert.RawSubject, pkix.Extension{Id: OIDSubjectAltName, Value: opSAN}),
+		{"idevid-sen-strict-san", idev, csrFor(b, pkKey(b, "p256"), pkitest.Name(pkitest.SerialNumber("DEMO-0001"), pkitest.CN("dev-0001")),
+			pkitest.SANExt(pkitest.SAN(b, pkitest.DNS("dev-0001.example.net"), pkitest.IP("192.0.2.20"), pkitest.URI("urn:dev:demo-0001")))), "strict", OpSen, ActionIssue},
+		{"idevid-sen-derived", idev, csrFor(b, pkKey(b, "p256"), pkitest.Name()), "derived", OpSen, ActionIssue},
+		{"operational-sren", op, csrFor(b, pkKey(b, "p256"), w.op.Cert.RawSubject, pkix.Extension{Id: OIDSubjectAltName, Value: opSAN}),
 			"", OpSren, ActionIssue},
 		{"idevid-manual-pending", idev, csrFor(b, pkKey(b, "p256"), pkDevSubject("DEMO-0001")), "manual", OpSen, ActionPending},
-		{"idevid-deny-cn-admin", idev, csrFor(b, pkKey(b, "p256"), pkName(pkCN("admin"))), "", OpSen, ActionDeny},
+		{"idevid-deny-cn-admin", idev, csrFor(b, pkKey(b, "p256"), pkitest.Name(pkitest.CN("admin"))), "", OpSen, ActionDeny},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
@@ -54,9 +54,9 @@ func BenchmarkEngineVerify(b *testing.B) {
 		name  string
 		chain []*x509.Certificate
 	}{
-		{"idevid-subca-crl", []*x509.Certificate{w.dev.cert, w.acmeSub.cert}},
-		{"idevid-expired-tolerant", []*x509.Certificate{w.boltExpired.cert}},
-		{"operational", []*x509.Certificate{w.op.cert}},
+		{"idevid-subca-crl", []*x509.Certificate{w.dev.Cert, w.acmeSub.Cert}},
+		{"idevid-expired-tolerant", []*x509.Certificate{w.boltExpired.Cert}},
+		{"operational", []*x509.Certificate{w.op.Cert}},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
@@ -88,7 +88,7 @@ func BenchmarkCSRAttrs(b *testing.B) {
 // BenchmarkParseCSR measures parsing and the proof-of-possession check
 // that the caller runs before Evaluate (for comparison: it dominates).
 func BenchmarkParseCSR(b *testing.B) {
-	der := pkCSR{key: pkKey(b, "p256"), subject: pkDevSubject("DEMO-0001")}.der(b)
+	der := pkitest.Request{Key: pkKey(b, "p256"), Subject: pkDevSubject("DEMO-0001")}.DER(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := ParseCSR(der, OpSen); err != nil {

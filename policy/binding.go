@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/estca/estca/policy/der"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -355,5 +356,5 @@ func (e *Engine) checkIP(r *sanRules, en *sanEntry, n int, fail func(Code, strin
 
 // encodeGeneralName encodes a dNSName, URI or rfc822Name.
 func encodeGeneralName(tag cbasn1.Tag, v string) []byte {
-	return append(appendHeader(make([]byte, 0, headerLen(len(v))+len(v)), byte(tag), len(v)), v...)
+	return append(der.AppendHeader(make([]byte, 0, der.HeaderLen(len(v))+len(v)), byte(tag), len(v)), v...)
 }

@@ -4,6 +4,8 @@ import (
 	"crypto/x509"
 	"strings"
 	"testing"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // TestCheck runs the offline check as `estca policy check` would and reads
@@ -11,10 +13,10 @@ import (
 func TestCheck(t *testing.T) {
 	t.Parallel()
 	w := getWorld(t)
-	devChain := []*x509.Certificate{w.dev.cert, w.acmeSub.cert}
-	good := pkCSR{key: pkKey(t, "p256"), subject: pkName(pkSN("DEMO-0001"))}.der(t)
-	admin := pkCSR{key: pkKey(t, "p256"), subject: pkName(pkCN("admin\x1b[31m")),
-		alg: x509.ECDSAWithSHA1}.der(t)
+	devChain := []*x509.Certificate{w.dev.Cert, w.acmeSub.Cert}
+	good := pkitest.Request{Key: pkKey(t, "p256"), Subject: pkitest.Name(pkitest.SerialNumber("DEMO-0001"))}.DER(t)
+	admin := pkitest.Request{Key: pkKey(t, "p256"), Subject: pkitest.Name(pkitest.CN("admin\x1b[31m")),
+		Algorithm: x509.ECDSAWithSHA1}.DER(t)
 	tests := []struct {
 		name string
 		in   CheckInput
@@ -32,15 +34,15 @@ func TestCheck(t *testing.T) {
 		{"attack refused, the escape quoted", CheckInput{CSR: admin, Chain: devChain, Time: pkNow}, ActionDeny, []string{
 			"decision:  deny (bad-request: weak CSR signature algorithm)", "csr-signature-weak [bad-request]",
 		}, []string{"\x1b", "template:"}},
-		{"parsed CSR rules", CheckInput{CSR: pkCSR{key: pkKey(t, "p256"), subject: pkName(pkCN("admin\x1b[31m"))}.der(t),
+		{"parsed CSR rules", CheckInput{CSR: pkitest.Request{Key: pkKey(t, "p256"), Subject: pkitest.Name(pkitest.CN("admin\x1b[31m"))}.DER(t),
 			Chain: devChain, Time: pkNow}, ActionDeny, []string{
 			"decision:  deny (bad-request: invalid characters in subject)", `CN has control character U+1b`,
 		}, []string{"\x1b"}},
-		{"not authenticated", CheckInput{CSR: good, Chain: []*x509.Certificate{w.devRevoked.cert}, Time: pkNow}, ActionDeny,
+		{"not authenticated", CheckInput{CSR: good, Chain: []*x509.Certificate{w.devRevoked.Cert}, Time: pkNow}, ActionDeny,
 			[]string{"requester: not authenticated", "cert-revoked [forbidden]"}, nil},
 		{"manual profile", CheckInput{CSR: good, Chain: devChain, Label: "manual", Time: pkNow}, ActionPending,
 			[]string{"decision:  pending (retry: waiting for approval)", "retry after: 5m0s", "template:"}, nil},
-		{"operator, server keygen", CheckInput{CSR: pkCSR{key: pkKey(t, "p256"), subject: pkName(pkCN("bench"))}.der(t),
+		{"operator, server keygen", CheckInput{CSR: pkitest.Request{Key: pkKey(t, "p256"), Subject: pkitest.Name(pkitest.CN("bench"))}.DER(t),
 			Label: "keygen", Operation: OpSkg, Time: pkNow}, ActionIssue,
 			[]string{"requester: operator", "generated in the server: ecdsa-p384", `subject:      CN="bench"`}, nil},
 	}

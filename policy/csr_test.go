@@ -4,16 +4,13 @@ import (
 	"encoding/asn1"
 	"testing"
 
-	"golang.org/x/crypto/cryptobyte"
+	"github.com/estca/estca/policy/pkitest"
 )
 
 func TestHardwareModuleNames(t *testing.T) {
 	t.Parallel()
 	typ := asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}
-	v := sanExt(t, func(b *cryptobyte.Builder) {
-		addTagged(b, tagDNS, []byte("x.example"))
-		addHMN(b, typ, []byte("SN-42"))
-	})
+	v := pkitest.SAN(t, pkitest.Tagged(tagDNS, []byte("x.example")), pkitest.HardwareModuleName(typ, "SN-42"))
 	h, err := HardwareModuleNames(v)
 	if err != nil || len(h) != 1 || !h[0].Type.Equal(typ) || string(h[0].SerialNum) != "SN-42" {
 		t.Fatalf("HardwareModuleNames = %v, %v", h, err)

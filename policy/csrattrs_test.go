@@ -3,10 +3,6 @@ package policy
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -17,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/estca/estca/policy/pkitest"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -156,7 +153,7 @@ func parseAtt(t *testing.T, der []byte) attTemplate {
 
 // follow makes the CSR a client would make from the template: the given
 // values, fill-ins for the rest, the key type asked for, the extensions.
-func (a attTemplate) follow(t *testing.T, fill map[string]string, sanFill []func(*cryptobyte.Builder)) *x509.CertificateRequest {
+func (a attTemplate) follow(t *testing.T, fill map[string]string, sanFill []pkitest.GeneralName) *x509.CertificateRequest {
 	t.Helper()
 	var atvs [][]byte
 	for _, r := range a.subject {
@@ -169,33 +166,29 @@ func (a attTemplate) follow(t *testing.T, fill map[string]string, sanFill []func
 		if !ok {
 			t.Fatalf("template asks for %s, the test has no value", typ.name)
 		}
-		atvs = append(atvs, pkATV(typ.oid, valueTag(typ), v))
+		atvs = append(atvs, pkitest.ATV(typ.oid, valueTag(typ), v))
 	}
 	var key crypto.Signer
-	var err error
 	switch {
 	case a.keyAlg.Equal(oidECPublicKey) && a.curve.Equal(oidP256):
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		key = pkitest.NewKey(t, "p256")
 	case a.keyAlg.Equal(oidECPublicKey) && a.curve.Equal(oidP384):
-		key, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+		key = pkitest.NewKey(t, "p384")
 	case a.keyAlg.Equal(oidRSAEncryption):
 		if a.rsaBits != 2048 {
 			t.Fatalf("dummy RSA key of %d bits", a.rsaBits)
 		}
 		key = pkKey(t, "rsa2048")
 	case a.keyAlg.Equal(oidEd25519):
-		_, key, err = ed25519.GenerateKey(rand.Reader)
+		key = pkitest.NewKey(t, "ed25519")
 	default:
 		t.Fatalf("template key %v %v", a.keyAlg, a.curve)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	exts := a.exts
 	if a.fillSAN && len(sanFill) > 0 {
-		exts = append(exts, pkSANExt(pkSAN(t, sanFill...)))
+		exts = append(exts, pkitest.SANExt(pkitest.SAN(t, sanFill...)))
 	}
-	return pkCSR{key: key, subject: pkName(atvs...), exts: exts}.parsed(t)
+	return pkitest.Request{Key: key, Subject: pkitest.Name(atvs...), Extensions: exts}.Parsed(t)
 }
 
 // TestCSRAttrsFollowed checks the promise of /att: a client that follows
@@ -211,14 +204,14 @@ func TestCSRAttrsFollowed(t *testing.T) {
 		op      Operation
 		who     func(*world) Requester
 		fill    map[string]string
-		san     []func(*cryptobyte.Builder)
+		san     []pkitest.GeneralName
 		want    Action
 		subject string
 	}{
 		{"default", OpSen, dev, nil, nil, ActionIssue, demoSubject},
 		{"derived", OpSen, dev, nil, nil, ActionIssue, `CN="dev-DEMO-0001", serialNumber="DEMO-0001"`},
 		{"cnless", OpSen, dev, nil, nil, ActionIssue, `serialNumber="DEMO-0001"`},
-		{"strict", OpSen, dev, nil, []func(*cryptobyte.Builder){pkDNS("dev-0001.example.net")}, ActionIssue, `serialNumber="DEMO-0001"`},
+		{"strict", OpSen, dev, nil, []pkitest.GeneralName{pkitest.DNS("dev-0001.example.net")}, ActionIssue, `serialNumber="DEMO-0001"`},
 		{"fixed", OpSen, dev, nil, nil, ActionIssue, `O="Acme Devices", serialNumber="DEMO-0001"`},
 		{"rsa", OpSen, dev, nil, nil, ActionIssue, demoSubject},
 		{"ed", OpSen, dev, nil, nil, ActionIssue, demoSubject},
@@ -284,9 +277,7 @@ func TestCSRAttrsShape(t *testing.T) {
 	if att := parseAtt(t, der); len(att.subject) != 1 || att.subject[0].has {
 		t.Errorf("operator template %+v", att.subject)
 	}
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed: OpenSSL parse of /att not checked")
-	}
+	pkitest.RequireTool(t, "openssl") // the OpenSSL parse of /att
 	f := filepath.Join(t.TempDir(), "att.der")
 	if err := os.WriteFile(f, der, 0o600); err != nil {
 		t.Fatal(err)

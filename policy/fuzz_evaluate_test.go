@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"testing"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // FuzzEvaluate feeds arbitrary CSR bytes and requester chains through the
@@ -14,25 +16,25 @@ import (
 // well-formed and bound to the requester.
 func FuzzEvaluate(f *testing.F) {
 	w := getWorld(f)
-	chainDER := func(cs ...*pkCert) []byte {
+	chainDER := func(cs ...*pkitest.Cert) []byte {
 		var b []byte
 		for _, c := range cs {
-			b = append(b, c.cert.Raw...)
+			b = append(b, c.Cert.Raw...)
 		}
 		return b
 	}
 	dev := chainDER(w.dev, w.acmeSub)
 	op := chainDER(w.op)
-	opSAN, _ := extValue(w.op.cert.Extensions, OIDSubjectAltName)
+	opSAN, _ := extValue(w.op.Cert.Extensions, OIDSubjectAltName)
 	csrs := [][]byte{
-		pkCSR{key: pkKey(f, "p256"), subject: pkDevSubject("DEMO-0001")}.der(f),
-		pkCSR{key: pkKey(f, "p256"), subject: pkName(pkCN("admin"))}.der(f),
-		pkCSR{key: pkKey(f, "p256"), subject: pkName(pkSN("DEMO-0001")),
-			exts: []pkix.Extension{pkSANExt(pkHMNSAN(f, "DEMO-0001", pkDNS("dev-1.example.net"), pkIP("192.0.2.3")))}}.der(f),
-		pkCSR{key: pkKey(f, "p256"), subject: w.op.cert.RawSubject, exts: []pkix.Extension{pkSANExt(opSAN)}}.der(f),
-		pkCSR{key: pkKey(f, "p256"), subject: pkName(pkCN("dev-DEMO-0001")), exts: []pkix.Extension{
-			pkKUExt(f, x509.KeyUsageDigitalSignature), pkBCExt(false), pkExt(oidVendorExt, false, []byte{5, 0})}}.der(f),
-		pkCSR{key: pkKey(f, "p256"), subject: pkDevSubject("DEMO-0001"), version: 1, alg: x509.ECDSAWithSHA1}.der(f),
+		pkitest.Request{Key: pkKey(f, "p256"), Subject: pkDevSubject("DEMO-0001")}.DER(f),
+		pkitest.Request{Key: pkKey(f, "p256"), Subject: pkitest.Name(pkitest.CN("admin"))}.DER(f),
+		pkitest.Request{Key: pkKey(f, "p256"), Subject: pkitest.Name(pkitest.SerialNumber("DEMO-0001")),
+			Extensions: []pkix.Extension{pkitest.SANExt(pkHMNSAN(f, "DEMO-0001", pkitest.DNS("dev-1.example.net"), pkitest.IP("192.0.2.3")))}}.DER(f),
+		pkitest.Request{Key: pkKey(f, "p256"), Subject: w.op.Cert.RawSubject, Extensions: []pkix.Extension{pkitest.SANExt(opSAN)}}.DER(f),
+		pkitest.Request{Key: pkKey(f, "p256"), Subject: pkitest.Name(pkitest.CN("dev-DEMO-0001")), Extensions: []pkix.Extension{
+			pkitest.KeyUsageExt(f, x509.KeyUsageDigitalSignature), pkitest.BasicConstraintsExt(false), pkitest.Ext(oidVendorExt, false, []byte{5, 0})}}.DER(f),
+		pkitest.Request{Key: pkKey(f, "p256"), Subject: pkDevSubject("DEMO-0001"), Version: 1, Algorithm: x509.ECDSAWithSHA1}.DER(f),
 	}
 	for i, c := range csrs {
 		f.Add(c, dev, uint8(OpSen), uint8(i))

@@ -4,12 +4,12 @@ import (
 	"encoding/asn1"
 	"testing"
 
-	"golang.org/x/crypto/cryptobyte"
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // FuzzHardwareModuleNames checks the SAN walker on arbitrary extension values.
 func FuzzHardwareModuleNames(f *testing.F) {
-	f.Add(sanExt(f, func(b *cryptobyte.Builder) { addHMN(b, asn1.ObjectIdentifier{1, 2, 3}, []byte("s")) }))
+	f.Add(pkitest.SAN(f, pkitest.HardwareModuleName(asn1.ObjectIdentifier{1, 2, 3}, "s")))
 	f.Add([]byte{0x30, 0x02, 0xa0, 0x00})
 	f.Fuzz(func(t *testing.T, v []byte) {
 		hs, err := HardwareModuleNames(v)

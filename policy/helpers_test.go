@@ -1,12 +1,8 @@
 package policy
 
 import (
-	"encoding/asn1"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/estca/estca/policy/pkitest"
 )
@@ -22,33 +18,6 @@ func mint(t testing.TB, parent *pkitest.Cert, cn string, serial int64, isCA bool
 		return pkitest.SelfSigned(t, s)
 	}
 	return parent.Issue(t, s)
-}
-
-func sanExt(t testing.TB, fn func(b *cryptobyte.Builder)) []byte {
-	t.Helper()
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, fn)
-	v, err := b.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func addHMN(b *cryptobyte.Builder, typ asn1.ObjectIdentifier, serial []byte) {
-	b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
-		b.AddASN1ObjectIdentifier(OIDHardwareModuleName)
-		b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
-			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				b.AddASN1ObjectIdentifier(typ)
-				b.AddASN1OctetString(serial)
-			})
-		})
-	})
-}
-
-func addTagged(b *cryptobyte.Builder, tag int, v []byte) {
-	b.AddASN1(cbasn1.Tag(tag).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes(v) })
 }
 
 const time365 = 365 * 24 * time.Hour

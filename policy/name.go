@@ -8,6 +8,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/estca/estca/policy/der"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -222,21 +223,21 @@ func valueTag(t *attrType) cbasn1.Tag {
 
 // encodeATV encodes an AttributeTypeAndValue holding v.
 func encodeATV(t *attrType, v string) []byte {
-	body := 2 + len(t.der) + headerLen(len(v)) + len(v)
-	out := appendHeader(make([]byte, 0, headerLen(body)+body), 0x30, body)
-	out = append(appendHeader(out, 0x06, len(t.der)), t.der...)
-	return append(appendHeader(out, byte(valueTag(t)), len(v)), v...)
+	body := 2 + len(t.der) + der.HeaderLen(len(v)) + len(v)
+	out := der.AppendHeader(make([]byte, 0, der.HeaderLen(body)+body), 0x30, body)
+	out = append(der.AppendHeader(out, 0x06, len(t.der)), t.der...)
+	return append(der.AppendHeader(out, byte(valueTag(t)), len(v)), v...)
 }
 
 // encodeName encodes a Name of single-valued RDNs from AttributeTypeAndValues.
 func encodeName(atvs [][]byte) []byte {
 	body := 0
 	for _, a := range atvs {
-		body += headerLen(len(a)) + len(a)
+		body += der.HeaderLen(len(a)) + len(a)
 	}
-	out := appendHeader(make([]byte, 0, headerLen(body)+body), 0x30, body)
+	out := der.AppendHeader(make([]byte, 0, der.HeaderLen(body)+body), 0x30, body)
 	for _, a := range atvs {
-		out = append(appendHeader(out, 0x31, len(a)), a...)
+		out = append(der.AppendHeader(out, 0x31, len(a)), a...)
 	}
 	return out
 }
@@ -247,36 +248,9 @@ func encodeSequence(elems [][]byte) []byte {
 	for _, e := range elems {
 		body += len(e)
 	}
-	out := appendHeader(make([]byte, 0, headerLen(body)+body), 0x30, body)
+	out := der.AppendHeader(make([]byte, 0, der.HeaderLen(body)+body), 0x30, body)
 	for _, e := range elems {
 		out = append(out, e...)
 	}
 	return out
-}
-
-// headerLen is the size of a DER tag and definite length for n octets of
-// content (n < 2^24: names here are bounded far below).
-func headerLen(n int) int {
-	switch {
-	case n < 0x80:
-		return 2
-	case n < 0x100:
-		return 3
-	case n < 0x10000:
-		return 4
-	}
-	return 5
-}
-
-// appendHeader appends a one-octet tag and the DER length n.
-func appendHeader(b []byte, tag byte, n int) []byte {
-	switch {
-	case n < 0x80:
-		return append(b, tag, byte(n))
-	case n < 0x100:
-		return append(b, tag, 0x81, byte(n))
-	case n < 0x10000:
-		return append(b, tag, 0x82, byte(n>>8), byte(n))
-	}
-	return append(b, tag, 0x83, byte(n>>16), byte(n>>8), byte(n))
 }

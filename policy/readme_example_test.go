@@ -5,6 +5,8 @@ import (
 	"encoding/asn1"
 	"testing"
 	"time"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // TestReadmeExample is the complete example of README.md (Policy reference), as
@@ -23,17 +25,17 @@ func TestReadmeExample(t *testing.T) {
 	day := 24 * time.Hour
 	opts := Options{
 		Requesters: Requesters{
-			Operational: []*x509.Certificate{w.issuing.cert, w.root.cert},
+			Operational: []*x509.Certificate{w.issuing.Cert, w.root.Cert},
 			Anchors: []Anchor{
-				{Name: "example-meters", Roots: []*x509.Certificate{meterRoot.cert}, Intermediates: []*x509.Certificate{meterSub.cert},
+				{Name: "example-meters", Roots: []*x509.Certificate{meterRoot.Cert}, Intermediates: []*x509.Certificate{meterSub.Cert},
 					CRLs:        []*x509.RevocationList{pkCRL(t, meterSub, pkNow.Add(-day), pkNow.Add(7*day))},
 					DenySerials: []string{"7A:31:0C:44"}, Profiles: []string{"meter"}},
-				{Name: "acme-gateways", Roots: []*x509.Certificate{acmeRoot.cert}, TolerateExpiry: true,
+				{Name: "acme-gateways", Roots: []*x509.Certificate{acmeRoot.Cert}, TolerateExpiry: true,
 					CRLs:     []*x509.RevocationList{pkCRL(t, acmeRoot, pkNow.Add(-day), pkNow.Add(7*day))},
 					Profiles: []string{"gateway"}},
 			},
 		},
-		Reserved:       []*x509.Certificate{w.server.cert},
+		Reserved:       []*x509.Certificate{w.server.Cert},
 		ReservedNames:  []string{"est.example.net", "ca.example.net", "192.0.2.10"},
 		DefaultProfile: "meter",
 		Profiles: []Profile{
@@ -71,10 +73,10 @@ func TestReadmeExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the README example does not load: %v", err)
 	}
-	at := func(c *pkCert, chain ...*pkCert) Requester {
-		certs := []*x509.Certificate{c.cert}
+	at := func(c *pkitest.Cert, chain ...*pkitest.Cert) Requester {
+		certs := []*x509.Certificate{c.Cert}
 		for _, x := range chain {
-			certs = append(certs, x.cert)
+			certs = append(certs, x.Cert)
 		}
 		v, err := e.Verify(certs, pkNow)
 		if err != nil {
@@ -83,7 +85,7 @@ func TestReadmeExample(t *testing.T) {
 		return Requester{Verified: v}
 	}
 	// The meter asks with nothing but its key and gets its bound certificate.
-	d := e.Evaluate(Request{Requester: at(meter, meterSub), CSR: csrFor(t, pkFreshKey(t, "p256"), pkName()),
+	d := e.Evaluate(Request{Requester: at(meter, meterSub), CSR: csrFor(t, pkitest.NewKey(t, "p256"), pkitest.Name()),
 		Operation: OpSen, Time: pkNow})
 	if d.Action != ActionIssue {
 		t.Fatalf("meter: %s %v", d.Action, d.Reasons)
@@ -99,20 +101,20 @@ func TestReadmeExample(t *testing.T) {
 		t.Errorf("meter key usage %s", keyUsageString(d.Template.KeyUsage))
 	}
 	// The meter may not use the gateway profile, nor reuse its IDevID key.
-	if d := e.Evaluate(Request{Requester: at(meter, meterSub), CSR: csrFor(t, pkFreshKey(t, "p256"), pkName()),
+	if d := e.Evaluate(Request{Requester: at(meter, meterSub), CSR: csrFor(t, pkitest.NewKey(t, "p256"), pkitest.Name()),
 		Operation: OpSen, Profile: "gateway", Time: pkNow}); !d.Has(CodeAnchorNotAllowed) {
 		t.Errorf("meter on gateway: %s %v", d.Action, d.Reasons)
 	}
-	if d := e.Evaluate(Request{Requester: at(meter, meterSub), CSR: csrFor(t, meter.key, pkName()),
+	if d := e.Evaluate(Request{Requester: at(meter, meterSub), CSR: csrFor(t, meter.Key, pkitest.Name()),
 		Operation: OpSen, Time: pkNow}); !d.Has(CodeKeyReuse) {
 		t.Errorf("meter key reuse: %s %v", d.Action, d.Reasons)
 	}
 	// The expired gateway IDevID is accepted (fresh CRL), with a site OU, a
 	// DNS name and an address, and waits for an operator; the vendor
 	// extension is copied, an unknown one dropped.
-	gwCSR := csrFor(t, pkFreshKey(t, "p256"), pkName(pkCN("device GW-0042"), pkAttr("OU", "site-007")),
-		pkSANExt(pkSAN(t, pkDNS("gw-0042.sites.example.net"), pkIP("10.20.3.4"))),
-		pkExt(oidVendorExt, false, []byte{5, 0}), pkExt(asn1.ObjectIdentifier{1, 2, 3}, false, []byte{5, 0}))
+	gwCSR := csrFor(t, pkitest.NewKey(t, "p256"), pkitest.Name(pkitest.CN("device GW-0042"), pkAttr("OU", "site-007")),
+		pkitest.SANExt(pkitest.SAN(t, pkitest.DNS("gw-0042.sites.example.net"), pkitest.IP("10.20.3.4"))),
+		pkitest.Ext(oidVendorExt, false, []byte{5, 0}), pkitest.Ext(asn1.ObjectIdentifier{1, 2, 3}, false, []byte{5, 0}))
 	d = e.Evaluate(Request{Requester: at(gateway), CSR: gwCSR, Operation: OpSen, Profile: "gateway", Time: pkNow})
 	if d.Action != ActionPending || d.RetryAfter != 10*time.Minute || !d.ExpiredAccepted {
 		t.Fatalf("gateway: %s %v %v", d.Action, d.Reasons, d.RetryAfter)
@@ -127,7 +129,7 @@ func TestReadmeExample(t *testing.T) {
 	}
 	// The server's address is reserved even inside the allowed prefix... and
 	// outside it anyway.
-	bad := csrFor(t, pkFreshKey(t, "p256"), pkName(), pkSANExt(pkSAN(t, pkIP("192.0.2.10"))))
+	bad := csrFor(t, pkitest.NewKey(t, "p256"), pkitest.Name(), pkitest.SANExt(pkitest.SAN(t, pkitest.IP("192.0.2.10"))))
 	if d := e.Evaluate(Request{Requester: at(gateway), CSR: bad, Operation: OpSen, Profile: "gateway", Time: pkNow}); !d.Has(CodeNameReserved) {
 		t.Errorf("gateway with the server address: %s %v", d.Action, d.Reasons)
 	}

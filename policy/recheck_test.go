@@ -3,6 +3,8 @@ package policy
 import (
 	"testing"
 	"time"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // TestRecheck re-checks requesters of open sessions: verified under the
@@ -11,7 +13,7 @@ import (
 func TestRecheck(t *testing.T) {
 	t.Parallel()
 	w := getWorld(t)
-	laxIDev := func(c *pkCert) Requester { return w.requester(t, w.lax, pkNow, c) }
+	laxIDev := func(c *pkitest.Cert) Requester { return w.requester(t, w.lax, pkNow, c) }
 	op := w.requester(t, w.e, pkNow, w.op)
 	revoked := op
 	revoked.Revoked = true

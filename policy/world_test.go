@@ -2,37 +2,38 @@ package policy
 
 import (
 	"crypto"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // world is the configuration the engine tests run against: this CA, its
 // DTLS server certificate, four manufacturers with different rules, their
 // devices, and a set of profiles covering every rule kind.
 type world struct {
-	root, issuing, server *pkCert
-	acme, acmeSub         *pkCert // strict manufacturer, devices under a sub-CA, CRL, deny-lists
-	bolt                  *pkCert // tolerates expiry, fresh CRL, restricted to some profiles
-	dusk                  *pkCert // tolerates expiry, stale CRL
-	cog                   *pkCert // allow-list
+	root, issuing, server *pkitest.Cert
+	acme, acmeSub         *pkitest.Cert // strict manufacturer, devices under a sub-CA, CRL, deny-lists
+	bolt                  *pkitest.Cert // tolerates expiry, fresh CRL, restricted to some profiles
+	dusk                  *pkitest.Cert // tolerates expiry, stale CRL
+	cog                   *pkitest.Cert // allow-list
 
 	devKey                                crypto.Signer
-	dev                                   *pkCert // DEMO-0001, the demo device
-	dev2                                  *pkCert // DEMO-0002, another device
-	devNoSN                               *pkCert // an IDevID without serialNumber
-	devUTF8SN                             *pkCert // an IDevID with a UTF8String serialNumber (not RFC 5280)
-	devFuture, devExpiring                *pkCert
-	devRevoked, devDenied, devDeniedFP    *pkCert
-	boltExpired, boltExpiredRev, boltOK   *pkCert
-	duskExpired, duskOK                   *pkCert
-	cogListed, cogUnlisted                *pkCert
+	dev                                   *pkitest.Cert // DEMO-0001, the demo device
+	dev2                                  *pkitest.Cert // DEMO-0002, another device
+	devNoSN                               *pkitest.Cert // an IDevID without serialNumber
+	devUTF8SN                             *pkitest.Cert // an IDevID with a UTF8String serialNumber (not RFC 5280)
+	devFuture, devExpiring                *pkitest.Cert
+	devRevoked, devDenied, devDeniedFP    *pkitest.Cert
+	boltExpired, boltExpiredRev, boltOK   *pkitest.Cert
+	duskExpired, duskOK                   *pkitest.Cert
+	cogListed, cogUnlisted                *pkitest.Cert
 	opKey                                 crypto.Signer
-	op, opExpired, opLongExpired, opNoSAN *pkCert
+	op, opExpired, opLongExpired, opNoSAN *pkitest.Cert
 
 	opts Options
 	e    *Engine
@@ -66,27 +67,27 @@ func buildWorld(t testing.TB) *world {
 		Subject: pkix.Name{CommonName: "est.example.net"}, DNSNames: []string{"est.example.net"},
 		IPAddresses: []net.IP{net.ParseIP("192.0.2.10")}, NotBefore: pkNow.Add(-pkDay), NotAfter: pkNow.Add(365 * pkDay),
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, pkFreshKey(t, "p256"))
+	}, pkitest.NewKey(t, "p256"))
 	w.acme = pkCA(t, nil, "Acme IDevID Root", pkNow.Add(-10*365*pkDay), pkForever)
 	w.acmeSub = pkCA(t, w.acme, "Acme IDevID Sub", pkNow.Add(-10*365*pkDay), pkForever)
 	w.bolt = pkCA(t, nil, "Bolt IDevID Root", pkNow.Add(-10*365*pkDay), pkForever)
 	w.dusk = pkCA(t, nil, "Dusk IDevID Root", pkNow.Add(-10*365*pkDay), pkForever)
 	w.cog = pkCA(t, nil, "Cog IDevID Root", pkNow.Add(-10*365*pkDay), pkForever)
 
-	w.devKey = pkFreshKey(t, "p256")
+	w.devKey = pkitest.NewKey(t, "p256")
 	yearAgo := pkNow.Add(-365 * pkDay)
-	dev := func(ca *pkCert, serial string, nb, na time.Time) *pkCert {
-		return pkIDevID(t, ca, serial, pkFreshKey(t, "p256"), nb, na)
+	dev := func(ca *pkitest.Cert, serial string, nb, na time.Time) *pkitest.Cert {
+		return pkIDevID(t, ca, serial, pkitest.NewKey(t, "p256"), nb, na)
 	}
 	w.dev = pkIDevID(t, w.acmeSub, "DEMO-0001", w.devKey, yearAgo, pkForever)
 	w.dev2 = dev(w.acmeSub, "DEMO-0002", yearAgo, pkForever)
 	w.devNoSN = pkIssue(t, w.acmeSub, &x509.Certificate{
 		Subject: pkix.Name{CommonName: "no serial"}, NotBefore: yearAgo, NotAfter: pkForever,
-	}, pkFreshKey(t, "p256"))
+	}, pkitest.NewKey(t, "p256"))
 	w.devUTF8SN = pkIssue(t, w.acmeSub, &x509.Certificate{
-		RawSubject: pkName(pkCN("device DEMO-0008"), pkATV(attrSerialNumber.oid, 12, "DEMO-0008")),
+		RawSubject: pkitest.Name(pkitest.CN("device DEMO-0008"), pkitest.ATV(attrSerialNumber.oid, 12, "DEMO-0008")),
 		NotBefore:  yearAgo, NotAfter: pkForever,
-	}, pkFreshKey(t, "p256"))
+	}, pkitest.NewKey(t, "p256"))
 	w.devFuture = dev(w.acmeSub, "DEMO-0003", pkNow.Add(pkDay), pkForever)
 	w.devExpiring = dev(w.acmeSub, "DEMO-0004", yearAgo, pkNow.Add(-pkDay))
 	w.devRevoked = dev(w.acmeSub, "DEMO-0005", yearAgo, pkForever)
@@ -102,34 +103,34 @@ func buildWorld(t testing.TB) *world {
 
 	// Operational certificates as the default profile issues them: the
 	// IDevID's subject and hardwareModuleName.
-	w.opKey = pkFreshKey(t, "p256")
+	w.opKey = pkitest.NewKey(t, "p256")
 	subj, san := pkDevSubject("DEMO-0001"), pkHMNSAN(t, "DEMO-0001")
 	w.op = pkOperational(t, w.issuing, subj, san, w.opKey, pkNow.Add(-30*pkDay), pkNow.Add(300*pkDay))
 	w.opExpired = pkOperational(t, w.issuing, subj, san, w.opKey, pkNow.Add(-400*pkDay), pkNow.Add(-10*pkDay))
 	w.opLongExpired = pkOperational(t, w.issuing, subj, san, w.opKey, pkNow.Add(-400*pkDay), pkNow.Add(-60*pkDay))
-	w.opNoSAN = pkOperational(t, w.issuing, pkName(pkCN("legacy")), nil, w.opKey, pkNow.Add(-30*pkDay), pkNow.Add(300*pkDay))
+	w.opNoSAN = pkOperational(t, w.issuing, pkitest.Name(pkitest.CN("legacy")), nil, w.opKey, pkNow.Add(-30*pkDay), pkNow.Add(300*pkDay))
 
 	year := 365 * pkDay
 	w.opts = Options{
 		Requesters: Requesters{
-			Operational: []*x509.Certificate{w.issuing.cert, w.root.cert},
+			Operational: []*x509.Certificate{w.issuing.Cert, w.root.Cert},
 			Anchors: []Anchor{
-				{Name: "acme", Roots: []*x509.Certificate{w.acme.cert}, Intermediates: []*x509.Certificate{w.acmeSub.cert},
-					DenySerials:      []string{w.devDenied.cert.SerialNumber.Text(16)},
-					DenyFingerprints: []string{pkFingerprint(w.devDeniedFP.cert)},
+				{Name: "acme", Roots: []*x509.Certificate{w.acme.Cert}, Intermediates: []*x509.Certificate{w.acmeSub.Cert},
+					DenySerials:      []string{w.devDenied.Cert.SerialNumber.Text(16)},
+					DenyFingerprints: []string{pkitest.Fingerprint(w.devDeniedFP.Cert)},
 					CRLs: []*x509.RevocationList{pkCRL(t, w.acmeSub, pkNow.Add(-pkDay), pkNow.Add(7*pkDay),
-						w.devRevoked.cert.SerialNumber)}},
-				{Name: "bolt", Roots: []*x509.Certificate{w.bolt.cert}, TolerateExpiry: true,
+						w.devRevoked.Cert.SerialNumber)}},
+				{Name: "bolt", Roots: []*x509.Certificate{w.bolt.Cert}, TolerateExpiry: true,
 					CRLs: []*x509.RevocationList{pkCRL(t, w.bolt, pkNow.Add(-pkDay), pkNow.Add(7*pkDay),
-						w.boltExpiredRev.cert.SerialNumber)},
+						w.boltExpiredRev.Cert.SerialNumber)},
 					Profiles: []string{"default", "manual", "bolt-only"}},
-				{Name: "dusk", Roots: []*x509.Certificate{w.dusk.cert}, TolerateExpiry: true,
+				{Name: "dusk", Roots: []*x509.Certificate{w.dusk.Cert}, TolerateExpiry: true,
 					CRLs: []*x509.RevocationList{pkCRL(t, w.dusk, pkNow.Add(-30*pkDay), pkNow.Add(-pkDay))}},
-				{Name: "cog", Roots: []*x509.Certificate{w.cog.cert},
-					AllowSerials: []string{w.cogListed.cert.SerialNumber.Text(16)}},
+				{Name: "cog", Roots: []*x509.Certificate{w.cog.Cert},
+					AllowSerials: []string{w.cogListed.Cert.SerialNumber.Text(16)}},
 			},
 		},
-		Reserved:      []*x509.Certificate{w.server.cert},
+		Reserved:      []*x509.Certificate{w.server.Cert},
 		ReservedNames: []string{"ca.example.net"},
 		Profiles: []Profile{
 			{Name: "default", Validity: year, RenewalGrace: 30 * pkDay},
@@ -195,11 +196,11 @@ func buildWorld(t testing.TB) *world {
 }
 
 // requester verifies chain with e at time at and returns the requester.
-func (w *world) requester(t testing.TB, e *Engine, at time.Time, chain ...*pkCert) Requester {
+func (w *world) requester(t testing.TB, e *Engine, at time.Time, chain ...*pkitest.Cert) Requester {
 	t.Helper()
 	var certs []*x509.Certificate
 	for _, c := range chain {
-		certs = append(certs, c.cert)
+		certs = append(certs, c.Cert)
 	}
 	v, err := e.Verify(certs, at)
 	if err != nil {
@@ -209,7 +210,7 @@ func (w *world) requester(t testing.TB, e *Engine, at time.Time, chain ...*pkCer
 }
 
 // idev is an IDevID requester verified now under the current configuration.
-func (w *world) idev(t testing.TB, c *pkCert) Requester {
+func (w *world) idev(t testing.TB, c *pkitest.Cert) Requester {
 	t.Helper()
 	return w.requester(t, w.e, pkNow, c)
 }
@@ -230,15 +231,7 @@ func (w *world) issue(t testing.TB, tm *Template) *x509.Certificate {
 	}
 	pub := tm.PublicKey
 	if pub == nil {
-		pub = pkFreshKey(t, "p384").Public()
+		pub = pkitest.NewKey(t, "p384").Public()
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, w.issuing.cert, pub, w.issuing.key)
-	if err != nil {
-		t.Fatalf("issuing from the template: %v", err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatalf("parsing the issued certificate: %v", err)
-	}
-	return c
+	return pkitest.SignTemplate(t, tmpl, pub, w.issuing.Cert, w.issuing.Key)
 }

@@ -1,6 +1,7 @@
 package softhsm
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base32"
 	"errors"
@@ -331,7 +332,18 @@ func fileExists(p string) bool {
 // Activate.
 func (t *Token) Activate() error { return Activate(t.Conf) }
 
-// Options returns the hsm.Options that open this token: module, label and PIN file.
-func (t *Token) Options() hsm.Options {
-	return hsm.Options{Module: t.Module, TokenLabel: t.Label, PINFile: t.PINFile}
+// Options returns the hsm.Options that open this token: module, label and
+// the user PIN read from PINFile (hsm reads no PIN files). The caller zeroes
+// Options.PIN once hsm.Open returns.
+func (t *Token) Options() (hsm.Options, error) {
+	b, err := os.ReadFile(t.PINFile)
+	if err != nil {
+		return hsm.Options{}, fmt.Errorf("softhsm: user pin: %w", err)
+	}
+	pin := bytes.TrimSuffix(b, []byte("\n"))
+	if len(pin) == 0 {
+		clear(b)
+		return hsm.Options{}, fmt.Errorf("softhsm: user pin file %s is empty", t.PINFile)
+	}
+	return hsm.Options{Module: t.Module, TokenLabel: t.Label, PIN: pin}, nil
 }

@@ -66,7 +66,11 @@ func TestDiskFull(t *testing.T) {
 func diskFull(t *testing.T, dir string, errno syscall.Errno, full func(path string) (free func())) {
 	key := auditKey(t)
 	path := filepath.Join(dir, "estca.db")
-	opts := withKey(Options{WriteRetry: 50 * time.Millisecond}, key, path)
+	// The fail-fast window is checked below by the next write: 2 s, not
+	// 50 ms, so that a loaded machine's pause between two writes does not
+	// end it first (seen under a load average of 7 on 2 cores); recovery
+	// below waits up to 30 s.
+	opts := withKey(Options{WriteRetry: 2 * time.Second}, key, path)
 	db, err := Create(path, opts)
 	if err != nil {
 		t.Fatal(err)

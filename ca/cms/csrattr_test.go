@@ -2,7 +2,6 @@ package cms
 
 import (
 	"crypto"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/estca/estca/policy/pkitest"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -29,7 +29,7 @@ func csrTemplate() *x509.CertificateRequest {
 func TestKeyRequestRoundTrip(t *testing.T) {
 	t.Parallel()
 	p := pki(t)
-	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	edKey := pkitest.NewKey(t, "ed25519")
 	for _, tc := range []struct {
 		name string
 		key  crypto.Signer
@@ -160,20 +160,6 @@ func csrWithAttrs(t testing.TB, attrs ...[]byte) []byte {
 	return b.BytesOrPanic()
 }
 
-// rawAttr encodes an Attribute with the given pre-encoded values.
-func rawAttr(oid asn1.ObjectIdentifier, values ...[]byte) []byte {
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1ObjectIdentifier(oid)
-		b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
-			for _, v := range values {
-				b.AddBytes(v)
-			}
-		})
-	})
-	return b.BytesOrPanic()
-}
-
 func octets(b []byte) []byte {
 	var c cryptobyte.Builder
 	c.AddASN1OctetString(b)
@@ -202,16 +188,16 @@ func TestParseKeyRequestRejects(t *testing.T) {
 		csr  []byte
 		want error
 	}{
-		{"both identifiers", csrWithAttrs(t, rawAttr(oidAttrDecryptKeyID, id), rawAttr(oidAttrAsymmDecryptKeyID, id)), ErrMalformed},
-		{"duplicate attribute", csrWithAttrs(t, rawAttr(oidAttrDecryptKeyID, id), rawAttr(oidAttrDecryptKeyID, id)), ErrMalformed},
-		{"two values", csrWithAttrs(t, rawAttr(oidAttrDecryptKeyID, id, octets([]byte{4}))), ErrMalformed},
-		{"no value", csrWithAttrs(t, rawAttr(oidAttrAsymmDecryptKeyID)), ErrMalformed},
-		{"empty identifier", csrWithAttrs(t, rawAttr(oidAttrDecryptKeyID, octets(nil))), ErrMalformed},
-		{"long identifier", csrWithAttrs(t, rawAttr(oidAttrDecryptKeyID, octets(make([]byte, maxKeyIDLen+1)))), ErrMalformed},
-		{"identifier not OCTET STRING", csrWithAttrs(t, rawAttr(oidAttrDecryptKeyID, oidDER(oidData))), ErrMalformed},
-		{"capabilities not SEQUENCE", csrWithAttrs(t, rawAttr(oidAttrSMIMECapabilities, id)), ErrMalformed},
-		{"capability without OID", csrWithAttrs(t, rawAttr(oidAttrSMIMECapabilities, []byte{0x30, 0x02, 0x30, 0x00})), ErrMalformed},
-		{"too many capabilities", csrWithAttrs(t, rawAttr(oidAttrSMIMECapabilities, manyCaps)), ErrTooLarge},
+		{"both identifiers", csrWithAttrs(t, pkitest.Attribute(oidAttrDecryptKeyID, id), pkitest.Attribute(oidAttrAsymmDecryptKeyID, id)), ErrMalformed},
+		{"duplicate attribute", csrWithAttrs(t, pkitest.Attribute(oidAttrDecryptKeyID, id), pkitest.Attribute(oidAttrDecryptKeyID, id)), ErrMalformed},
+		{"two values", csrWithAttrs(t, pkitest.Attribute(oidAttrDecryptKeyID, id, octets([]byte{4}))), ErrMalformed},
+		{"no value", csrWithAttrs(t, pkitest.Attribute(oidAttrAsymmDecryptKeyID)), ErrMalformed},
+		{"empty identifier", csrWithAttrs(t, pkitest.Attribute(oidAttrDecryptKeyID, octets(nil))), ErrMalformed},
+		{"long identifier", csrWithAttrs(t, pkitest.Attribute(oidAttrDecryptKeyID, octets(make([]byte, maxKeyIDLen+1)))), ErrMalformed},
+		{"identifier not OCTET STRING", csrWithAttrs(t, pkitest.Attribute(oidAttrDecryptKeyID, oidDER(oidData))), ErrMalformed},
+		{"capabilities not SEQUENCE", csrWithAttrs(t, pkitest.Attribute(oidAttrSMIMECapabilities, id)), ErrMalformed},
+		{"capability without OID", csrWithAttrs(t, pkitest.Attribute(oidAttrSMIMECapabilities, []byte{0x30, 0x02, 0x30, 0x00})), ErrMalformed},
+		{"too many capabilities", csrWithAttrs(t, pkitest.Attribute(oidAttrSMIMECapabilities, manyCaps)), ErrTooLarge},
 		{"oversized", make([]byte, MaxCSRSize+1), ErrTooLarge},
 		{"not a CSR", []byte{0x30, 0x00}, ErrMalformed},
 	} {
@@ -220,7 +206,7 @@ func TestParseKeyRequestRejects(t *testing.T) {
 		}
 	}
 	// Unknown attributes are ignored; SMIMECapabilities alone is a plain request.
-	r, err := ParseKeyRequest(csrWithAttrs(t, rawAttr(oidAttrChallengePassword, octets([]byte("x"))), rawAttr(oidAttrSMIMECapabilities, goodCaps)))
+	r, err := ParseKeyRequest(csrWithAttrs(t, pkitest.Attribute(oidAttrChallengePassword, octets([]byte("x"))), pkitest.Attribute(oidAttrSMIMECapabilities, goodCaps)))
 	if err != nil || r.Delivery != DeliverPlain || len(r.Capabilities) != 1 {
 		t.Fatalf("plain request: %+v, %v", r, err)
 	}

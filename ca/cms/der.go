@@ -6,6 +6,7 @@ import (
 	"encoding/asn1"
 	"slices"
 
+	"github.com/estca/estca/policy/der"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -217,50 +218,21 @@ func derNode(tag byte, kids ...node) node {
 	return n
 }
 
-func headerLen(n int) int {
-	switch {
-	case n < 0x80:
-		return 2
-	case n < 0x100:
-		return 3
-	case n < 0x10000:
-		return 4
-	case n < 0x1000000:
-		return 5
-	}
-	return 6
-}
-
-// appendHeader appends a tag and a DER definite length.
-func appendHeader(b []byte, tag byte, l int) []byte {
-	switch {
-	case l < 0x80:
-		return append(b, tag, byte(l))
-	case l < 0x100:
-		return append(b, tag, 0x81, byte(l))
-	case l < 0x10000:
-		return append(b, tag, 0x82, byte(l>>8), byte(l))
-	case l < 0x1000000:
-		return append(b, tag, 0x83, byte(l>>16), byte(l>>8), byte(l))
-	}
-	return append(b, tag, 0x84, byte(l>>24), byte(l>>16), byte(l>>8), byte(l))
-}
-
 func (n node) size() int {
 	if n.tag == 0 {
 		return len(n.raw)
 	}
-	return headerLen(n.content) + n.content
+	return der.HeaderLen(n.content) + n.content
 }
 
 // header returns the tag and length octets of a constructed node.
-func (n node) header() []byte { return appendHeader(nil, n.tag, n.content) }
+func (n node) header() []byte { return der.AppendHeader(nil, n.tag, n.content) }
 
 func (n node) appendTo(b []byte) []byte {
 	if n.tag == 0 {
 		return append(b, n.raw...)
 	}
-	b = appendHeader(b, n.tag, n.content)
+	b = der.AppendHeader(b, n.tag, n.content)
 	for _, k := range n.kids {
 		b = k.appendTo(b)
 	}

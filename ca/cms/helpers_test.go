@@ -3,16 +3,11 @@ package cms
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"flag"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // The test PKI lives in testdata (committed, so that the fuzz corpora built
@@ -123,26 +120,6 @@ func readKey(path string) (crypto.Signer, error) {
 	return k.(crypto.Signer), nil
 }
 
-func newKey(t testing.TB, kind string) crypto.Signer {
-	t.Helper()
-	var k crypto.Signer
-	var err error
-	switch kind {
-	case "p256":
-		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "p384":
-		k, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case "rsa":
-		k, err = rsa.GenerateKey(rand.Reader, 2048)
-	default:
-		t.Fatalf("unknown key kind %q", kind)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func ski(pub crypto.PublicKey) []byte {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
@@ -153,15 +130,11 @@ func ski(pub crypto.PublicKey) []byte {
 	return s[:]
 }
 
+// issue signs tmpl for pub with parentKey under parent (nil: self-signed),
+// with the fixtures' defaults: a 2025–2125 validity and a SHA-1 subject key
+// identifier.
 func issue(t testing.TB, tmpl *x509.Certificate, pub crypto.PublicKey, parent *x509.Certificate, parentKey crypto.Signer) *x509.Certificate {
 	t.Helper()
-	if tmpl.SerialNumber == nil {
-		serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl.SerialNumber = serial
-	}
 	if tmpl.NotBefore.IsZero() {
 		tmpl.NotBefore = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 		tmpl.NotAfter = time.Date(2125, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -170,15 +143,7 @@ func issue(t testing.TB, tmpl *x509.Certificate, pub crypto.PublicKey, parent *x
 	if parent == nil {
 		parent = tmpl
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return pkitest.SignTemplate(t, tmpl, pub, parent, parentKey)
 }
 
 // device makes a "server-generated" key of kind with its certificate from
@@ -195,7 +160,7 @@ func newDevice(t testing.TB, p *testPKI, kind string) device {
 	if kind == "rsa" {
 		k = p.deviceRSA
 	} else {
-		k = newKey(t, kind)
+		k = pkitest.NewKey(t, kind)
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
@@ -238,23 +203,23 @@ func TestWriteFixtures(t *testing.T) {
 			writePEM(t, filepath.Join("testdata", name+".pem"), "CERTIFICATE", c.Raw)
 		}
 	}
-	rootKey := newKey(t, "p256")
+	rootKey := pkitest.NewKey(t, "p256")
 	root := issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "estca cms test root"}, IsCA: true,
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}, rootKey.Public(), nil, rootKey)
 	write("root", rootKey, root)
-	issKey := newKey(t, "p256")
+	issKey := pkitest.NewKey(t, "p256")
 	iss := issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "estca cms test issuing CA"}, IsCA: true,
 		BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign},
 		issKey.Public(), root, rootKey)
 	write("issuing", issKey, iss)
 	for _, n := range fixtureNames.signers {
-		k := newKey(t, n)
+		k := pkitest.NewKey(t, n)
 		c := issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "estca key-package signer " + n},
 			KeyUsage: x509.KeyUsageDigitalSignature}, k.Public(), iss, issKey)
 		write("signer-"+n, k, c)
 	}
 	for _, n := range fixtureNames.recipients {
-		k := newKey(t, n)
+		k := pkitest.NewKey(t, n)
 		ku := x509.KeyUsageKeyAgreement
 		if n == "rsa" {
 			ku = x509.KeyUsageKeyEncipherment
@@ -263,7 +228,7 @@ func TestWriteFixtures(t *testing.T) {
 			KeyUsage: ku | x509.KeyUsageDigitalSignature}, k.Public(), iss, issKey)
 		write("recip-"+n, k, c)
 	}
-	write("device-rsa", newKey(t, "rsa"), nil)
+	write("device-rsa", pkitest.NewKey(t, "rsa"), nil)
 }
 
 func writePEM(t testing.TB, path, typ string, der []byte) {
@@ -288,11 +253,7 @@ func openssl(t testing.TB, args ...string) []byte {
 // carries stderr.
 func runOpenSSL(t testing.TB, stdin []byte, args ...string) ([]byte, error) {
 	t.Helper()
-	path, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skipf("openssl binary not found (%v): interop test needs it", err)
-	}
-	cmd := exec.Command(path, args...)
+	cmd := exec.Command(pkitest.RequireTool(t, "openssl"), args...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

@@ -5,9 +5,7 @@ import (
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -17,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/estca/estca/policy/pkitest"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -254,7 +253,7 @@ func TestSignerRejects(t *testing.T) {
 	if _, err := NewSigner(p.signers["p256"].key, noDS, SignerOptions{}); !errors.Is(err, ErrKeyMismatch) {
 		t.Errorf("certificate without digitalSignature: %v", err)
 	}
-	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	p224 := pkitest.NewKey(t, "p224")
 	c224 := issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "p224"}}, p224.Public(), p.issuing.cert, p.issuing.key)
 	if _, err := NewSigner(p224, c224, SignerOptions{}); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("P-224 signer: %v", err)
@@ -266,19 +265,18 @@ func TestSignerRejects(t *testing.T) {
 
 func TestRecipientRejects(t *testing.T) {
 	t.Parallel()
-	small, _ := rsa.GenerateKey(rand.Reader, 1024)
-	if _, err := NewPublicKeyRecipient(&small.PublicKey, []byte{1}); !errors.Is(err, ErrKeyMismatch) {
+	small := pkitest.NewKey(t, "rsa1024")
+	if _, err := NewPublicKeyRecipient(small.Public(), []byte{1}); !errors.Is(err, ErrKeyMismatch) {
 		t.Errorf("RSA-1024: %v", err)
 	}
-	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
-	if _, err := NewPublicKeyRecipient(&p224.PublicKey, []byte{1}); err == nil {
+	if _, err := NewPublicKeyRecipient(pkitest.NewKey(t, "p224").Public(), []byte{1}); err == nil {
 		t.Error("P-224 accepted")
 	}
 	x, _ := ecdh.X25519().GenerateKey(rand.Reader)
 	if _, err := NewPublicKeyRecipient(x.PublicKey(), []byte{1}); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("X25519: %v", err)
 	}
-	if _, err := NewPublicKeyRecipient(&small.PublicKey, nil); err == nil {
+	if _, err := NewPublicKeyRecipient(small.Public(), nil); err == nil {
 		t.Error("empty key identifier accepted")
 	}
 	if _, err := NewKEKRecipient(nil, nil); err == nil {
@@ -302,8 +300,8 @@ func TestOpenWrongKeys(t *testing.T) {
 	p := pki(t)
 	otherKEK, _ := NewAESKEK(bytes.Repeat([]byte{1}, 16))
 	otherKEK256, _ := NewAESKEK(bytes.Repeat([]byte{1}, 32))
-	otherRSA := newKey(t, "rsa")
-	otherEC := newKey(t, "p256")
+	otherRSA := pkitest.NewKey(t, "rsa")
+	otherEC := pkitest.NewKey(t, "p256")
 	for _, tc := range []struct {
 		name string
 		rc   recipientCase
@@ -446,7 +444,7 @@ func TestVerifyChain(t *testing.T) {
 	t.Parallel()
 	p := pki(t)
 	d := newDevice(t, p, "p384")
-	otherRootKey := newKey(t, "p256")
+	otherRootKey := pkitest.NewKey(t, "p256")
 	otherRoot := issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "other root"}, IsCA: true,
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, otherRootKey.Public(), nil, otherRootKey)
 	otherPool := x509.NewCertPool()
@@ -658,7 +656,7 @@ func TestEnvelopeOptionalFields(t *testing.T) {
 	rc := recipientCases[0]
 	der, d := sealFor(t, p, rc, AES128CBC)
 	originator := []byte{0xA0, 0x00}
-	attr := rawAttr(oidAttrContentType, oidDER(oidData))
+	attr := pkitest.Attribute(oidAttrContentType, oidDER(oidData))
 	unprotected := append([]byte{0xA1, byte(len(attr))}, attr...)
 	for _, tc := range []struct {
 		name      string

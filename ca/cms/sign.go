@@ -3,6 +3,7 @@ package cms
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -260,17 +261,47 @@ func oidDER(oid asn1.ObjectIdentifier) []byte {
 // verifySignature checks sig over digest with pub: ECDSA (ASN.1 signature)
 // or RSA PKCS #1 v1.5, the schemes this package signs and accepts.
 func verifySignature(pub crypto.PublicKey, h crypto.Hash, digest, sig []byte) error {
+	switch pub.(type) {
+	case *ecdsa.PublicKey, *rsa.PublicKey:
+		return VerifySignature(pub, digest, sig, h)
+	}
+	return unsupported("signer key type %T", pub)
+}
+
+// VerifySignature checks sig over digest as crypto.Signer makes it for
+// opts: ASN.1 ECDSA (RFC 5480), RSASSA-PKCS1-v1_5 or, with
+// *rsa.PSSOptions, RSASSA-PSS (RFC 8017), Ed25519 over the message
+// (RFC 8032; opts crypto.Hash(0) or *ed25519.Options). A signature that
+// does not verify is ErrSignature. It is the one signature check of the
+// module's signers (package ca verifies every HSM signature with it).
+func VerifySignature(pub crypto.PublicKey, digest, sig []byte, opts crypto.SignerOpts) error {
+	var h crypto.Hash
+	if opts != nil {
+		h = opts.HashFunc()
+	}
+	var err error
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
 		if !ecdsa.VerifyASN1(k, digest, sig) {
 			return ErrSignature
 		}
-		return nil
 	case *rsa.PublicKey:
-		if err := rsa.VerifyPKCS1v15(k, h, digest, sig); err != nil {
-			return fmt.Errorf("%w: %v", ErrSignature, err)
+		if pss, ok := opts.(*rsa.PSSOptions); ok {
+			err = rsa.VerifyPSS(k, h, digest, sig, pss)
+		} else {
+			err = rsa.VerifyPKCS1v15(k, h, digest, sig)
 		}
-		return nil
+	case ed25519.PublicKey:
+		if o, ok := opts.(*ed25519.Options); ok {
+			err = ed25519.VerifyWithOptions(k, digest, sig, o)
+		} else if h != 0 || !ed25519.Verify(k, digest, sig) {
+			return ErrSignature
+		}
+	default:
+		return unsupported("signer key type %T", pub)
 	}
-	return unsupported("signer key type %T", pub)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrSignature, err)
+	}
+	return nil
 }

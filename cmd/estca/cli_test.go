@@ -8,10 +8,12 @@ import (
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +33,23 @@ func checkSnakeJSON(t *testing.T, what, out string) any {
 		t.Errorf("%s: %s", what, bad)
 	}
 	return v
+}
+
+// wantObject checks that a parsed JSON value is an object with exactly
+// the documented keys (every key always present, none undocumented) and
+// returns it.
+func wantObject(t *testing.T, what string, v any, keys ...string) map[string]any {
+	t.Helper()
+	m, ok := v.(map[string]any)
+	if !ok {
+		t.Fatalf("%s: %T, want an object", what, v)
+	}
+	got := slices.Sorted(maps.Keys(m))
+	want := slices.Sorted(slices.Values(keys))
+	if !slices.Equal(got, want) {
+		t.Errorf("%s: keys %v, want %v", what, got, want)
+	}
+	return m
 }
 
 // snakeViolations walks a parsed JSON value and names every object key

@@ -272,8 +272,10 @@ func (c *Config) validate() error {
 	if c.HSM.MaxSessions < 0 {
 		bad("hsm.max_sessions must not be negative")
 	}
-	if strings.Contains(strings.ToLower(c.HSM.URI), "pin-value") {
-		bad("hsm.uri must not carry pin-value: the PIN comes from hsm.pin_file or $%s", hsm.PINEnv)
+	for _, a := range []string{"pin-value", "pin-source"} {
+		if strings.Contains(strings.ToLower(c.HSM.URI), a) {
+			bad("hsm.uri must not carry %s: the PIN comes from hsm.pin_file or $%s", a, pinEnv)
+		}
 	}
 	if c.HSM.URI != "" && !strings.HasPrefix(c.HSM.URI, "pkcs11:") {
 		bad("hsm.uri must be an RFC 7512 pkcs11: URI")

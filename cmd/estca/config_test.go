@@ -1,8 +1,13 @@
 package main
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/estca/estca/hsm"
 )
 
 // TestConfigErrorsByPath: configuration errors name the key by its path,
@@ -80,4 +85,47 @@ func TestConfigRemovedKeyLogged(t *testing.T) {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errs)
 	}
 	_ = dir
+}
+
+// TestReadPIN: cmd/estca is where the HSM PIN is read (hsm reads none):
+// $ESTCA_HSM_PIN wins, else hsm.pin_file relative to the appliance, one
+// trailing LF or CRLF trimmed; missing, empty and unset sources are
+// hsm.ErrNoPIN errors that do not carry the PIN.
+func TestReadPIN(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	for _, tc := range []struct {
+		name, file, env, want string
+	}{
+		{"file", write("lf.pin", "1234\n"), "", "1234"},
+		{"file with CRLF", write("crlf.pin", "1234\r\n"), "", "1234"},
+		{"file without newline", write("bare.pin", "1234"), "", "1234"},
+		{"only one newline trimmed", write("two.pin", "1234\n\n"), "", "1234\n"},
+		{"env wins over the file", write("wrong.pin", "wrong\n"), "5678", "5678"},
+		{"env without a file", "", "5678", "5678"},
+		{"empty file", write("empty.pin", "\n"), "", ""},
+		{"missing file", "missing.pin", "", ""},
+		{"no source", "", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(pinEnv, tc.env)
+			c := &Config{dir: dir}
+			c.HSM.PINFile = tc.file
+			pin, err := readPIN(c)
+			if tc.want == "" {
+				if !errors.Is(err, hsm.ErrNoPIN) {
+					t.Fatalf("readPIN = %q, %v; want hsm.ErrNoPIN", pin, err)
+				}
+				return
+			}
+			if err != nil || string(pin) != tc.want {
+				t.Fatalf("readPIN = %q, %v; want %q", pin, err, tc.want)
+			}
+		})
+	}
 }

@@ -267,9 +267,9 @@ func doctorToken(r *doctorReport, cfg *Config) *hsm.Token {
 	case errors.Is(err, hsm.ErrTokenNotFound):
 		fix = "hsm.token (or hsm.uri) must name a token the module has: list them with softhsm2-util --show-slots or your HSM's tool"
 	case errors.Is(err, hsm.ErrNoPIN):
-		fix = "put the user PIN in the file hsm.pin_file names (mode 0600), or in $" + hsm.PINEnv
+		fix = "put the user PIN in the file hsm.pin_file names (mode 0600), or in $" + pinEnv
 	case errors.Is(err, hsm.ErrPIN):
-		fix = "the PIN was rejected: correct hsm.pin_file or $" + hsm.PINEnv + " (repeated wrong PINs can lock the token)"
+		fix = "the PIN was rejected: correct hsm.pin_file or $" + pinEnv + " (repeated wrong PINs can lock the token)"
 	case strings.Contains(err.Error(), "token directory"):
 		fix = "the embedded SoftHSM token directory is missing: restore " + cfg.path("hsm/tokens") + " from a backup of the whole appliance directory"
 	}

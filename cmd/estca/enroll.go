@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -215,7 +214,9 @@ func runEnroll(ctx context.Context, a *app, c *client.Conn, opts client.Options,
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(out+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			err = writeSecretPEM(out+".key", "PRIVATE KEY", der)
+			clear(der)
+			if err != nil {
 				return err
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/estca/estca/ca"
 	"github.com/estca/estca/hsm"
@@ -37,14 +38,53 @@ func openToken(c *Config, observe func(hsm.Event)) (*hsm.Token, error) {
 			return nil, err
 		}
 	}
+	pin, err := readPIN(c)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pin) // the Token keeps its own copy for its recoveries
 	return hsm.Open(hsm.Options{
 		Module:      c.path(c.HSM.Module),
 		TokenLabel:  c.HSM.Token,
 		URI:         c.HSM.URI,
-		PINFile:     c.path(c.HSM.PINFile),
+		PIN:         pin,
 		MaxSessions: c.HSM.MaxSessions,
 		Observer:    observe,
 	})
+}
+
+// pinEnv is the environment variable that, when set and non-empty, supplies
+// the HSM user PIN; it wins over hsm.pin_file.
+const pinEnv = "ESTCA_HSM_PIN"
+
+// readPIN reads the HSM user PIN: $ESTCA_HSM_PIN when set and non-empty,
+// else the file hsm.pin_file names, without one trailing newline (LF or
+// CRLF). The caller zeroes the returned buffer. The errors wrap
+// hsm.ErrNoPIN and never carry the PIN.
+func readPIN(c *Config) ([]byte, error) {
+	if v := os.Getenv(pinEnv); v != "" {
+		return []byte(v), nil
+	}
+	if c.HSM.PINFile == "" {
+		return nil, fmt.Errorf("%w: set hsm.pin_file or $%s", hsm.ErrNoPIN, pinEnv)
+	}
+	path := c.path(c.HSM.PINFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: read pin file: %w", hsm.ErrNoPIN, err)
+	}
+	pin := b
+	if n := len(pin); n > 0 && pin[n-1] == '\n' {
+		pin = pin[:n-1]
+		if n := len(pin); n > 0 && pin[n-1] == '\r' {
+			pin = pin[:n-1]
+		}
+	}
+	if len(pin) == 0 {
+		clear(b)
+		return nil, fmt.Errorf("%w: pin file %s is empty", hsm.ErrNoPIN, path)
+	}
+	return pin, nil
 }
 
 // storeOptions are the store options of the configuration; with a signer

@@ -286,8 +286,21 @@ func TestInteropKeygen(t *testing.T) {
 			t.Fatal(err)
 		}
 		serial := c.SerialNumber.Text(16)
+		out := mustEstca(t, "--config", cfg, "keys", "list", "--json")
+		// The real output, as documented: snake_case, exactly these keys.
+		top := wantObject(t, "keys list --json", checkSnakeJSON(t, "keys list --json", out), "escrowed", "keks", "recipients")
+		for list, keys := range map[string][]string{"escrowed": {"serial", "key_type", "label"}, "keks": {"id", "bits"},
+			"recipients": {"identity", "subject", "key_id", "not_after"}} {
+			items, ok := top[list].([]any)
+			if !ok || len(items) == 0 {
+				t.Fatalf("keys list --json: %s = %v, want a non-empty array", list, top[list])
+			}
+			for _, it := range items {
+				wantObject(t, "keys list --json: "+list, it, keys...)
+			}
+		}
 		var l keysView
-		if err := json.Unmarshal([]byte(mustEstca(t, "--config", cfg, "keys", "list", "--json")), &l); err != nil {
+		if err := json.Unmarshal([]byte(out), &l); err != nil {
 			t.Fatal(err)
 		}
 		if len(l.Escrowed) != 1 || l.Escrowed[0].Serial != serial || len(l.KEKs) != 2 || len(l.Recipients) != 1 {

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/estca/estca/policy/pkitest"
 )
 
 // estca runs one command line in-process and returns its exit code and outputs.
@@ -41,12 +43,7 @@ func mustEstca(t *testing.T, args ...string) string {
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is required (run scripts/deps.sh)", tool)
-			}
-			t.Skipf("%s not installed", tool)
-		}
+		pkitest.RequireTool(t, tool)
 	}
 }
 

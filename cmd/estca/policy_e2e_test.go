@@ -89,8 +89,12 @@ func TestPolicyE2EBindingAndCRL(t *testing.T) {
 	base := "coaps://" + srv.addr
 	tmp := t.TempDir()
 
-	// The real client, following /att.
+	// The real client, following /att. A world-readable key file left from
+	// an earlier run must not keep its mode when the new key is written.
 	prefix := filepath.Join(tmp, "op")
+	if err := os.WriteFile(prefix+".key", []byte("stale"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	code, out, errs := estca(t, "--config", cfg, "--log-level", "debug", "enroll", "--server", base, "--cert", dev.cert, "--key", dev.key,
 		"--trust", root, "--server-name", "127.0.0.1", "--out", prefix, "sen")
 	if code != 0 || !strings.Contains(errs, "CSR built from the server's CSR attributes") {
@@ -99,6 +103,12 @@ func TestPolicyE2EBindingAndCRL(t *testing.T) {
 	op, err := readCert(prefix + ".pem")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if fi, err := os.Stat(prefix + ".key"); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file %v, %v: want mode 0600", fi.Mode(), err)
+	}
+	if _, err := tls.LoadX509KeyPair(prefix+".pem", prefix+".key"); err != nil {
+		t.Fatalf("written key is not the certificate's: %v", err)
 	}
 	if op.Subject.SerialNumber != "DEMO-0001" || op.Subject.CommonName != "demo device DEMO-0001" ||
 		len(op.DNSNames) != 0 || len(op.CRLDistributionPoints) != 1 || op.CRLDistributionPoints[0] != "http://crl.estca.test/crl" {
@@ -328,8 +338,17 @@ func TestPolicyE2EManualApproval(t *testing.T) {
 	if !errors.As(err, &re) || re.Code != codes.ServiceUnavailable || re.MaxAge != 7*time.Second {
 		t.Fatalf("retry before a decision: %v", err)
 	}
+	out := mustEstca(t, "--config", cfg, "requests", "list", "--json")
+	// The real output, as documented: an array of snake_case objects with
+	// exactly these keys.
+	items, ok := checkSnakeJSON(t, "requests list --json", out).([]any)
+	if !ok || len(items) != 1 {
+		t.Fatalf("requests list --json: %s", out)
+	}
+	wantObject(t, "requests list --json", items[0], "id", "state", "profile", "requester", "anchor", "identity",
+		"csr_subject", "csr_sha256", "serial", "reason", "created", "decided")
 	var pending []requestView
-	if err := json.Unmarshal([]byte(mustEstca(t, "--config", cfg, "requests", "list", "--json")), &pending); err != nil || len(pending) != 1 ||
+	if err := json.Unmarshal([]byte(out), &pending); err != nil || len(pending) != 1 ||
 		pending[0].CSRSubject == "" || pending[0].State != "pending" {
 		t.Fatalf("requests list: %+v, %v", pending, err)
 	}
@@ -558,7 +577,7 @@ func logTime(t *testing.T, logs, text string) time.Time {
 		}
 		return at
 	}
-	t.Fatalf("no log line with %q", text)
+	t.Fatalf("no log line with %q:\n%s", text, logs)
 	return time.Time{}
 }
 

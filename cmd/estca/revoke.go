@@ -79,7 +79,7 @@ func revokeCommand() *command {
 // for, with their codes: "unspecified (0), keyCompromise (1), ...".
 func leafReasonList() string {
 	var names []string
-	for _, c := range ca.LeafRevocationReasons {
+	for _, c := range ca.LeafRevocationReasons() {
 		names = append(names, fmt.Sprintf("%s (%d)", ca.RevocationReasonName(c), c))
 	}
 	return strings.Join(names, ", ")

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/mux"
 	coapnet "github.com/plgd-dev/go-coap/v3/net"
@@ -74,13 +75,7 @@ func transform(body []byte) []byte {
 // coap-client: a >1 KiB POST body in 64-byte Block1 blocks and a >1 KiB
 // response fetched with Block2.
 func TestInteropLibcoap(t *testing.T) {
-	client, err := exec.LookPath("coap-client-openssl")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("coap-client-openssl not found: %v", err)
-		}
-		t.Skip("coap-client-openssl not installed")
-	}
+	client := pkitest.RequireTool(t, "coap-client-openssl")
 	mgr, err := NewManager(Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -17,9 +17,10 @@ var deviceSide = []string{
 }
 
 // deviceAllowed are the packages of this module the device side may import:
-// itself, and the pure-Go CMS package the client will need for
-// server-generated keys.
-var deviceAllowed = append([]string{"github.com/estca/estca/ca/cms"}, deviceSide...)
+// itself, the pure-Go CMS package the client needs for server-generated
+// keys, and the standard-library-only DER header leaf it encodes with (not
+// the policy engine).
+var deviceAllowed = append([]string{"github.com/estca/estca/ca/cms", "github.com/estca/estca/policy/der"}, deviceSide...)
 
 // deviceForbidden are packages that must never reach a device build: cgo
 // (PKCS#11, and cgo itself), the bbolt store, and the server's Prometheus.

@@ -3,10 +3,19 @@
 // DTLS identities, certificate pools, CSRs, PEM files, and a way to run the
 // real openssl binary. It is imported by tests only.
 //
+// raw.go adds builders for what crypto/x509 will not make or that tests
+// need byte for byte: keys of other kinds (NewKey: P-384, P-224, RSA,
+// Ed25519), certificates from a template (IssueTemplate, SignTemplate),
+// CRLs, DER Names, ATVs and RDNs in a given order and string type,
+// GeneralNames (hardwareModuleName, otherwise-tagged names), extensions,
+// attributes, and PKCS#10 requests of other versions or with MD5 or SHA-1
+// signatures (Request, SignRequest).
+//
 // Why here: the certificates of the tests of policy, ca, est, est/client and
 // est/bench used to be made by copies of the same helpers in each package.
-// This package imports only the standard library, so the in-package tests of
-// every one of them can use it without an import cycle; it lives under
+// This package imports only the standard library and x/crypto/cryptobyte,
+// so the in-package tests of every one of them can use it without an import
+// cycle; it lives under
 // policy, the bottom of the dependency chain est → ca → policy, so no test
 // import points upwards.
 //
@@ -14,8 +23,9 @@
 //
 // It is not a CA: keys are software ECDSA P-256 keys, not SoftHSM tokens
 // (softhsm/softhsmtest provides those), and certificates are made with
-// x509.CreateCertificate. It makes no deliberately malformed certificates;
-// tests that need those build them themselves.
+// x509.CreateCertificate. Apart from the requests crypto/x509 refuses to
+// write (Request), it makes no deliberately malformed objects; tests that
+// need those build them themselves.
 //
 // # Defaults
 //
@@ -28,9 +38,9 @@
 //
 // Functions that take a testing.TB end the test with t.Fatal on error.
 // Cert.Sign does not, so that handlers running on other goroutines can issue
-// certificates and answer an error instead. OpenSSL skips the test when the
-// openssl binary is missing, except under CI=true (or CI=1), where that is a
-// failure.
+// certificates and answer an error instead. RequireTool (and OpenSSL) skip
+// the test when an external program is missing, except under CI (the
+// variable CI set, and not "0" or "false"), where that is a failure.
 //
 // # Concurrency
 //

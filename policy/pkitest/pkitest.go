@@ -278,18 +278,35 @@ func KeyPair(t testing.TB, certPEM, keyPEM []byte) tls.Certificate {
 	return c
 }
 
+// CI reports whether the tests run under CI: the environment variable CI is
+// set to anything but "", "0" or "false". There, a missing external tool
+// is a failure, not a skip.
+func CI() bool {
+	ci := os.Getenv("CI")
+	return ci != "" && ci != "0" && !strings.EqualFold(ci, "false")
+}
+
+// RequireTool returns the path of the external program name (openssl,
+// coap-client-openssl, ...). Without it the test is skipped with the
+// reason, or fails under CI (see CI): scripts/deps.sh installs them.
+func RequireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if CI() {
+			t.Fatalf("pkitest: %s is required under CI=%s (run scripts/deps.sh): %v", name, os.Getenv("CI"), err)
+		}
+		t.Skipf("%s not installed: %v", name, err)
+	}
+	return p
+}
+
 // OpenSSL runs the openssl binary with args and returns its combined output;
 // a non-zero exit fails the test. Without openssl the test is skipped, or
-// fails under CI=true (or CI=1).
+// fails under CI (RequireTool).
 func OpenSSL(t testing.TB, args ...string) string {
 	t.Helper()
-	bin, err := exec.LookPath("openssl")
-	if err != nil {
-		if ci := os.Getenv("CI"); ci == "true" || ci == "1" {
-			t.Fatalf("pkitest: openssl not installed (CI=%s)", ci)
-		}
-		t.Skip("openssl not installed")
-	}
+	bin := RequireTool(t, "openssl")
 	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("openssl %v: %v\n%s", args, err, out)

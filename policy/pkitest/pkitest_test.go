@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +97,40 @@ func TestFixture(t *testing.T) {
 	}
 	if md := Fixture(t, "rfc9148/README.md"); !bytes.Contains(md, []byte("Appendix A")) {
 		t.Fatal("a file that is not .hex is not returned as is")
+	}
+}
+
+// TestRequireTool: CI is on for CI set to anything but "", "0" or
+// "false"; a program that exists is found; a missing one skips the test
+// outside CI and fails it under CI (run in a child process of this test
+// binary, so that the failure is observed, not suffered).
+func TestRequireTool(t *testing.T) {
+	if os.Getenv("PKITEST_REQUIRE_CHILD") == "1" {
+		RequireTool(t, "estca-no-such-tool")
+		return
+	}
+	for _, tc := range []struct {
+		env  string
+		want bool
+	}{{"", false}, {"0", false}, {"false", false}, {"FALSE", false}, {"true", true}, {"1", true}, {"yes", true}} {
+		t.Setenv("CI", tc.env)
+		if CI() != tc.want {
+			t.Errorf("CI=%q: CI() = %v", tc.env, !tc.want)
+		}
+	}
+	if p := RequireTool(t, "go"); p == "" {
+		t.Fatal("RequireTool(go) = \"\"")
+	}
+	for _, tc := range []struct {
+		ci   string
+		fail bool
+		out  string
+	}{{"", false, "SKIP"}, {"true", true, "is required under CI=true"}} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRequireTool$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), "PKITEST_REQUIRE_CHILD=1", "CI="+tc.ci)
+		out, err := cmd.CombinedOutput()
+		if (err != nil) != tc.fail || !strings.Contains(string(out), tc.out) {
+			t.Errorf("CI=%q: exit %v, want failure %v and %q:\n%s", tc.ci, err, tc.fail, tc.out, out)
+		}
 	}
 }

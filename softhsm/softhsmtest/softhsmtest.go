@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/estca/estca/hsm"
+	"github.com/estca/estca/policy/pkitest"
 	"github.com/estca/estca/softhsm"
 )
 
@@ -14,13 +15,13 @@ const Label = "estca-test"
 
 // Provision provisions a token labelled Label in t.TempDir() and activates it
 // for the test with t.Setenv (SOFTHSM2_CONF is restored afterwards), without
-// opening it, and clears hsm.PINEnv for the test. When libsofthsm2.so is absent it skips the test, unless the
-// environment variable CI is "true" (or "1"), where the absence is a failure.
+// opening it. When libsofthsm2.so is absent it skips the test, unless the
+// environment variable CI is set (pkitest.CI), where the absence is a failure.
 func Provision(t testing.TB) *softhsm.Token {
 	t.Helper()
 	if _, err := softhsm.Module(); errors.Is(err, softhsm.ErrNotInstalled) {
-		if ci := os.Getenv("CI"); ci == "true" || ci == "1" {
-			t.Fatalf("softhsmtest: %v (CI=%s)", err, ci)
+		if pkitest.CI() {
+			t.Fatalf("softhsmtest: %v (CI=%s)", err, os.Getenv("CI"))
 		}
 		t.Skipf("softhsmtest: %v", err)
 	}
@@ -33,7 +34,6 @@ func Provision(t testing.TB) *softhsm.Token {
 		t.Fatalf("softhsmtest: %v", err)
 	}
 	t.Setenv(softhsm.ConfEnv, conf)
-	t.Setenv(hsm.PINEnv, "") // the PIN comes from st.PINFile unless a test says otherwise
 	return st
 }
 
@@ -42,7 +42,9 @@ func Provision(t testing.TB) *softhsm.Token {
 func New(t testing.TB) (*softhsm.Token, *hsm.Token) {
 	t.Helper()
 	st := Provision(t)
-	tok, err := hsm.Open(st.Options())
+	opts := Options(t, st)
+	tok, err := hsm.Open(opts)
+	clear(opts.PIN) // as cmd/estca does: the Token keeps its own copy
 	if err != nil {
 		t.Fatalf("softhsmtest: open: %v", err)
 	}
@@ -52,4 +54,15 @@ func New(t testing.TB) (*softhsm.Token, *hsm.Token) {
 		}
 	})
 	return st, tok
+}
+
+// Options returns the hsm.Options of st with its user PIN (st.Options);
+// an unreadable PIN file fails the test.
+func Options(t testing.TB, st *softhsm.Token) hsm.Options {
+	t.Helper()
+	o, err := st.Options()
+	if err != nil {
+		t.Fatalf("softhsmtest: %v", err)
+	}
+	return o
 }

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/estca/estca/policy/pkitest"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,12 +21,12 @@ import (
 // a disk: bbolt's own writes then fail with ENOSPC.
 //
 // Without root the test is skipped, unless the environment variable CI is
-// "true" (or "1"), where that is a failure. LimitFileSize is the write fault
+// set (pkitest.CI), where that is a failure. LimitFileSize is the write fault
 // that needs no root.
 func SmallFS(t testing.TB, size int) string {
 	t.Helper()
 	skip := t.Skipf
-	if ci := os.Getenv("CI"); ci == "true" || ci == "1" {
+	if pkitest.CI() {
 		skip = t.Fatalf
 	}
 	if os.Geteuid() != 0 {
@@ -35,7 +37,17 @@ func SmallFS(t testing.TB, size int) string {
 		skip("storetest: cannot mount a tmpfs (%v): %s", err, out)
 	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+		// A child process that another parallel test starts can hold the
+		// mount for a moment ("target is busy", seen under load): retry
+		// for a while before calling it a failure.
+		var out []byte
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if out, err = exec.Command("umount", dir).CombinedOutput(); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
 			t.Errorf("umount %s: %v: %s", dir, err, out)
 		}
 	})
