@@ -88,3 +88,7 @@ func (t *Token) GenerateUncopyable(label string) error {
 		return err
 	})
 }
+
+// OneCall reports whether the Token signs with C_SignInit and C_Sign in one
+// cgo call (the module exports both).
+func (t *Token) OneCall() bool { return t.one != nil }

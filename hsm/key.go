@@ -530,6 +530,11 @@ func (k *Key) sign(digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 		if err != nil {
 			return err
 		}
+		if k.t.one != nil && mech[0].Parameter == nil {
+			sig, err = k.t.one.sign(s.h, mech[0].Mechanism, h, data, make([]byte, k.sigSize()))
+			k.markStale(err)
+			return err
+		}
 		if err := k.t.ctx.SignInit(s.h, mech, h); err != nil {
 			k.markStale(err)
 			return err
@@ -545,6 +550,18 @@ func (k *Key) sign(digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 		return ecdsaDER(sig)
 	}
 	return sig, nil
+}
+
+// sigSize is the length of the key's raw PKCS#11 signatures: r || s for
+// ECDSA, the modulus length for RSA.
+func (k *Key) sigSize() int {
+	switch pub := k.pub.(type) {
+	case *ecdsa.PublicKey:
+		return 2 * ((pub.Curve.Params().BitSize + 7) / 8)
+	case *rsa.PublicKey:
+		return pub.Size()
+	}
+	return 1024
 }
 
 // ecdsaDER converts a PKCS#11 ECDSA signature (r || s, equal halves) to the

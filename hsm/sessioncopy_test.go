@@ -42,6 +42,9 @@ func TestSessionCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCopies(t, tok, "ca", 0) // not before it signs
+	if !tok.OneCall() {
+		t.Error("SoftHSM exports C_SignInit and C_Sign: the Token should sign in one cgo call")
+	}
 	for range 3 {
 		if err := signVerify(k, "copy"); err != nil {
 			t.Fatal(err)

@@ -29,6 +29,7 @@ type Token struct {
 	maxDelay time.Duration // cap of the back-off between attempts to revive
 
 	tokenObjects bool       // Options.SignWithTokenObjects: no session copies of keys
+	one          *oneCall   // C_SignInit + C_Sign in one cgo call, if the module exports them
 	loginMu      sync.Mutex // serialises the uses of the login session by operations (session copies of keys) and by recovery
 
 	sem     chan struct{} // one slot per operation session (MaxSessions-1)
@@ -90,6 +91,7 @@ func open(opts Options) (*Token, error) {
 		done:         make(chan struct{}),
 		since:        time.Now(),
 	}
+	t.one = openOneCall(r.module)
 	switch err := ctx.Initialize(); {
 	case err == nil:
 		t.owner = true
@@ -210,6 +212,7 @@ func (t *Token) release() error {
 		}
 	}
 	t.ctx.Destroy()
+	t.one.close()
 	return err
 }
 
