@@ -44,6 +44,8 @@ func openToken(c *Config, observe func(hsm.Event)) (*hsm.Token, error) {
 		PINFile:     c.path(c.HSM.PINFile),
 		MaxSessions: c.HSM.MaxSessions,
 		Observer:    observe,
+
+		SignWithTokenObjects: c.HSM.SignWithTokenObjects,
 	})
 }
 
