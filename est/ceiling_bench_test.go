@@ -13,7 +13,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +30,8 @@ var (
 	ceilingRounds   = flag.Int("ceiling.rounds", bench.DefaultRounds, "BenchmarkCeiling: rounds per server")
 	ceilingDuration = flag.Duration("ceiling.d", 2*time.Second, "BenchmarkCeiling: duration of a round")
 	ceilingWorkers  = flag.Int("ceiling.c", 8, "BenchmarkCeiling: concurrent clients")
+	ceilingOnly     = flag.String("ceiling.only", "", "BenchmarkCeiling: load only this server (estca or baseline), to profile it alone")
+	ceilingModes    = flag.String("ceiling.modes", bench.ModeEnroll+","+bench.ModeEnrollReuse, "BenchmarkCeiling: comma-separated bench modes")
 )
 
 // loadEnv carries the load generator's job (JSON, loadJob) to the child
@@ -170,7 +174,13 @@ func BenchmarkCeiling(b *testing.B) {
 		{Name: "baseline", Addr: base.Addr().String(), ServerName: "localhost", FixedAnswer: true,
 			Cert: pemOf("CERTIFICATE", p.Client.Certificate...), Key: keyPEM(p.Client.PrivateKey), Roots: pemOf("CERTIFICATE", p.CA.Raw)},
 	}
-	for _, mode := range []string{bench.ModeEnroll, bench.ModeEnrollReuse} {
+	if *ceilingOnly != "" {
+		targets = slices.DeleteFunc(targets, func(t loadTarget) bool { return t.Name != *ceilingOnly })
+		if len(targets) == 0 {
+			b.Fatalf("-ceiling.only %q: no such server (estca, baseline)", *ceilingOnly)
+		}
+	}
+	for _, mode := range strings.Split(*ceilingModes, ",") {
 		b.Run("mode="+mode, func(b *testing.B) {
 			job := loadJob{Mode: mode, Workers: *ceilingWorkers, Duration: *ceilingDuration,
 				Rounds: *ceilingRounds, ServerPID: os.Getpid(), Targets: targets}
@@ -189,7 +199,9 @@ func BenchmarkCeiling(b *testing.B) {
 				b.ReportMetric(float64(s.CPUPerOp.Microseconds()), name+"-cpu-µs/op")
 				b.ReportMetric(s.OpsPerSec, name+"-ops/s")
 			}
-			b.ReportMetric(c.Ratio(0, 1), "cpu-ratio")
+			if len(c.Names) > 1 {
+				b.ReportMetric(c.Ratio(0, 1), "cpu-ratio")
+			}
 			b.ReportMetric(float64(len(c.Reports)), "rounds")
 			b.Logf("rounds %s, load %s", strconv.Itoa(len(c.Reports)), c.LoadAfter)
 		})

@@ -2,6 +2,7 @@ package est
 
 import (
 	"crypto"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -99,7 +100,8 @@ func TestServerBadHSMSignature(t *testing.T) {
 }
 
 // TestServerHSMOutage moves the real SoftHSM token directory away under a
-// running server: an open session gets 5.03 with Max-Age at once, new
+// running server: once the token probe notices it, an open session gets
+// 5.03 with Max-Age at once, new
 // handshakes are refused under reason hsm-unavailable (not "protocol"), and
 // both work again once the directory is back, without a restart.
 func TestServerHSMOutage(t *testing.T) {
@@ -127,6 +129,12 @@ func TestServerHSMOutage(t *testing.T) {
 		}
 	}
 	t.Cleanup(restore)
+	// The keys sign with session copies that do not touch the token's
+	// files: the outage is noticed by the token probe (estca serve runs
+	// hsm.Token.Check every few seconds), as here.
+	if err := rc.check(); !errors.Is(err, ca.ErrHSMUnavailable) {
+		t.Fatalf("Check after the token directory vanished = %v, want the HSM unavailable", err)
+	}
 	for i := range 3 {
 		r := rcSen(t, c)
 		maxAge, ok := r.uintOpt(message.MaxAge)

@@ -49,6 +49,7 @@ type rcCA struct {
 	db     *store.DB
 	demo   *ca.DemoSet
 	st     *softhsm.Token
+	check  func() error // the token's Check (hsm.Token.Check)
 }
 
 // rcAuthority builds an rcCA; wrap, if given, wraps the issuing key (e.g. to
@@ -91,7 +92,7 @@ func rcAuthority(t testing.TB, wrap ...func(crypto.Signer) crypto.Signer) *rcCA 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rcCA{a: a, kg: kg, h: h, server: signers[1], db: db, demo: demo, st: st}
+	return &rcCA{a: a, kg: kg, h: h, server: signers[1], db: db, demo: demo, st: st, check: tok.Check}
 }
 
 // rcNewAuthority is the authority of rcAuthority over db, signing with

@@ -60,3 +60,43 @@ func (t *Token) KEKValueReadable(id []byte) (bool, error) {
 func (t *Token) FailWith(rv uint) error {
 	return t.do("fail-with", func(session) error { return pkcs11.Error(rv) })
 }
+
+// SessionCopies describes the session copies of the private key labelled
+// label (Options.SignWithTokenObjects).
+func (t *Token) SessionCopies(label string) ([]KeyInfo, error) {
+	var out []KeyInfo
+	err := t.do("copies", func(s session) error {
+		out = nil
+		hs, err := t.findCopies(s.h, label)
+		if err != nil {
+			return err
+		}
+		for _, h := range hs {
+			ki, err := t.objectInfo(s.h, h, label)
+			if err != nil {
+				return err
+			}
+			out = append(out, ki)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// GenerateUncopyable generates a P-256 signing key as GenerateKey does, with
+// CKA_COPYABLE false: the token must refuse its session copy.
+func (t *Token) GenerateUncopyable(label string) error {
+	mech, pubT, privT, err := pairTemplates(ECDSAP256, label, []byte(label), true, false)
+	if err != nil {
+		return err
+	}
+	privT = append(privT, pkcs11.NewAttribute(pkcs11.CKA_COPYABLE, false))
+	return t.do("generate-uncopyable", func(s session) error {
+		_, _, err := t.ctx.GenerateKeyPair(s.h, mech, pubT, privT)
+		return err
+	})
+}
+
+// OneCall reports whether the Token signs with C_SignInit and C_Sign in one
+// cgo call (the module exports both).
+func (t *Token) OneCall() bool { return t.one != nil }

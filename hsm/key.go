@@ -147,31 +147,37 @@ func (t *Token) keyInfo(label string) (KeyInfo, error) {
 		if err != nil {
 			return err
 		}
-		attrs, err := t.ctx.GetAttributeValue(s.h, h, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_SIGN, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_ALWAYS_SENSITIVE, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_NEVER_EXTRACTABLE, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, nil),
-		})
-		if err != nil {
-			return err
-		}
-		b := func(i int) bool { return len(attrs[i].Value) == 1 && attrs[i].Value[0] != 0 }
-		ki = KeyInfo{
-			Label: label, Token: b(0), Private: b(1), Sign: b(2), Sensitive: b(3),
-			Extractable: b(4), AlwaysSensitive: b(5), NeverExtractable: b(6), ID: attrs[7].Value,
-		}
-		ki.Type, _, err = t.privateKeyType(s.h, h)
+		ki, err = t.objectInfo(s.h, h, label)
 		return err
 	})
 	if err != nil {
 		return KeyInfo{}, fmt.Errorf("hsm: key info %q: %w", label, err)
 	}
 	return ki, nil
+}
+
+// objectInfo describes the private key object h.
+func (t *Token) objectInfo(s pkcs11.SessionHandle, h pkcs11.ObjectHandle, label string) (KeyInfo, error) {
+	attrs, err := t.ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_ALWAYS_SENSITIVE, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_NEVER_EXTRACTABLE, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, nil),
+	})
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	b := func(i int) bool { return len(attrs[i].Value) == 1 && attrs[i].Value[0] != 0 }
+	ki := KeyInfo{
+		Label: label, Token: b(0), Private: b(1), Sign: b(2), Sensitive: b(3),
+		Extractable: b(4), AlwaysSensitive: b(5), NeverExtractable: b(6), ID: attrs[7].Value,
+	}
+	ki.Type, _, err = t.privateKeyType(s, h)
+	return ki, err
 }
 
 func (t *Token) deleteKey(label string) error {
@@ -182,7 +188,11 @@ func (t *Token) deleteKey(label string) error {
 		if err != nil {
 			return err
 		}
-		for _, h := range all {
+		copies, err := t.findCopies(s.h, label)
+		if err != nil {
+			return err
+		}
+		for _, h := range append(copies, all...) {
 			if err := t.ctx.DestroyObject(s.h, h); err != nil {
 				return err
 			}
@@ -211,6 +221,24 @@ func (t *Token) find(s pkcs11.SessionHandle, class uint, label string, id []byte
 		return nil, err
 	}
 	hs, _, err := t.ctx.FindObjects(s, max)
+	if ferr := t.ctx.FindObjectsFinal(s); err == nil {
+		err = ferr
+	}
+	return hs, err
+}
+
+// findCopies returns the session copies of the private key labelled label
+// (at most 64: one per Key found or generated for the label).
+func (t *Token) findCopies(s pkcs11.SessionHandle, label string) ([]pkcs11.ObjectHandle, error) {
+	tmpl := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	}
+	if err := t.ctx.FindObjectsInit(s, tmpl); err != nil {
+		return nil, err
+	}
+	hs, _, err := t.ctx.FindObjects(s, 64)
 	if ferr := t.ctx.FindObjectsFinal(s); err == nil {
 		err = ferr
 	}
@@ -398,10 +426,12 @@ type Key struct {
 	kt    KeyType
 	pub   crypto.PublicKey
 
-	mu    sync.Mutex
-	priv  pkcs11.ObjectHandle
-	gen   uint64
-	stale bool
+	mu     sync.Mutex
+	priv   pkcs11.ObjectHandle // what signs: the session copy, or the token object
+	gen    uint64
+	stale  bool
+	copied bool // priv is a session copy made in the login session of generation gen
+	tried  bool // a session copy was attempted in generation gen
 }
 
 func (k *Key) public() crypto.PublicKey { return k.pub }
@@ -415,6 +445,12 @@ func (k *Key) handle(s session) (pkcs11.ObjectHandle, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.stale && k.gen == s.gen {
+		if !k.tried { // the first signature of a Key found or generated: copy it now
+			k.tried = true
+			if c, ok := k.t.sessionCopy(k.priv, s.gen); ok {
+				k.priv, k.copied = c, true
+			}
+		}
 		return k.priv, nil
 	}
 	h, err := k.t.findPrivate(s.h, k.label)
@@ -428,8 +464,51 @@ func (k *Key) handle(s session) (pkcs11.ObjectHandle, error) {
 	if eq, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(k.pub) {
 		return 0, fmt.Errorf("%w: key labelled %q was replaced by a different key", ErrKeyNotFound, k.label)
 	}
+	if k.copied && k.gen == s.gen {
+		k.t.destroyCopy(k.priv, k.gen) // stale within its login session: do not leave it behind
+	}
+	k.copied, k.tried = false, true
+	if c, ok := k.t.sessionCopy(h, s.gen); ok {
+		h, k.copied = c, true
+	}
 	k.priv, k.gen, k.stale = h, s.gen, false
 	return h, nil
+}
+
+// sessionCopy copies the private key object h as a session object of the
+// login session of generation gen (see Options.SignWithTokenObjects). It
+// reports false, and the caller signs with h, if copies are off, the
+// generation is over, or the module refuses the copy.
+func (t *Token) sessionCopy(h pkcs11.ObjectHandle, gen uint64) (pkcs11.ObjectHandle, bool) {
+	if t.tokenObjects {
+		return 0, false
+	}
+	t.loginMu.Lock()
+	defer t.loginMu.Unlock()
+	t.mu.Lock()
+	login, cur := t.login, t.gen
+	t.mu.Unlock()
+	if login == 0 || cur != gen {
+		return 0, false
+	}
+	c, err := t.ctx.CopyObject(login, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false)})
+	if err != nil {
+		return 0, false
+	}
+	return c, true
+}
+
+// destroyCopy destroys a session copy made in generation gen, if its login
+// session is still the Token's (otherwise the copy died with it).
+func (t *Token) destroyCopy(c pkcs11.ObjectHandle, gen uint64) {
+	t.loginMu.Lock()
+	defer t.loginMu.Unlock()
+	t.mu.Lock()
+	login, cur := t.login, t.gen
+	t.mu.Unlock()
+	if login != 0 && cur == gen {
+		_ = t.ctx.DestroyObject(login, c)
+	}
 }
 
 func (k *Key) markStale(err error) {
@@ -451,6 +530,11 @@ func (k *Key) sign(digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 		if err != nil {
 			return err
 		}
+		if k.t.one != nil && mech[0].Parameter == nil {
+			sig, err = k.t.one.sign(s.h, mech[0].Mechanism, h, data, make([]byte, k.sigSize()))
+			k.markStale(err)
+			return err
+		}
 		if err := k.t.ctx.SignInit(s.h, mech, h); err != nil {
 			k.markStale(err)
 			return err
@@ -466,6 +550,18 @@ func (k *Key) sign(digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 		return ecdsaDER(sig)
 	}
 	return sig, nil
+}
+
+// sigSize is the length of the key's raw PKCS#11 signatures: r || s for
+// ECDSA, the modulus length for RSA.
+func (k *Key) sigSize() int {
+	switch pub := k.pub.(type) {
+	case *ecdsa.PublicKey:
+		return 2 * ((pub.Curve.Params().BitSize + 7) / 8)
+	case *rsa.PublicKey:
+		return pub.Size()
+	}
+	return 1024
 }
 
 // ecdsaDER converts a PKCS#11 ECDSA signature (r || s, equal halves) to the

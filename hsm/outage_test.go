@@ -48,9 +48,39 @@ func (e *events) count(kind hsm.EventKind, reason string) int {
 // recovery back-off, with one key "ca".
 func outageToken(t *testing.T) (*softhsm.Token, *hsm.Token, *events, crypto.Signer) {
 	t.Helper()
+	return outageTokenWith(t, false)
+}
+
+// outageModes runs test once with the default session copies of keys and
+// once with Options.SignWithTokenObjects. A session copy signs without
+// touching the token's files, so with copies a vanished SoftHSM directory
+// is noticed by Check (estca serve probes every few seconds) or by an
+// operation on token objects, not by the signature itself; noticed is
+// called once the directory is away, to notice it.
+func outageModes(t *testing.T, test func(t *testing.T, tokenObjects bool, noticed func(tok *hsm.Token))) {
+	for _, tokenObjects := range []bool{false, true} {
+		name := "session-copies"
+		if tokenObjects {
+			name = "token-objects" // no '=' in the name: SoftHSM's configuration file cannot hold it in a path
+		}
+		t.Run(name, func(t *testing.T) {
+			test(t, tokenObjects, func(tok *hsm.Token) {
+				if !tokenObjects {
+					if err := within(t, "Check", tok.Check); !errors.Is(err, hsm.ErrUnavailable) {
+						t.Fatalf("Check after the directory vanished = %v, want ErrUnavailable", err)
+					}
+				}
+			})
+		})
+	}
+}
+
+func outageTokenWith(t *testing.T, tokenObjects bool) (*softhsm.Token, *hsm.Token, *events, crypto.Signer) {
+	t.Helper()
 	st := softhsmtest.Provision(t)
 	ev := &events{}
 	opts := softhsmtest.Options(t, st)
+	opts.SignWithTokenObjects = tokenObjects
 	opts.Observer = ev.observe
 	opts.MaxRecoveryDelay = time.Second
 	tok, err := hsm.Open(opts)
@@ -115,14 +145,20 @@ func waitUp(t *testing.T, tok *hsm.Token) time.Duration {
 // operations fail at once with ErrUnavailable while it is away (not with
 // ErrKeyNotFound, not hanging), the observer hears of the outage once each
 // way, and the Token re-initialises the module by itself once the directory
-// is back; keys found before the outage work again.
+// is back; keys found before the outage work again. With session copies the
+// outage is noticed by Check first (see outageModes).
 func TestTokenOutage(t *testing.T) {
-	st, tok, ev, signer := outageToken(t)
+	outageModes(t, testTokenOutage)
+}
+
+func testTokenOutage(t *testing.T, tokenObjects bool, noticed func(*hsm.Token)) {
+	st, tok, ev, signer := outageTokenWith(t, tokenObjects)
 	if err := signVerify(signer, "before"); err != nil {
 		t.Fatal(err)
 	}
 	for round := 1; round <= 2; round++ {
 		moveTokens(t, st, true)
+		noticed(tok)
 		err := within(t, "Sign during the outage", func() error { return signVerify(signer, "away") })
 		if !errors.Is(err, hsm.ErrUnavailable) {
 			t.Fatalf("round %d: Sign during the outage = %v, want ErrUnavailable", round, err)
@@ -221,7 +257,11 @@ func TestAbsentKeyIsNoOutage(t *testing.T) {
 // ErrUnavailable, none hangs, and all succeed again afterwards (run with
 // -race: the module is re-initialised while the pool is in use).
 func TestOutageUnderLoad(t *testing.T) {
-	st, tok, _, signer := outageToken(t)
+	outageModes(t, testOutageUnderLoad)
+}
+
+func testOutageUnderLoad(t *testing.T, tokenObjects bool, noticed func(*hsm.Token)) {
+	st, tok, _, signer := outageTokenWith(t, tokenObjects)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -251,6 +291,7 @@ func TestOutageUnderLoad(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	moveTokens(t, st, true)
+	noticed(tok)
 	for tok.Status().Up {
 		time.Sleep(5 * time.Millisecond)
 	}

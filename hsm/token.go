@@ -30,6 +30,10 @@ type Token struct {
 	observer func(Event)
 	maxDelay time.Duration // cap of the back-off between attempts to revive
 
+	tokenObjects bool       // Options.SignWithTokenObjects: no session copies of keys
+	one          *oneCall   // C_SignInit + C_Sign in one cgo call, if the module exports them
+	loginMu      sync.Mutex // serialises the uses of the login session by operations (session copies of keys) and by recovery
+
 	sem     chan struct{} // one slot per operation session (MaxSessions-1)
 	done    chan struct{} // closed by Close
 	reviver sync.WaitGroup
@@ -79,15 +83,17 @@ func open(opts Options) (*Token, error) {
 		return nil, fmt.Errorf("%w: cannot load %s as a pkcs11 module", ErrModule, r.module)
 	}
 	t := &Token{
-		ctx:      ctx,
-		module:   r.module,
-		label:    r.label,
-		serial:   r.serial,
-		observer: r.observer,
-		maxDelay: r.maxRecoveryDelay,
-		done:     make(chan struct{}),
-		since:    time.Now(),
+		ctx:          ctx,
+		module:       r.module,
+		label:        r.label,
+		serial:       r.serial,
+		observer:     r.observer,
+		maxDelay:     r.maxRecoveryDelay,
+		tokenObjects: r.tokenObjects,
+		done:         make(chan struct{}),
+		since:        time.Now(),
 	}
+	t.one = openOneCall(r.module)
 	switch err := ctx.Initialize(); {
 	case err == nil:
 		t.owner = true
@@ -212,6 +218,7 @@ func (t *Token) release() error {
 	}
 	t.ctx.Destroy()
 	clear(t.pin)
+	t.one.close()
 	return err
 }
 
@@ -442,6 +449,8 @@ func (t *Token) present() bool {
 // loggedIn reports whether the login session is alive and logged in as the
 // user. It is called with recoverMu held, which serialises use of t.login.
 func (t *Token) loggedIn() bool {
+	t.loginMu.Lock()
+	defer t.loginMu.Unlock()
 	t.mu.Lock()
 	login := t.login
 	t.mu.Unlock()
@@ -527,7 +536,9 @@ func (t *Token) reconnect(reinit bool) error {
 	t.mu.Unlock()
 	t.closeSessions(idle)
 	if oldLogin != 0 { // zero after a re-initialisation: that session died with C_Finalize
+		t.loginMu.Lock() // the session copies of keys made in it die with it
 		_ = t.ctx.CloseSession(oldLogin)
+		t.loginMu.Unlock()
 	}
 	return nil
 }

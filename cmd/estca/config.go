@@ -44,6 +44,9 @@ type HSMConfig struct {
 	PINFile     string `yaml:"pin_file"`     // user PIN file; ESTCA_HSM_PIN overrides
 	SoftHSMConf string `yaml:"softhsm_conf"` // embedded default: SOFTHSM2_CONF to use
 	MaxSessions int    `yaml:"max_sessions"` // 0: sized for concurrency
+	// SignWithTokenObjects: sign with the token's key objects instead of
+	// session copies of them (hsm.Options.SignWithTokenObjects).
+	SignWithTokenObjects bool `yaml:"sign_with_token_objects"`
 }
 
 // CAConfig names the CA certificates (files) and keys (token labels).

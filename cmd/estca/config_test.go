@@ -77,6 +77,27 @@ func TestConfigErrorsByPath(t *testing.T) {
 
 // TestConfigRemovedKeyLogged: a command on an appliance whose estca.yaml
 // still has a removed key works and says, once, that the key is ignored.
+// TestConfigSignWithTokenObjects: hsm.sign_with_token_objects is off by
+// default and decoded when set.
+func TestConfigSignWithTokenObjects(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		yaml string
+		want bool
+	}{
+		{"hsm: {module: /x.so, token: t}\n", false},
+		{"hsm: {module: /x.so, token: t, sign_with_token_objects: true}\n", true},
+	} {
+		cfg, err := parseConfig([]byte(c.yaml), t.TempDir())
+		if err != nil {
+			t.Fatalf("%q: %v", c.yaml, err)
+		}
+		if cfg.HSM.SignWithTokenObjects != c.want {
+			t.Errorf("%q: SignWithTokenObjects = %v, want %v", c.yaml, cfg.HSM.SignWithTokenObjects, c.want)
+		}
+	}
+}
+
 func TestConfigRemovedKeyLogged(t *testing.T) {
 	dir, cfg := newAppliance(t)
 	editConfig(t, cfg, "store:\n", "store:\n  max_batch_delay: 1ms\n")

@@ -50,6 +50,8 @@ func openToken(c *Config, observe func(hsm.Event)) (*hsm.Token, error) {
 		PIN:         pin,
 		MaxSessions: c.HSM.MaxSessions,
 		Observer:    observe,
+
+		SignWithTokenObjects: c.HSM.SignWithTokenObjects,
 	})
 }
 

@@ -274,6 +274,7 @@ hsm:
   softhsm_conf: {{.SoftHSMConf}}   # embedded SoftHSM token of this appliance
 {{- end}}
   max_sessions: 0            # 0: sized for the number of CPUs
+  sign_with_token_objects: false   # true: sign with the token objects, not session copies of the keys (slower)
 
 ca:
   key_type: {{.KeyType}}
