@@ -1,3 +1,5 @@
+//lint:file-ignore U1000 the struct layouts of this test are only read through reflection
+
 package est
 
 import (
