@@ -191,14 +191,7 @@ func BenchmarkCeiling(b *testing.B) {
 			var text bytes.Buffer
 			_ = c.Format(&text)
 			b.Log("\n" + text.String())
-			for t, name := range c.Names {
-				s := c.Stat(t)
-				if s.Errors > 0 {
-					b.Errorf("%s: %d operations failed", name, s.Errors)
-				}
-				b.ReportMetric(float64(s.CPUPerOp.Microseconds()), name+"-cpu-µs/op")
-				b.ReportMetric(s.OpsPerSec, name+"-ops/s")
-			}
+			reportTargets(b, &c)
 			if len(c.Names) > 1 {
 				b.ReportMetric(c.Ratio(0, 1), "cpu-ratio")
 			}
@@ -237,4 +230,18 @@ func pemOf(typ string, ders ...[]byte) []byte {
 		_ = pem.Encode(&buf, &pem.Block{Type: typ, Bytes: d})
 	}
 	return buf.Bytes()
+}
+
+// reportTargets fails b for every target of c with failed operations and
+// reports each target's CPU per operation and rate as metrics.
+func reportTargets(b *testing.B, c *bench.Comparison) {
+	b.Helper()
+	for t, name := range c.Names {
+		s := c.Stat(t)
+		if s.Errors > 0 {
+			b.Errorf("%s: %d operations failed", name, s.Errors)
+		}
+		b.ReportMetric(float64(s.CPUPerOp.Microseconds()), name+"-cpu-µs/op")
+		b.ReportMetric(s.OpsPerSec, name+"-ops/s")
+	}
 }

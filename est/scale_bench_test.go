@@ -232,13 +232,8 @@ func BenchmarkScale(b *testing.B) {
 			var text strings.Builder
 			_ = c.Format(&text)
 			b.Logf("\n%sgroup commits per enrollment: full %.3f, empty %.3f", text.String(), commits[0], commits[1])
+			reportTargets(b, &c)
 			for t, name := range c.Names {
-				s := c.Stat(t)
-				if s.Errors > 0 {
-					b.Errorf("%s: %d operations failed", name, s.Errors)
-				}
-				b.ReportMetric(float64(s.CPUPerOp.Microseconds()), name+"-cpu-µs/op")
-				b.ReportMetric(s.OpsPerSec, name+"-ops/s")
 				b.ReportMetric(commits[t], name+"-commits/op")
 			}
 			b.ReportMetric(c.Ratio(0, 1), "cpu-ratio")
