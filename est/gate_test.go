@@ -311,7 +311,7 @@ func TestSpoofedClientHellos(t *testing.T) {
 	for i := 2; i <= 200; i++ {
 		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(i))})
 		if err != nil {
-			t.Skipf("cannot bind 127.0.0.%d: %v", i, err)
+			t.Fatalf("cannot bind 127.0.0.%d (all of 127.0.0.0/8 is loopback on Linux): %v", i, err)
 		}
 		defer pc.Close()
 		socks = append(socks, pc)
