@@ -188,16 +188,24 @@ func (t *Token) deleteKey(label string) error {
 		if err != nil {
 			return err
 		}
-		copies, err := t.findCopies(s.h, label)
-		if err != nil {
-			return err
-		}
-		for _, h := range append(copies, all...) {
+		t.loginMu.Lock() // no session copy is made while the key goes
+		defer t.loginMu.Unlock()
+		for _, h := range all {
 			if err := t.ctx.DestroyObject(s.h, h); err != nil {
 				return err
 			}
 		}
-		return nil
+		for {
+			copies, err := t.findCopies(s.h, label)
+			if err != nil || len(copies) == 0 {
+				return err
+			}
+			for _, h := range copies {
+				if err := t.ctx.DestroyObject(s.h, h); err != nil {
+					return err
+				}
+			}
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("hsm: delete key %q: %w", label, err)
