@@ -99,6 +99,7 @@ func open(opts Options) (*Token, error) {
 		t.owner = true
 	case errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)):
 	default:
+		t.one.close()
 		ctx.Destroy()
 		return nil, fmt.Errorf("%w: C_Initialize %s: %w", ErrModule, r.module, err)
 	}
