@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -152,7 +153,21 @@ func install(path, tmp, kept string, head Head, checkpoint string) error {
 	if _, err := os.Stat(kept); err == nil {
 		return fmt.Errorf("store: migrate: %s exists; move it away first", kept)
 	}
-	if err := os.Rename(path, kept); err != nil {
+	// The migrated file gets the original's owner (a migration run as root
+	// must not lock the service's user out of its store).
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if err := os.Chown(tmp, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("store: migrate: give the migrated store the original's owner: %w", err)
+		}
+	}
+	// A link keeps the original, and the rename then replaces path
+	// atomically: a crash in between leaves path naming the old store or
+	// the new one, never nothing.
+	if err := os.Link(path, kept); err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
