@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,7 +59,9 @@ func startBaseline(ctx context.Context, like *x509.Certificate, cpus []int) (*ba
 		list[i] = strconv.Itoa(c)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), baselineEnv+"="+strings.Join(list, ","))
+	// The baseline needs no HSM: it does not inherit the PIN.
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, pinEnv+"=") })
+	cmd.Env = append(env, baselineEnv+"="+strings.Join(list, ","))
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
