@@ -14,6 +14,7 @@ func caImportCommand() *command {
 	var names serverNames
 	return &command{
 		name: "ca import", args: "--cert ISSUING.pem --root ROOT.pem [--server-name NAME]... [--server-ip IP]...",
+		noArgs: true,
 		summary: "Complete an external-root appliance with its externally signed issuing CA.\n\n" +
 			"After `estca init --external-root`: checks that the certificate matches the issuing key in\n" +
 			"the token and chains to ROOT, then installs both and issues the DTLS server certificate.",
@@ -25,9 +26,6 @@ func caImportCommand() *command {
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if certFile == "" || rootFile == "" {
 				return usageErrorf("--cert and --root are required")
-			}
-			if len(args) > 0 {
-				return usageErrorf("no arguments expected, got %q", args[0])
 			}
 			o, err := names.options()
 			if err != nil {

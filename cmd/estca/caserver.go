@@ -68,6 +68,7 @@ func caReissueServerCommand() *command {
 	var validity time.Duration
 	return &command{
 		name: "ca reissue-server", args: "[--server-name NAME]... [--server-ip IP]... [--new-key] [--validity DUR]",
+		noArgs: true,
 		summary: "Renew the DTLS server certificate (names, addresses, optionally a new key).\n\n" +
 			"Signed by the issuing CA (which is not touched), for the server key in the token\n" +
 			"(--new-key: a new key replaces it; the server must be stopped). Names\n" +
@@ -79,9 +80,6 @@ func caReissueServerCommand() *command {
 			fs.DurationVar(&validity, "validity", ca.DefaultServerValidity, "validity `DUR` of the new certificate (never beyond the issuing CA's)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("no arguments expected, got %q", args[0])
-			}
 			if validity <= 0 {
 				return usageErrorf("--validity must be positive")
 			}

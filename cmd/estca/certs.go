@@ -187,6 +187,7 @@ func certsListCommand() *command {
 	var after string
 	return &command{
 		name: "certs list", args: "[--json] [--revoked] [--expiring DUR] [--requester R] [--limit N] [--after SERIAL]",
+		noArgs: true,
 		summary: "List issued certificates with their status, in issuance order.\n\n" +
 			"Status: valid, expired, or revoked with reason and time. Through the running server's admin\n" +
 			"socket, or from the store file. The filters combine.",
@@ -199,9 +200,6 @@ func certsListCommand() *command {
 			fs.StringVar(&after, "after", "", "start after the certificate with this `SERIAL` (paging)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("no arguments expected, got %q", args[0])
-			}
 			if q.Limit < 0 || q.Expiring < 0 {
 				return usageErrorf("--limit and --expiring must not be negative")
 			}

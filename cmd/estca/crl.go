@@ -23,6 +23,7 @@ func crlCommand() *command {
 	var out string
 	return &command{
 		name: "crl", args: "[--out FILE]",
+		noArgs: true,
 		summary: "Print the CA's certificate revocation list (PEM), or write it to FILE (DER).\n\n" +
 			"Through the running server's admin socket: its current CRL. Offline (server stopped): a new\n" +
 			"CRL signed in the HSM, also written to crl.path.",
@@ -30,9 +31,6 @@ func crlCommand() *command {
 			fs.StringVar(&out, "out", "", "write the CRL to `FILE` in DER (default: PEM to stdout)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if len(args) != 0 {
-				return usageErrorf("no arguments expected, got %q", args[0])
-			}
 			cfg, err := a.config()
 			if err != nil {
 				return err

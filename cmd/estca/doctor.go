@@ -60,6 +60,7 @@ func doctorCommand() *command {
 	var warnWithin time.Duration
 	return &command{
 		name: "doctor", args: "[--json] [--warn-within DUR]",
+		noArgs: true,
 		summary: "Check the appliance; say what is wrong and how to fix it.\n\n" +
 			"Checks the configuration, the HSM token\n" +
 			"(module, token, PIN), the keys (issuing, server, audit: present, matching their certificates;\n" +
@@ -73,9 +74,6 @@ func doctorCommand() *command {
 			fs.DurationVar(&warnWithin, "warn-within", 30*24*time.Hour, "warn about certificates that expire within `DUR`")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("no arguments expected, got %q", args[0])
-			}
 			if warnWithin < 0 {
 				return usageErrorf("--warn-within must not be negative")
 			}

@@ -303,6 +303,7 @@ func benchCommand() *command {
 	var withBaseline bool
 	return &command{
 		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts|skg|skc] [-c N] [-d DUR] [--server-pid PID [--baseline [--rounds N]]]", noConfig: true,
+		noArgs: true,
 		summary: "EST-coaps load generator (sen, sen-reuse, crts, skg, skc); reports ops/s and latencies.\n\n" +
 			"sen opens a new DTLS session per enrollment, sen-reuse enrolls many times over one session\n" +
 			"per worker, crts fetches CA certificates, skg and skc ask for server-side key generation over\n" +
@@ -330,9 +331,6 @@ func benchCommand() *command {
 			fs.IntVar(&rounds, "rounds", bench.DefaultRounds, "rounds `N` per server with --baseline")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if len(args) != 0 {
-				return usageErrorf("no arguments expected")
-			}
 			if withBaseline && serverPID == 0 {
 				return usageErrorf("--baseline needs --server-pid: the comparison is of CPU time per operation")
 			}

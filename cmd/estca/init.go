@@ -24,6 +24,7 @@ func initCommand() *command {
 	var o initOptions
 	return &command{
 		name:     "init",
+		noArgs:   true,
 		args:     "--dir DIR [--pkcs11-module PATH --token LABEL [--pin-file FILE]] [--server-name NAME]... [--server-ip IP]... [--demo]",
 		noConfig: true,
 		summary: "Create a new appliance: token, CA hierarchy, server certificate, store, config.\n\n" +
@@ -44,9 +45,6 @@ func initCommand() *command {
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if o.dir == "" {
 				return usageErrorf("--dir is required")
-			}
-			if len(args) > 0 {
-				return usageErrorf("no arguments expected, got %q", args[0])
 			}
 			if _, err := o.server.options(); err != nil {
 				return asUsage(err)

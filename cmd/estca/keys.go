@@ -312,6 +312,7 @@ func keysCommands() []*command {
 	return []*command{
 		{
 			name: "keys list", args: "[--json]",
+			noArgs: true,
 			summary: "List the escrowed keys, key-encryption keys and recipient certificates of /skg and /skc.\n\n" +
 				"Escrowed keys in the token by certificate serial, the pre-shared key-encryption keys by id,\n" +
 				"the registered recipient certificates by device identity. Through the running server's admin\n" +
@@ -320,9 +321,6 @@ func keysCommands() []*command {
 				fs.BoolVar(&asJSON, "json", false, "print a JSON object of escrowed, keks and recipients (fields: see README, JSON output)")
 			},
 			run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-				if len(args) != 0 {
-					return usageErrorf("no arguments expected, got %q", args[0])
-				}
 				return withKeys(a, func(k keyOps) error {
 					l, err := k.List()
 					if err != nil {
@@ -493,15 +491,13 @@ func keysCommands() []*command {
 		},
 		{
 			name: "keys init-signer", args: "",
+			noArgs: true,
 			summary: "Issue the key-package signer certificate (server stopped).\n\n" +
 				"Creates the key-package signing key (keys.signer_key) if missing and issues its certificate\n" +
 				"(keys.signer_cert) under the issuing CA, e.g. for an appliance initialised before server-side\n" +
 				"key generation existed, or to renew it (`estca serve` also does when it is missing or expires\n" +
 				"within 30 days).",
 			run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-				if len(args) > 0 {
-					return usageErrorf("no arguments expected, got %q", args[0])
-				}
 				cfg, err := a.config()
 				if err != nil {
 					return err

@@ -43,6 +43,9 @@ type command struct {
 	// noConfig marks commands that read no appliance configuration (the
 	// device client, the load generator, init, version): no --config flag.
 	noConfig bool
+	// noArgs marks commands that take no positional arguments: any is a
+	// usage error, before run.
+	noArgs bool
 }
 
 // app carries what every command shares: the config path and the outputs.
@@ -180,6 +183,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	a.configPath = g.config
 	a.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	if cmd.noArgs && len(positional) > 0 {
+		return usageFailure(stderr, cmd, fmt.Errorf("no arguments expected, got %q", positional[0]))
+	}
 	err = cmd.run(ctx, a, fs, positional)
 	if err == nil {
 		return exitOK

@@ -18,6 +18,7 @@ func policyCheckCommand() *command {
 	var csrFile, requester, label, op, at string
 	return &command{
 		name: "policy check", args: "--csr FILE [--requester CERT] [--label L] [--op OP] [--at TIME]",
+		noArgs: true,
 		summary: "Decide a request offline with the configured policy, as the server would.\n\n" +
 			"Prints the decision (issue, pending, deny), the requester as authenticated, every reason\n" +
 			"(code, class, detail) and the exact certificate template. CERT is the requester's chain,\n" +
@@ -35,9 +36,6 @@ func policyCheckCommand() *command {
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if csrFile == "" {
 				return usageErrorf("--csr is required")
-			}
-			if len(args) != 0 {
-				return usageErrorf("no arguments expected, got %q", args[0])
 			}
 			operation, ok := policy.ParseOperation(op)
 			if !ok {

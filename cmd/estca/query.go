@@ -22,6 +22,7 @@ func auditListCommand() *command {
 	var limit int
 	return &command{
 		name: "audit list", args: "[--json] [--since T] [--serial SERIAL] [--requester R] [--limit N]",
+		noArgs: true,
 		summary: "List the audit records, oldest first.\n\n" +
 			"Every decision, issuance, revocation, signed head, start and stop is a record.",
 		flags: func(fs *flag.FlagSet) {
@@ -32,9 +33,6 @@ func auditListCommand() *command {
 			fs.IntVar(&limit, "limit", 0, "at most `N` records (0: all)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("no arguments expected, got %q", args[0])
-			}
 			if limit < 0 {
 				return usageErrorf("--limit must not be negative")
 			}

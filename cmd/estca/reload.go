@@ -14,6 +14,7 @@ import (
 func reloadCommand() *command {
 	return &command{
 		name: "reload", args: "",
+		noArgs: true,
 		summary: "Make the running server re-read its configuration, as SIGHUP does.\n\n" +
 			"A valid configuration replaces the policy, profiles and manufacturers (their certificate and\n" +
 			"CRL files re-read) without dropping DTLS sessions; sessions the new policy refuses are closed.\n" +
@@ -21,9 +22,6 @@ func reloadCommand() *command {
 			"audited. Other sections take effect at the next start (a warning names them). Without a\n" +
 			"running server, only checks the configuration. Exit 1 when it is refused.",
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if len(args) != 0 {
-				return usageErrorf("no arguments expected, got %q", args[0])
-			}
 			cfg, err := a.config()
 			sock := ""
 			if err != nil {

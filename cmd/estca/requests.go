@@ -26,6 +26,7 @@ func requestsListCommand() *command {
 	var asJSON, all bool
 	return &command{
 		name: "requests list", args: "[--all] [--json]",
+		noArgs: true,
 		summary: "List the enrollment requests waiting for an operator (profiles with approval: manual).\n\n" +
 			"Each with the ID that `estca requests approve|deny` take. Through the running server's admin\n" +
 			"socket, or from the store file.",
@@ -34,9 +35,6 @@ func requestsListCommand() *command {
 			fs.BoolVar(&all, "all", false, "list every request the store keeps (pending, approved, denied, issued)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if len(args) != 0 {
-				return usageErrorf("no arguments expected, got %q", args[0])
-			}
 			state := store.StatePending
 			if all {
 				state = ""

@@ -55,11 +55,9 @@ func versionString() string {
 func versionCommand() *command {
 	return &command{
 		name: "version", args: "", noConfig: true,
+		noArgs:  true,
 		summary: "Print the version of this binary (also: estca --version).",
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("no arguments expected")
-			}
 			_, err := fmt.Fprintln(a.stdout, versionString())
 			return err
 		},
