@@ -224,7 +224,9 @@ func (f *keygenFixture) open(t testing.TB, res *KeygenResult, dk *cms.DecryptKey
 	t.Helper()
 	der := res.Key
 	if dk != nil {
-		kp, err := cms.OpenKeyPackage(res.Key, dk, cms.VerifyOptions{Roots: pkitest.Pool(f.h.Root), CurrentTime: f.now})
+		// The issuing CA certificate comes from /crts (KeygenOptions.PackageChain).
+		kp, err := cms.OpenKeyPackage(res.Key, dk, cms.VerifyOptions{Roots: pkitest.Pool(f.h.Root),
+			Intermediates: []*x509.Certificate{f.h.Issuing}, CurrentTime: f.now})
 		if err != nil {
 			t.Fatalf("OpenKeyPackage: %v", err)
 		}
@@ -256,6 +258,38 @@ func (f *keygenFixture) records(t testing.TB, serial string) []store.AuditRecord
 		t.Fatal(err)
 	}
 	return recs
+}
+
+// TestKeyPackageChain: by default the key package's SignedData carries the
+// signer's certificate only (the device chains it through the CA
+// certificates of /crts); PackageChain adds the issuing CA certificate,
+// and the package then verifies against the root alone.
+func TestKeyPackageChain(t *testing.T) {
+	for _, withChain := range []bool{false, true} {
+		name := "signer-only"
+		if withChain {
+			name = "with-issuing-ca"
+		}
+		t.Run(name, func(t *testing.T) { // no '=' in the name: SoftHSM's config file takes the test's temporary directory
+			f := newKeygenFixture(t, KeygenOptions{PackageChain: withChain})
+			devCert := pkitest.PEMCert(t, f.demo.Valid.Cert)
+			csr := f.csr(t, "chain", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: keyIDs(devCert)[0]})
+			res, err := f.keygen("kg", csr, policy.OpSkg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Zero()
+			dk := &cms.DecryptKey{PrivateKey: f.devKey, Certificate: devCert}
+			f.open(t, res, dk) // with the issuing CA from /crts: always
+			_, err = cms.OpenKeyPackage(res.Key, dk, cms.VerifyOptions{Roots: pkitest.Pool(f.h.Root), CurrentTime: f.now})
+			if withChain && err != nil {
+				t.Fatalf("with the chain in the package, against the root alone: %v", err)
+			}
+			if !withChain && !errors.Is(err, cms.ErrCertificate) {
+				t.Fatalf("signer certificate only, against the root alone: %v, want %v", err, cms.ErrCertificate)
+			}
+		})
+	}
 }
 
 func TestServerKeygen(t *testing.T) {

@@ -73,7 +73,7 @@ func TestKeygenResource(t *testing.T) {
 			if err != nil || len(parts) != 2 || parts[0].Format != wire.FormatServerGeneratedKey {
 				t.Fatalf("parts %+v, %v", parts, err)
 			}
-			if _, err := client.OpenServerKey(res, dk, cms.VerifyOptions{Roots: e.roots}); err != nil {
+			if _, err := client.OpenServerKey(res, dk, cms.VerifyOptions{Roots: e.roots, Intermediates: []*x509.Certificate{e.h.Issuing}}); err != nil {
 				t.Fatalf("block size %d: %v", bs, err)
 			}
 		}
@@ -274,7 +274,7 @@ func TestKeygenTransport(t *testing.T) {
 		}
 		if _, err := client.OpenServerKey(&client.KeygenResult{Raw: body, KeyFormat: parts[0].Format, Key: parts[0].Data,
 			CertFormat: parts[1].Format, Certificates: certs}, &cms.DecryptKey{PrivateKey: device.PrivateKey, Certificate: device.Leaf},
-			cms.VerifyOptions{Roots: e.roots}); err != nil {
+			cms.VerifyOptions{Roots: e.roots, Intermediates: []*x509.Certificate{e.h.Issuing}}); err != nil {
 			t.Fatalf("szx %d: %v", szx, err)
 		}
 	}

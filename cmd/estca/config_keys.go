@@ -25,6 +25,10 @@ type KeysConfig struct {
 	// an AuthEnvelopedData (AES-GCM, when a device asks for it); false for
 	// devices that decrypt with OpenSSL (<= 3.6 cannot parse them).
 	GCMAuthAttrs *bool `yaml:"gcm_auth_attrs"`
+	// PackageChain puts the issuing CA certificate into the key package
+	// besides the signer's (ca.KeygenOptions.PackageChain); by default
+	// devices chain the signer through the CA certificates of /crts.
+	PackageChain bool `yaml:"package_chain"`
 }
 
 func (k *KeysConfig) applyDefaults() {

@@ -56,6 +56,7 @@ func setupKeygen(cfg *Config, x *authority, log *slog.Logger, wrap func(crypto.S
 		SignerCertificate: cert,
 		Recipients:        recips,
 		NoAuthAttrs:       !*cfg.Keys.GCMAuthAttrs,
+		PackageChain:      cfg.Keys.PackageChain,
 	})
 	if err != nil {
 		return nil, nil, nil, err
