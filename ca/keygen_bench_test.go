@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -29,14 +30,21 @@ func BenchmarkServerKeygen(b *testing.B) {
 	}
 	for _, prof := range []struct{ name, profile string }{{"p256", "kg"}, {"p384", "kg384"}, {"rsa2048", "kgrsa"}} {
 		for _, d := range deliveries {
-			csr := f.csr(b, "bench", d.kr)
+			// Distinct CSRs: identical requests in flight together are
+			// served once (a retransmission), which would flatter the
+			// goroutines=8 figures.
+			csrs := make([][]byte, 64)
+			for i := range csrs {
+				csrs[i] = f.csr(b, fmt.Sprintf("bench-%d", i), d.kr)
+			}
 			for _, g := range []int{1, 8} {
 				b.Run(prof.name+"/"+d.name+"/goroutines="+string(rune('0'+g)), func(b *testing.B) {
-					var n atomic.Int64
+					var n, next atomic.Int64
 					b.SetParallelism(max(1, g/runtime.GOMAXPROCS(0)))
 					b.ResetTimer()
 					b.RunParallel(func(pb *testing.PB) {
 						for pb.Next() {
+							csr := csrs[next.Add(1)%int64(len(csrs))]
 							res, err := f.g.ServerKeygen(context.Background(), KeygenRequest{CSR: csr, Profile: prof.profile, Requester: f.dev, Operation: policy.OpSkg})
 							if err != nil {
 								b.Error(err)

@@ -301,8 +301,9 @@ func benchCommand() *command {
 	var workers, csrs, serverPID, rounds int
 	var dur time.Duration
 	var withBaseline bool
+	var vs string
 	return &command{
-		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts|skg|skc] [-c N] [-d DUR] [--server-pid PID [--baseline [--rounds N]]]", noConfig: true,
+		name: "bench", args: "--server coaps://HOST:PORT --cert C --key K --trust TA.pem [--mode sen|sen-reuse|crts|skg|skc] [-c N] [-d DUR] [--server-pid PID [--baseline | --vs MODE] [--rounds N]]", noConfig: true,
 		noArgs: true,
 		summary: "EST-coaps load generator (sen, sen-reuse, crts, skg, skc); reports ops/s and latencies.\n\n" +
 			"sen opens a new DTLS session per enrollment, sen-reuse enrolls many times over one session\n" +
@@ -317,8 +318,11 @@ func benchCommand() *command {
 			"work (est/baseline: it checks the client chain and the CSR's signature and answers a fixed\n" +
 			"certificate), started here as a child process pinned to the server's CPUs: --rounds rounds\n" +
 			"of -d each per server, interleaved, one set of CSRs, and the ratio of the server's CPU per\n" +
-			"operation to the baseline's, the figure to quote (medians of the per-round ratios). Pin the\n" +
-			"server and this command to different CPUs (taskset).",
+			"operation to the baseline's, the figure to quote (medians of the per-round ratios). --vs MODE\n" +
+			"compares two operations on the same server instead: --rounds rounds of --mode and of MODE,\n" +
+			"interleaved, and the ratio of their rates and CPU per operation (skg --vs sen-reuse: what a\n" +
+			"server-generated key costs against an enrollment). Pin the server and this command to\n" +
+			"different CPUs (taskset).",
 		flags: func(fs *flag.FlagSet) {
 			cf.register(fs)
 			fs.StringVar(&mode, "mode", "sen", "`MODE`: sen (a new DTLS session per enrollment), sen-reuse (one session per worker), crts, skg or skc (server-side key generation over one session per worker)")
@@ -328,11 +332,24 @@ func benchCommand() *command {
 			fs.IntVar(&csrs, "csrs", 0, "distinct CSRs to prepare (0: enough for the duration)")
 			fs.IntVar(&serverPID, "server-pid", 0, "`PID` of the server process on this machine: report its CPU time per operation")
 			fs.BoolVar(&withBaseline, "baseline", false, "compare with the baseline server (no CA work) in interleaved rounds; needs --server-pid")
-			fs.IntVar(&rounds, "rounds", bench.DefaultRounds, "rounds `N` per server with --baseline")
+			fs.StringVar(&vs, "vs", "", "compare --mode with `MODE` on the same server in interleaved rounds; needs --server-pid")
+			fs.IntVar(&rounds, "rounds", bench.DefaultRounds, "rounds `N` per server (--baseline) or per mode (--vs)")
 		},
 		run: func(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
 			if withBaseline && serverPID == 0 {
 				return usageErrorf("--baseline needs --server-pid: the comparison is of CPU time per operation")
+			}
+			if vs != "" {
+				switch {
+				case withBaseline:
+					return usageErrorf("--vs and --baseline: one comparison at a time")
+				case serverPID == 0:
+					return usageErrorf("--vs needs --server-pid: the comparison is of CPU time per operation")
+				case vs == mode:
+					return usageErrorf("--vs %s: the same mode as --mode", vs)
+				case !slices.Contains(bench.Modes, vs):
+					return usageErrorf("--vs %q: want one of %s", vs, strings.Join(bench.Modes, ", "))
+				}
 			}
 			if rounds <= 0 {
 				return usageErrorf("--rounds %d: want at least 1", rounds)
@@ -347,6 +364,9 @@ func benchCommand() *command {
 			}
 			if withBaseline {
 				return benchBaseline(ctx, a, bo, rounds)
+			}
+			if vs != "" {
+				return benchModes(ctx, a, bo, vs, rounds)
 			}
 			rep, err := bench.Run(ctx, bo)
 			if err != nil {
@@ -373,10 +393,7 @@ func benchBaseline(ctx context.Context, a *app, bo bench.Options, rounds int) er
 	if err != nil {
 		return err
 	}
-	if own, err := bench.Affinity(0); err == nil && overlap(own, cpus) {
-		a.log.Warn("the load generator may run on the server's CPUs: pin them apart (taskset) for figures worth quoting",
-			"server_cpus", cpus, "bench_cpus", own)
-	}
+	warnSharedCPUs(a, cpus)
 	like := bo.Client.Certificate.Leaf
 	if like == nil {
 		if like, err = x509.ParseCertificate(bo.Client.Certificate.Certificate[0]); err != nil {
@@ -402,6 +419,37 @@ func benchBaseline(ctx context.Context, a *app, bo bench.Options, rounds int) er
 		},
 		Rounds: rounds,
 	})
+	return reportComparison(a, cmp, err)
+}
+
+// benchModes runs `estca bench --vs`: bo.Mode and vs against the same
+// server in interleaved rounds (bench.Compare with a target per mode).
+func benchModes(ctx context.Context, a *app, bo bench.Options, vs string, rounds int) error {
+	if cpus, err := bench.Affinity(bo.ServerPID); err == nil {
+		warnSharedCPUs(a, cpus)
+	}
+	cmp, err := bench.Compare(ctx, bench.CompareOptions{
+		Options: bo,
+		Targets: []bench.Target{
+			{Name: bo.Mode, Client: bo.Client, ServerPID: bo.ServerPID, Mode: bo.Mode},
+			{Name: vs, Client: bo.Client, ServerPID: bo.ServerPID, Mode: vs},
+		},
+		Rounds: rounds,
+	})
+	return reportComparison(a, cmp, err)
+}
+
+// warnSharedCPUs warns when this process may run on the server's CPUs.
+func warnSharedCPUs(a *app, serverCPUs []int) {
+	if own, err := bench.Affinity(0); err == nil && overlap(own, serverCPUs) {
+		a.log.Warn("the load generator may run on the server's CPUs: pin them apart (taskset) for figures worth quoting",
+			"server_cpus", serverCPUs, "bench_cpus", own)
+	}
+}
+
+// reportComparison prints a comparison (bench.Compare's outcome cmp, err)
+// and fails (exit 1) if a target had failed operations.
+func reportComparison(a *app, cmp *bench.Comparison, err error) error {
 	if err != nil {
 		return err
 	}

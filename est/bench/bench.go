@@ -39,6 +39,9 @@ const (
 	ModeKeygenSingle = "skc"
 )
 
+// Modes lists the modes.
+var Modes = []string{ModeEnroll, ModeEnrollReuse, ModeCACerts, ModeKeygen, ModeKeygenSingle}
+
 // DefaultTimeout bounds one operation, handshake included, when
 // Options.Client.Timeout is 0.
 const DefaultTimeout = 10 * time.Second

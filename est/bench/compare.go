@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/estca/estca/ca/cms"
 	"github.com/estca/estca/est/client"
 )
 
@@ -22,6 +23,19 @@ type Target struct {
 	ServerPID int
 	// FixedAnswer as in Options (a baseline server).
 	FixedAnswer bool
+	// Mode, if not empty, is this target's load instead of
+	// CompareOptions.Mode: two targets on the same server with different
+	// modes compare two operations in the same run (skg against
+	// sen-reuse). Keygen modes draw from CSRs asking for
+	// CompareOptions.KeyRequest, enrollment modes from plain ones.
+	Mode string
+}
+
+func (t Target) mode(o CompareOptions) string {
+	if t.Mode != "" {
+		return t.Mode
+	}
+	return o.Mode
 }
 
 // CompareOptions configures Compare. The embedded Options give the mode,
@@ -85,28 +99,41 @@ func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
 	c := &Comparison{Mode: o.Mode, Workers: o.Workers, LoadBefore: LoadAverage()}
 	for _, t := range o.Targets {
 		c.Names = append(c.Names, t.Name)
+		if m := t.mode(o); m != o.Mode {
+			c.Mode = "mixed"
+		}
 	}
-	if o.Mode != ModeCACerts && o.Prepared == nil {
+	// One set of CSRs per kind of load (keygen CSRs carry the key request);
+	// o.Prepared, if set, is the set of o.Mode's kind.
+	sets := map[bool]*CSRSet{}
+	if o.Prepared != nil {
+		sets[keygen(o.Mode)] = o.Prepared
+	}
+	for _, t := range o.Targets {
+		m := t.mode(o)
+		if m == ModeCACerts || sets[keygen(m)] != nil {
+			continue
+		}
 		n := o.CSRs
 		if n <= 0 {
 			// Targets with a fixed answer replay the CSRs of the others.
 			storing := 0
-			for _, t := range o.Targets {
-				if !t.FixedAnswer {
+			for _, u := range o.Targets {
+				if !u.FixedAnswer && keygen(u.mode(o)) == keygen(m) {
 					storing++
 				}
 			}
 			n = min(defaultCSRs(o.Duration, o.Workers)*o.Rounds*max(storing, 1), 400000)
 		}
-		kr := o.KeyRequest
-		if !keygen(o.Mode) {
-			kr = nil
+		var kr *cms.KeyRequest
+		if keygen(m) {
+			kr = o.KeyRequest
 		}
-		set, err := PrepareCSRs(ctx, n, o.Targets[0].Client.Certificate, kr)
+		set, err := PrepareCSRs(ctx, n, t.Client.Certificate, kr)
 		if err != nil {
 			return nil, err
 		}
-		o.Prepared = set
+		sets[keygen(m)] = set
 	}
 	for r := range o.Rounds {
 		c.Reports = append(c.Reports, make([]*Report, len(o.Targets)))
@@ -121,6 +148,10 @@ func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
 			t := o.Targets[i]
 			ro := o.Options
 			ro.Client, ro.ServerPID, ro.FixedAnswer = t.Client, t.ServerPID, t.FixedAnswer
+			ro.Mode, ro.Prepared = t.mode(o), sets[keygen(t.mode(o))]
+			if ro.Mode == ModeCACerts {
+				ro.Prepared = nil
+			}
 			if t.FixedAnswer && ro.Prepared != nil {
 				ro.Prepared = ro.Prepared.Replay()
 			}
@@ -220,7 +251,7 @@ func Median(xs []float64) float64 {
 // and the ratios of every target to the last one (the baseline).
 func (c *Comparison) Format(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "mode %s, %d workers, %d rounds per server, interleaved\n", c.Mode, c.Workers, len(c.Reports))
+	fmt.Fprintf(&b, "mode %s, %d workers, %d rounds per target, interleaved\n", c.Mode, c.Workers, len(c.Reports))
 	fmt.Fprintf(&b, "load average before: %s\n", c.LoadBefore)
 	fmt.Fprintf(&b, "%-6s %-10s %9s %7s %12s %12s %12s %8s %6s\n", "round", "server", "ops/s", "errors", "cpu/op", "user/op", "system/op", "csw/op", "core")
 	for r, round := range c.Reports {
