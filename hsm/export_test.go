@@ -100,3 +100,16 @@ func (t *Token) GenerateUncopyable(label string) error {
 // OneCall reports whether the Token signs with C_SignInit and C_Sign in one
 // cgo call (the module exports both).
 func (t *Token) OneCall() bool { return t.one != nil }
+
+// OneCallWraps reports whether the Token wraps with one C_WrapKey call
+// (no length query first).
+func (t *Token) OneCallWraps() bool { return t.one.canWrap() }
+
+// SetWrapBufferSize sets the buffer of the one-call C_WrapKey, returning
+// the previous size: a small one exercises the retry with the length the
+// module asks for.
+func SetWrapBufferSize(n int) int {
+	old := wrapBufferSize
+	wrapBufferSize = n
+	return old
+}

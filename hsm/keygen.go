@@ -136,7 +136,7 @@ func (t *Token) wrapOut(s pkcs11.SessionHandle, key pkcs11.ObjectHandle) (wrappe
 		clear(transport)
 		return nil, nil, err
 	}
-	wrapped, err = t.ctx.WrapKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP_PAD, nil)}, wk, key)
+	wrapped, err = t.wrapKey(s, pkcs11.CKM_AES_KEY_WRAP_PAD, wk, key)
 	if derr := t.ctx.DestroyObject(s, wk); err == nil && derr != nil {
 		err = derr
 	}
@@ -145,6 +145,29 @@ func (t *Token) wrapOut(s pkcs11.SessionHandle, key pkcs11.ObjectHandle) (wrappe
 		return nil, nil, err
 	}
 	return wrapped, transport, nil
+}
+
+// wrapBufferSize holds the RFC 5649 wrapping of the PKCS#8 of any key
+// GenerateExportable makes (RSA-3072: about 1.8 kB).
+// A variable for the tests of the retry with the length the module asks for.
+var wrapBufferSize = 4096
+
+// wrapKey is C_WrapKey under the parameterless mechanism mech
+// (CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD): one call into a buffer large
+// enough where the module allows (miekg/pkcs11 asks for the length first,
+// and SoftHSM wraps the key for that too), else miekg/pkcs11.
+func (t *Token) wrapKey(s pkcs11.SessionHandle, mech uint, wk, key pkcs11.ObjectHandle) ([]byte, error) {
+	if t.one.canWrap() {
+		size := wrapBufferSize
+		wrapped, n, err := t.one.wrap(s, mech, wk, key, size)
+		if errors.Is(err, pkcs11.Error(pkcs11.CKR_BUFFER_TOO_SMALL)) && n > size && n <= 1<<20 {
+			wrapped, _, err = t.one.wrap(s, mech, wk, key, n)
+		}
+		if !errors.Is(err, pkcs11.Error(pkcs11.CKR_BUFFER_TOO_SMALL)) {
+			return wrapped, err
+		}
+	}
+	return t.ctx.WrapKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, wk, key)
 }
 
 // aesSessionKey creates a sensitive AES session object holding value: a
@@ -454,7 +477,7 @@ func (k *KEK) wrapKey(cek []byte) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		wrapped, err = k.t.ctx.WrapKey(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP, nil)}, h, ck)
+		wrapped, err = k.t.wrapKey(s.h, pkcs11.CKM_AES_KEY_WRAP, h, ck)
 		err = k.markStale(err)
 		if derr := k.t.ctx.DestroyObject(s.h, ck); err == nil {
 			err = derr

@@ -13,8 +13,9 @@ typedef unsigned long estca_ul;
 typedef struct { estca_ul mechanism; void *parameter; estca_ul parameterLen; } estca_mech;
 typedef estca_ul (*estca_signinit)(estca_ul, estca_mech *, estca_ul);
 typedef estca_ul (*estca_sign)(estca_ul, unsigned char *, estca_ul, unsigned char *, estca_ul *);
+typedef estca_ul (*estca_wrapkey)(estca_ul, estca_mech *, estca_ul, estca_ul, unsigned char *, estca_ul *);
 
-typedef struct { void *lib; estca_signinit init; estca_sign sign; } estca_onecall;
+typedef struct { void *lib; estca_signinit init; estca_sign sign; estca_wrapkey wrap; } estca_onecall;
 
 // estca_onecall_open finds C_SignInit and C_Sign in the module, which must
 // already be loaded (by miekg/pkcs11): RTLD_NOLOAD only takes a reference.
@@ -23,6 +24,7 @@ static int estca_onecall_open(const char *path, estca_onecall *o) {
 	if (o->lib == NULL) return 0;
 	o->init = (estca_signinit)dlsym(o->lib, "C_SignInit");
 	o->sign = (estca_sign)dlsym(o->lib, "C_Sign");
+	o->wrap = (estca_wrapkey)dlsym(o->lib, "C_WrapKey"); // optional
 	if (o->init == NULL || o->sign == NULL) {
 		dlclose(o->lib);
 		o->lib = NULL;
@@ -44,6 +46,17 @@ static estca_ul estca_onecall_sign(estca_onecall *o, estca_ul session, estca_ul 
 	estca_ul rv = o->init(session, &m, key);
 	if (rv != 0) return rv;
 	return o->sign(session, data, dataLen, sig, sigLen);
+}
+
+static int estca_onecall_has_wrap(estca_onecall *o) { return o->wrap != NULL; }
+
+// estca_onecall_wrap is one C_WrapKey into the caller's buffer, for
+// mechanisms without parameters: no length query first, which some tokens
+// (SoftHSM) answer by wrapping the key a first time.
+static estca_ul estca_onecall_wrap(estca_onecall *o, estca_ul session, estca_ul mech, estca_ul wrapping, estca_ul key,
+		unsigned char *out, estca_ul *outLen) {
+	estca_mech m = { mech, NULL, 0 };
+	return o->wrap(session, &m, wrapping, key, out, outLen);
 }
 */
 import "C"
@@ -94,4 +107,21 @@ func (o *oneCall) sign(s pkcs11.SessionHandle, mech uint, h pkcs11.ObjectHandle,
 		return nil, pkcs11.Error(rv)
 	}
 	return sig[:n], nil
+}
+
+// canWrap reports whether wrap is available (the module exports C_WrapKey).
+func (o *oneCall) canWrap() bool { return o != nil && C.estca_onecall_has_wrap(o.c) != 0 }
+
+// wrap wraps key under wrapping with the parameterless mechanism mech in
+// one C_WrapKey call, into a buffer of size bytes; a buffer too small is
+// CKR_BUFFER_TOO_SMALL with the length needed (PKCS#11 v2.40 §5.2).
+func (o *oneCall) wrap(s pkcs11.SessionHandle, mech uint, wrapping, key pkcs11.ObjectHandle, size int) ([]byte, int, error) {
+	out := make([]byte, size)
+	n := C.estca_ul(len(out))
+	rv := C.estca_onecall_wrap(o.c, C.estca_ul(s), C.estca_ul(mech), C.estca_ul(wrapping), C.estca_ul(key),
+		(*C.uchar)(unsafe.Pointer(&out[0])), &n)
+	if rv != 0 {
+		return nil, int(n), pkcs11.Error(rv)
+	}
+	return out[:n], int(n), nil
 }

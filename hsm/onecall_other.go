@@ -14,3 +14,9 @@ func (o *oneCall) close() {}
 func (o *oneCall) sign(pkcs11.SessionHandle, uint, pkcs11.ObjectHandle, []byte, []byte) ([]byte, error) {
 	panic("hsm: oneCall without a module")
 }
+
+func (o *oneCall) canWrap() bool { return false }
+
+func (o *oneCall) wrap(pkcs11.SessionHandle, uint, pkcs11.ObjectHandle, pkcs11.ObjectHandle, int) ([]byte, int, error) {
+	panic("hsm: oneCall without a module")
+}
