@@ -279,8 +279,11 @@ func TestPolicyE2ERevocationMidSession(t *testing.T) {
 	mustEstca(t, "--config", cfg, "revoke", "--reason", "keyCompromise", leaf.SerialNumber.Text(16))
 	revoked := time.Now()
 	// The sessions were closed inside the revocation, before it returned:
-	// the server logged the closing before it answered the command.
+	// the server logged the closing before it answered the command. Its log
+	// reaches the test through a pipe, which may lag behind under load: wait
+	// for the line, then compare the time it carries.
 	waitLog(t, srv, `reason="certificate revoked"`)
+	waitLog(t, srv, `msg="session closed"`)
 	closedAt := logTime(t, srv.logs(), `msg="session closed"`)
 	if closedAt.After(revoked) {
 		t.Fatalf("the session was closed at %v, after the revocation returned at %v", closedAt, revoked)
