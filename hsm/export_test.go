@@ -102,8 +102,8 @@ func (t *Token) GenerateUncopyable(label string) error {
 func (t *Token) OneCall() bool { return t.one != nil }
 
 // OneCallWraps reports whether the Token wraps with one C_WrapKey call
-// (no length query first).
-func (t *Token) OneCallWraps() bool { return t.one.canWrap() }
+// (no length query first), and how many such calls it made.
+func (t *Token) OneCallWraps() (bool, uint64) { return t.one.canWrap(), t.one.wrapCalls() }
 
 // SetWrapBufferSize sets the buffer of the one-call C_WrapKey, returning
 // the previous size: a small one exercises the retry with the length the

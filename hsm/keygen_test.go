@@ -102,18 +102,23 @@ func TestGenerateExportable(t *testing.T) {
 	// SoftHSM exports C_WrapKey: one call into a buffer, no length query
 	// (which SoftHSM answers by wrapping the key once more); a buffer too
 	// small is retried with the length the token asks for.
-	if !tok.OneCallWraps() {
+	if ok, _ := tok.OneCallWraps(); !ok {
 		t.Error("SoftHSM exports C_WrapKey: the Token should wrap in one call")
 	}
 	t.Run("small wrap buffer", func(t *testing.T) {
 		defer hsm.SetWrapBufferSize(hsm.SetWrapBufferSize(16))
 		for _, kt := range []hsm.KeyType{hsm.ECDSAP256, hsm.RSA2048} {
+			_, before := tok.OneCallWraps()
 			k, err := tok.GenerateExportable(kt, false)
 			if err != nil {
 				t.Fatalf("%s: %v", kt, err)
 			}
 			unwrapExported(t, k)
 			k.Zero()
+			// Too small, then again at the length the token asked for.
+			if _, after := tok.OneCallWraps(); after-before != 2 {
+				t.Errorf("%s: %d one-call wraps, want 2 (the retry)", kt, after-before)
+			}
 		}
 	})
 	if _, err := tok.GenerateExportable("rsa-1024", false); !errors.Is(err, hsm.ErrKeyType) {

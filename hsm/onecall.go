@@ -62,6 +62,9 @@ static estca_ul estca_onecall_wrap(estca_onecall *o, estca_ul session, estca_ul 
 import "C"
 
 import (
+	"errors"
+	"fmt"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/miekg/pkcs11"
@@ -73,7 +76,8 @@ import (
 // take it back afterwards: two context switches per call; one call per
 // signature instead of two halves them.
 type oneCall struct {
-	c *C.estca_onecall
+	c     *C.estca_onecall
+	wraps atomic.Uint64 // C_WrapKey calls made, for the tests
 }
 
 // openOneCall finds the signing functions of the loaded module; nil if the
@@ -106,8 +110,15 @@ func (o *oneCall) sign(s pkcs11.SessionHandle, mech uint, h pkcs11.ObjectHandle,
 	if rv != 0 {
 		return nil, pkcs11.Error(rv)
 	}
+	if uint64(n) > uint64(len(sig)) {
+		return nil, fmt.Errorf("%w: C_Sign reported %d bytes written into a buffer of %d", errModuleLength, uint64(n), len(sig))
+	}
 	return sig[:n], nil
 }
+
+// errModuleLength is a module that reports more bytes written than the
+// buffer it was given holds: never trusted (it would read past the buffer).
+var errModuleLength = errors.New("hsm: pkcs11 module reported an impossible length")
 
 // canWrap reports whether wrap is available (the module exports C_WrapKey).
 func (o *oneCall) canWrap() bool { return o != nil && C.estca_onecall_has_wrap(o.c) != 0 }
@@ -118,10 +129,23 @@ func (o *oneCall) canWrap() bool { return o != nil && C.estca_onecall_has_wrap(o
 func (o *oneCall) wrap(s pkcs11.SessionHandle, mech uint, wrapping, key pkcs11.ObjectHandle, size int) ([]byte, int, error) {
 	out := make([]byte, size)
 	n := C.estca_ul(len(out))
+	o.wraps.Add(1)
 	rv := C.estca_onecall_wrap(o.c, C.estca_ul(s), C.estca_ul(mech), C.estca_ul(wrapping), C.estca_ul(key),
 		(*C.uchar)(unsafe.Pointer(&out[0])), &n)
 	if rv != 0 {
-		return nil, int(n), pkcs11.Error(rv)
+		need := int(min(uint64(n), 1<<30)) // only a hint, for CKR_BUFFER_TOO_SMALL
+		return nil, need, pkcs11.Error(rv)
+	}
+	if uint64(n) > uint64(len(out)) {
+		return nil, 0, fmt.Errorf("%w: C_WrapKey reported %d bytes written into a buffer of %d", errModuleLength, uint64(n), len(out))
 	}
 	return out[:n], int(n), nil
+}
+
+// wrapCalls counts the one-call C_WrapKey calls made (0 for nil).
+func (o *oneCall) wrapCalls() uint64 {
+	if o == nil {
+		return 0
+	}
+	return o.wraps.Load()
 }
