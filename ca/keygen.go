@@ -87,17 +87,18 @@ type KeygenOptions struct {
 	// that decrypt with OpenSSL and ask for GCM. AES-CBC (the default
 	// without SMIMECapabilities) is not concerned.
 	NoAuthAttrs bool
-	// PackageChain puts the issuing CA certificate into the key package's
-	// SignedData besides the signer's. By default it carries the signer's
-	// certificate only: RFC 5652 §5.1 allows fewer certificates than a
-	// path needs where recipients have another means of obtaining them,
-	// and an EST client has the CA certificates of /crts (RFC 9148 §4.1,
-	// RFC 7030 §4.1), which it needs to chain its own certificate anyway.
-	// Left out, the issuing CA certificate (about 400 bytes for a P-256 CA)
-	// costs neither the constrained link nor a Block2 exchange: a P-256
-	// key package with a KARI recipient and its certificate fit in two
-	// 1024-byte blocks instead of three.
-	PackageChain bool
+	// SignerCertificateOnly leaves the issuing CA certificate out of the
+	// key package's SignedData, which then carries the signer's certificate
+	// only. RFC 5652 §5.1 allows fewer certificates than a path needs where
+	// recipients have another means of obtaining them: an EST client that
+	// fetched the CA certificates of /crts as 281 (the chain) has the
+	// issuing CA; one that fetched the root alone (287) has not, and could
+	// no longer verify the package. Left out, the issuing CA certificate
+	// (about 400 bytes for a P-256 CA) costs neither the constrained link
+	// nor a Block2 exchange: a P-256 key package for a KARI recipient and
+	// its certificate fit in two 1024-byte blocks instead of three. By
+	// default the package carries both certificates.
+	SignerCertificateOnly bool
 	// Rand is the randomness of the CMS layer (content keys, IVs, ephemeral
 	// keys); nil means crypto/rand.Reader. Key pairs come from the token.
 	Rand io.Reader
@@ -132,7 +133,7 @@ func (a *Authority) NewKeygen(o KeygenOptions) (*Keygen, error) {
 		return nil, err
 	}
 	var so cms.SignerOptions
-	if o.PackageChain {
+	if !o.SignerCertificateOnly {
 		so.Chain = a.chain[:1]
 	}
 	s, err := cms.NewSigner(o.Signer, c, so)

@@ -224,7 +224,7 @@ func (f *keygenFixture) open(t testing.TB, res *KeygenResult, dk *cms.DecryptKey
 	t.Helper()
 	der := res.Key
 	if dk != nil {
-		// The issuing CA certificate comes from /crts (KeygenOptions.PackageChain).
+		// The issuing CA certificate, as from /crts (needed with KeygenOptions.SignerCertificateOnly).
 		kp, err := cms.OpenKeyPackage(res.Key, dk, cms.VerifyOptions{Roots: pkitest.Pool(f.h.Root),
 			Intermediates: []*x509.Certificate{f.h.Issuing}, CurrentTime: f.now})
 		if err != nil {
@@ -261,17 +261,21 @@ func (f *keygenFixture) records(t testing.TB, serial string) []store.AuditRecord
 }
 
 // TestKeyPackageChain: by default the key package's SignedData carries the
-// signer's certificate only (the device chains it through the CA
-// certificates of /crts); PackageChain adds the issuing CA certificate,
-// and the package then verifies against the root alone.
+// signer's certificate and the issuing CA's, and verifies against the root
+// alone; with SignerCertificateOnly it carries the signer's only, is smaller
+// by at least the issuing CA certificate, and the device chains it through
+// the CA certificates of /crts.
 func TestKeyPackageChain(t *testing.T) {
+	sizes := map[bool]int{}
+	var issuing *x509.Certificate
 	for _, withChain := range []bool{false, true} {
 		name := "signer-only"
 		if withChain {
 			name = "with-issuing-ca"
 		}
 		t.Run(name, func(t *testing.T) { // no '=' in the name: SoftHSM's config file takes the test's temporary directory
-			f := newKeygenFixture(t, KeygenOptions{PackageChain: withChain})
+			f := newKeygenFixture(t, KeygenOptions{SignerCertificateOnly: !withChain})
+			issuing = f.h.Issuing
 			devCert := pkitest.PEMCert(t, f.demo.Valid.Cert)
 			csr := f.csr(t, "chain", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: keyIDs(devCert)[0]})
 			res, err := f.keygen("kg", csr, policy.OpSkg)
@@ -288,7 +292,12 @@ func TestKeyPackageChain(t *testing.T) {
 			if !withChain && !errors.Is(err, cms.ErrCertificate) {
 				t.Fatalf("signer certificate only, against the root alone: %v, want %v", err, cms.ErrCertificate)
 			}
+			sizes[withChain] = len(res.Key)
 		})
+	}
+	// CBC padding and the signatures' DER lengths move each by a few bytes.
+	if d := sizes[true] - sizes[false]; d < len(issuing.Raw)-32 {
+		t.Fatalf("key package of %d bytes with the issuing CA, %d without: %d apart", sizes[true], sizes[false], d)
 	}
 }
 

@@ -371,7 +371,7 @@ keys:
   signer_cert: ca/keypkg.pem        # its certificate, issued by the issuing CA
   recipients_dir: keys/recipients   # recipient certificates (estca keys add-recipient)
   gcm_auth_attrs: true              # RFC 5083 authAttrs in AES-GCM answers; false for OpenSSL <= 3.6 devices
-  package_chain: false              # true: key packages also carry the issuing CA certificate (devices have it from /crts)
+  package_chain: true               # false: the signer's certificate only (~400 bytes less), for devices that fetch /crts as 281
 `))
 
 func renderConfig(v configValues) string {

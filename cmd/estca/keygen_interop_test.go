@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -133,6 +134,51 @@ func pubOfCert(t *testing.T, certPEM string) string {
 	return openssl(t, "x509", "-in", certPEM, "-noout", "-pubkey")
 }
 
+// TestKeyPackageSignerOnly: with keys.package_chain: false the key package
+// carries the signer's certificate only: the KARI answer of the demo
+// appliance fits in two 1024-byte blocks, openssl verifies it against the
+// CA certificates of /crts, and not against the root alone.
+func TestKeyPackageSignerOnly(t *testing.T) {
+	dir, cfg := keygenAppliance(t)
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "  package_chain: true", "  package_chain: false", 1)
+	if s == string(b) {
+		t.Fatal("config template changed: no keys.package_chain")
+	}
+	if err := os.WriteFile(cfg, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	root := filepath.Join(dir, "ca", "root.pem")
+	dev := demoDevice(dir, "valid")
+	devCert, err := readCert(dev.cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devID, _ := client.KeyIdentifier(devCert)
+	srv := startServer(t, cfg)
+
+	csr := keygenCSR(t, filepath.Join(tmp, "kari.csr"), "", &cms.KeyRequest{Delivery: cms.DeliverAsymmetric, KeyID: devID})
+	answer := filepath.Join(tmp, "kari.cbor")
+	out := coap(t, "coap-client-openssl", &dev, root, "-m", "post", "-t", "286", "-A", "62", "-b", "1024", "-f", csr, "-o", answer,
+		"coaps://"+srv.addr+"/.well-known/est/skg")
+	a := splitAnswer(t, answer, filepath.Join(tmp, "kari"), out)
+	if fi, err := os.Stat(answer); err != nil || fi.Size() > 2048 {
+		t.Fatalf("answer %v, %v: want at most 2048 bytes", fi, err)
+	}
+	keyDER := openEnveloped(t, a.key, filepath.Join(tmp, "kari"), root, filepath.Join(dir, "ca", "issuing.pem"), "-recip", dev.cert, "-inkey", dev.key)
+	if k, crt := pubOfKey(t, keyDER), pubOfCert(t, a.cert); k != crt {
+		t.Errorf("the key is not the certificate's:\n%s\n%s", k, crt)
+	}
+	if out, err := exec.Command("openssl", "cms", "-verify", "-inform", "DER", "-in", filepath.Join(tmp, "kari.ci.der"),
+		"-CAfile", root, "-out", os.DevNull).CombinedOutput(); err == nil {
+		t.Fatalf("the package verified against the root alone: it carries the issuing CA certificate\n%s", out)
+	}
+}
+
 // openEnveloped decrypts a 280 key part with openssl cms -decrypt (args
 // select the recipient), verifies the SignedData with openssl cms -verify
 // against the CA chain, and writes the private key of the
@@ -157,9 +203,9 @@ func openEnveloped(t *testing.T, keyPart, prefix, root, issuing string, args ...
 	}
 	os.WriteFile(prefix+".ci.der", ci, 0o600)
 	akp := prefix + ".akp.der"
-	// The package carries the signer's certificate only (keys.package_chain
-	// false): the device chains it through the CA certificates it has from
-	// /crts, which OpenSSL 3.0's cms -verify (no -untrusted) takes as -CAfile.
+	// Against the CA certificates a device has from /crts (as 281: the
+	// chain), which OpenSSL 3.0's cms -verify (no -untrusted) takes as
+	// -CAfile; they are needed with keys.package_chain: false.
 	crts := prefix + ".crts.pem"
 	var pems []byte
 	for _, f := range []string{issuing, root} {
@@ -271,15 +317,9 @@ func TestInteropKeygen(t *testing.T) {
 					keyDER = openEnveloped(t, a.key, filepath.Join(tmp, name), root, issuing, c.args...)
 				}
 				if c.name == "kari" {
-					// The issuing CA certificate stays out of the key package
-					// (keys.package_chain): the answer fits in two 1024-byte blocks.
-					fi, err := os.Stat(filepath.Join(tmp, name+".cbor"))
-					if err != nil {
-						t.Fatal(err)
-					}
-					if fi.Size() > 2048 {
-						t.Errorf("%s: answer of %d bytes, want at most 2048", name, fi.Size())
-					}
+					// keys.package_chain (default true): the package carries the
+					// issuing CA certificate and verifies against the root alone.
+					openssl(t, "cms", "-verify", "-inform", "DER", "-in", filepath.Join(tmp, name+".ci.der"), "-CAfile", root, "-out", os.DevNull)
 				}
 				if k, crt := pubOfKey(t, keyDER), pubOfCert(t, a.cert); k != crt {
 					t.Errorf("%s: the key is not the certificate's:\n%s\n%s", name, k, crt)

@@ -51,12 +51,12 @@ func setupKeygen(cfg *Config, x *authority, log *slog.Logger, wrap func(crypto.S
 	}
 	recips := recipientDir{cfg.path(cfg.Keys.RecipientsDir)}
 	kg, err := x.ca.NewKeygen(ca.KeygenOptions{
-		Token:             x.token,
-		Signer:            key,
-		SignerCertificate: cert,
-		Recipients:        recips,
-		NoAuthAttrs:       !*cfg.Keys.GCMAuthAttrs,
-		PackageChain:      cfg.Keys.PackageChain,
+		Token:                 x.token,
+		Signer:                key,
+		SignerCertificate:     cert,
+		Recipients:            recips,
+		NoAuthAttrs:           !*cfg.Keys.GCMAuthAttrs,
+		SignerCertificateOnly: !*cfg.Keys.PackageChain,
 	})
 	if err != nil {
 		return nil, nil, nil, err

@@ -114,7 +114,9 @@ func OpenServerKey(res *KeygenResult, dk *cms.DecryptKey, o cms.VerifyOptions) (
 }
 
 // OpenServerKey is the package's OpenServerKey with the Conn's trust
-// anchors as roots.
+// anchors as roots. Pass the CA certificates of /crts (CACerts with 281) as
+// intermediates: a key package that carries the signer's certificate only
+// (an estca appliance with keys.package_chain: false) chains through them.
 func (c *Conn) OpenServerKey(res *KeygenResult, dk *cms.DecryptKey, intermediates ...*x509.Certificate) (*ServerKey, error) {
 	c.mu.Lock()
 	roots := c.roots
