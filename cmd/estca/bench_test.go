@@ -110,6 +110,7 @@ func TestBenchVs(t *testing.T) {
 		"vs and baseline":         {"--vs", "sen-reuse", "--baseline", "--server-pid", pid},
 		"vs the same mode":        {"--mode", "sen-reuse", "--vs", "sen-reuse", "--server-pid", pid},
 		"vs an unknown mode":      {"--vs", "nonsense", "--server-pid", pid},
+		"an unknown mode vs":      {"--mode", "nonsense", "--vs", "sen", "--server-pid", pid},
 	} {
 		code, _, stderr := estca(t, append(args, extra...)...)
 		if code != exitUsage {

@@ -339,6 +339,9 @@ func benchCommand() *command {
 			if withBaseline && serverPID == 0 {
 				return usageErrorf("--baseline needs --server-pid: the comparison is of CPU time per operation")
 			}
+			if !slices.Contains(bench.Modes, mode) {
+				return usageErrorf("--mode %q: want one of %s", mode, strings.Join(bench.Modes, ", "))
+			}
 			if vs != "" {
 				switch {
 				case withBaseline:

@@ -119,7 +119,7 @@ func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
 			// Targets with a fixed answer replay the CSRs of the others.
 			storing := 0
 			for _, u := range o.Targets {
-				if !u.FixedAnswer && keygen(u.mode(o)) == keygen(m) {
+				if um := u.mode(o); !u.FixedAnswer && um != ModeCACerts && keygen(um) == keygen(m) {
 					storing++
 				}
 			}
