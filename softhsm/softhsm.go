@@ -221,6 +221,9 @@ func Effective(conf string) (string, error) {
 			relative = true
 		}
 		// SoftHSM would fail C_Initialize with CKR_GENERAL_ERROR: say why.
+		if strings.ContainsAny(v, "=#") {
+			return "", fmt.Errorf("softhsm: token directory %s of %s: SoftHSM's configuration file cannot hold a path with '=' or '#': use a directory without them", v, abs)
+		}
 		if fi, err := os.Stat(v); err != nil || !fi.IsDir() {
 			return "", fmt.Errorf("softhsm: token directory %s of %s is missing", v, abs)
 		}

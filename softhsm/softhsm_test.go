@@ -179,6 +179,22 @@ func TestEffective(t *testing.T) {
 	}
 }
 
+// TestProvisionRefusesUnparsablePath: SoftHSM's configuration file cannot
+// hold a token directory with '=' or '#' (C_Initialize fails with
+// CKR_GENERAL_ERROR); Provision says so, and leaves nothing behind.
+func TestProvisionRefusesUnparsablePath(t *testing.T) {
+	for _, name := range []string{"a=b", "a#b"} {
+		dir := filepath.Join(t.TempDir(), name, "hsm")
+		_, err := softhsm.Provision(dir, "estca", softhsm.ProvisionOptions{})
+		if err == nil || !strings.Contains(err.Error(), "cannot hold a path with '=' or '#'") {
+			t.Errorf("%s: %v", name, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, softhsm.ConfFile)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: configuration left behind: %v", name, err)
+		}
+	}
+}
+
 // TestCopiedDirUsesOwnToken copies a provisioned directory with cp -a, as an
 // operator copying or restoring an appliance would, moves the original away
 // and shows that the copy opens its own token: same keys as at the copy,
