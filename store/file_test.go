@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
 	"github.com/estca/estca/store/internal/wire"
+	"github.com/estca/estca/store/storetest"
 )
 
 // bigStore builds, once per test binary, a closed store of a few MB (many
@@ -100,31 +100,6 @@ func hwmBytes(t *testing.T, b []byte) int64 {
 	return int64(info.meta.hwm) * int64(info.meta.pageSize)
 }
 
-// midLeaf returns the id of a leaf page in use near the middle of the store file.
-func midLeaf(t *testing.T, path string) uint64 {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var id uint64
-	err = db.View(func(tx *bolt.Tx) error {
-		hwm := int(tx.Size() / 4096)
-		for pid := hwm / 2; pid < hwm; pid++ {
-			if pi, err := tx.Page(pid); err == nil && pi != nil && pi.Type == "leaf" && pi.Count > 2 {
-				id = uint64(pid)
-				return nil
-			}
-		}
-		return fmt.Errorf("no leaf page in use in the upper half of %d pages", hwm)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 // openInChild opens path (read-only or not) in a child process and returns
 // its one-line report; a hang, a panic or a fault fails the test.
 func openInChild(t *testing.T, path string, readOnly bool) string {
@@ -167,7 +142,7 @@ func TestDamagedFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf := midLeaf(t, path)
+	leaf := storetest.LeafPage(t, path)
 	type tc struct {
 		name    string
 		crashed bool
@@ -236,7 +211,7 @@ func TestDamagedFiles(t *testing.T) {
 func TestBackgroundCheck(t *testing.T) {
 	t.Parallel()
 	path, _ := bigStore()
-	leaf := midLeaf(t, path)
+	leaf := storetest.LeafPage(t, path)
 	good := damagedCopy(t, false, func(b []byte) []byte { return b })
 	db, err := Open(good, Options{CheckPages: 4})
 	if err != nil {

@@ -617,3 +617,31 @@ func InUse(t testing.TB, path string) int64 {
 	_ = db.View(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
 	return n
 }
+
+// LeafPage returns the id of a leaf page in use (reachable, more than two
+// keys) in the upper half of the store file at path, which must be closed:
+// a page whose damage the store must notice. A page picked by offset alone
+// may be free, and then harmless.
+func LeafPage(t testing.TB, path string) uint64 {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true, Timeout: lockTimeout})
+	if err != nil {
+		t.Fatalf("storetest: open %s: %v", path, err)
+	}
+	defer db.Close()
+	var id uint64
+	err = db.View(func(tx *bolt.Tx) error {
+		hwm := int(tx.Size() / int64(db.Info().PageSize))
+		for pid := hwm / 2; pid < hwm; pid++ {
+			if pi, err := tx.Page(pid); err == nil && pi != nil && pi.Type == "leaf" && pi.Count > 2 {
+				id = uint64(pid)
+				return nil
+			}
+		}
+		return fmt.Errorf("no leaf page in use in the upper half of %d pages", hwm)
+	})
+	if err != nil {
+		t.Fatalf("storetest: %v", err)
+	}
+	return id
+}
