@@ -493,10 +493,8 @@ func (t *Token) sessionCopy(h pkcs11.ObjectHandle, gen uint64) (pkcs11.ObjectHan
 	}
 	t.loginMu.Lock()
 	defer t.loginMu.Unlock()
-	t.mu.Lock()
-	login, cur := t.login, t.gen
-	t.mu.Unlock()
-	if login == 0 || cur != gen {
+	login, ok := t.loginOf(gen)
+	if !ok {
 		return 0, false
 	}
 	c, err := t.ctx.CopyObject(login, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false)})
@@ -511,12 +509,17 @@ func (t *Token) sessionCopy(h pkcs11.ObjectHandle, gen uint64) (pkcs11.ObjectHan
 func (t *Token) destroyCopy(c pkcs11.ObjectHandle, gen uint64) {
 	t.loginMu.Lock()
 	defer t.loginMu.Unlock()
-	t.mu.Lock()
-	login, cur := t.login, t.gen
-	t.mu.Unlock()
-	if login != 0 && cur == gen {
+	if login, ok := t.loginOf(gen); ok {
 		_ = t.ctx.DestroyObject(login, c)
 	}
+}
+
+// loginOf returns the login session if it is still that of generation gen.
+// The caller holds loginMu.
+func (t *Token) loginOf(gen uint64) (pkcs11.SessionHandle, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.login, t.login != 0 && t.gen == gen
 }
 
 func (k *Key) markStale(err error) {

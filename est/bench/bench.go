@@ -55,7 +55,7 @@ type Options struct {
 	// as an error, never retried (MaxRetries and MaxWait are ignored), so
 	// that the report measures the server rather than Max-Age waits.
 	Client client.Options
-	// Mode is ModeEnroll, ModeEnrollReuse or ModeCACerts.
+	// Mode is one of Modes.
 	Mode string
 	// Workers is the number of concurrent clients; 0 means 1.
 	Workers int
@@ -204,10 +204,8 @@ type result struct {
 // loop; then it verifies every issued certificate against its CSR's public key
 // and the CA chain, counting mismatches as "verify" errors.
 func Run(ctx context.Context, o Options) (*Report, error) {
-	switch o.Mode {
-	case ModeEnroll, ModeEnrollReuse, ModeCACerts, ModeKeygen, ModeKeygenSingle:
-	default:
-		return nil, fmt.Errorf("bench: unknown mode %q (sen, sen-reuse, crts, skg, skc)", o.Mode)
+	if !slices.Contains(Modes, o.Mode) {
+		return nil, fmt.Errorf("bench: unknown mode %q (%s)", o.Mode, strings.Join(Modes, ", "))
 	}
 	kr := o.KeyRequest
 	if kr == nil {
