@@ -3,6 +3,7 @@ module github.com/estca/estca
 go 1.26.0
 
 require (
+	filippo.io/nistec v0.0.4
 	github.com/fxamacker/cbor/v2 v2.10.0
 	github.com/miekg/pkcs11 v1.1.2
 	github.com/pion/dtls/v3 v3.1.15

@@ -30,6 +30,7 @@ type Signer struct {
 	sid       []byte // DER SignerIdentifier
 	version   int64  // SignerInfo version: 1 issuerAndSerialNumber, 3 subjectKeyIdentifier
 	certs     []byte // DER certificates [0] IMPLICIT CertificateSet
+	verify    *Verifier
 }
 
 // SignerOptions are the optional settings of NewSigner.
@@ -59,7 +60,7 @@ func NewSigner(key crypto.Signer, cert *x509.Certificate, o SignerOptions) (*Sig
 	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
 		return nil, fmt.Errorf("%w: certificate key usage does not allow digitalSignature", ErrKeyMismatch)
 	}
-	s := &Signer{key: key, cert: cert, version: 1}
+	s := &Signer{key: key, cert: cert, version: 1, verify: NewVerifier(cert.PublicKey)}
 	var sigOID asn1.ObjectIdentifier
 	null := false
 	switch k := cert.PublicKey.(type) {
@@ -169,7 +170,7 @@ func (s *Signer) signedData(pkcs8 []byte, signingTime time.Time, rnd io.Reader) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("cms: signing key package: %w", err)
 	}
-	if err := verifySignature(s.cert.PublicKey, s.hash, attrsDigest, sig); err != nil {
+	if err := s.verify.Verify(attrsDigest, sig, s.hash); err != nil {
 		return nil, nil, fmt.Errorf("cms: the signer produced an invalid signature: %w", err)
 	}
 
