@@ -51,6 +51,10 @@ type Store interface {
 	// RevokeUnknown revokes a serial the store does not hold (flagged
 	// store.FlagUnknownCertificate).
 	RevokeUnknown(serial string, reason int, at time.Time, rec store.AuditRecord) error
+	// Expect announces the write a request will make, so that the commit
+	// it would just miss waits for it (group commit); the returned func
+	// withdraws the announcement, once the write is done or will not come.
+	Expect() (withdraw func())
 }
 
 // Options configure an Authority. Every field except Now, Rand, StoreRetry

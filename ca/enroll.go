@@ -178,6 +178,10 @@ func csrDigest(der []byte) string {
 }
 
 func (a *Authority) enroll(req Request, digest string) (*Result, error) {
+	// Nearly every request ends in a store write (a certificate, a pending
+	// request, a refusal's audit record): announced, it shares the commit
+	// of the requests already being decided and signed.
+	defer a.store.Expect()()
 	dc, release, err := a.decide(req, digest, nil)
 	if err != nil {
 		return nil, err

@@ -240,6 +240,7 @@ func (g *Keygen) ServerKeygen(ctx context.Context, req KeygenRequest) (*KeygenRe
 
 func (g *Keygen) serverKeygen(r Request, digest string) (*KeygenResult, error) {
 	a := g.a
+	defer a.store.Expect()() // see enroll
 	var kr *cms.KeyRequest
 	dc, release, err := a.decide(r, digest, func() (bool, error) {
 		var err error

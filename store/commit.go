@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -27,10 +28,20 @@ var errSolo = errors.New("store: re-run alone")
 // function queued while the previous commit was running (up to maxBatch) and
 // runs them in one durable bbolt transaction. Unlike bbolt's DB.Batch it
 // never waits for a timer: a lone writer commits at once, and under load a
-// batch is whatever arrived during the previous fsync.
+// batch is whatever arrived during the previous fsync, and the writes
+// announced with DB.Expect that arrive within the gather window.
 type committer struct {
 	db       *bolt.DB
 	maxBatch int
+	// gatherWait bounds how long a commit waits for announced writes
+	// (Options.CommitWait); 0: it never waits.
+	gatherWait time.Duration
+	// expected counts the writes announced (DB.Expect) and not withdrawn,
+	// inside the calls inside do (queued, committing or re-run alone):
+	// expected - inside are on their way.
+	expected, inside atomic.Int64
+	nudge            chan struct{} // capacity 1: a call was queued or a write withdrawn
+	lastBatch        int           // writes of the previous commit (loop goroutine only)
 	// before runs before each commit; its error fails the whole batch
 	// without a commit (the store file no longer being the open one).
 	before func() error
@@ -49,8 +60,9 @@ type call struct {
 	err chan error // capacity 1
 }
 
-func newCommitter(db *bolt.DB, maxBatch int, before func() error, observe func(CommitStat)) *committer {
-	c := &committer{db: db, maxBatch: maxBatch, before: before, observe: observe, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newCommitter(db *bolt.DB, maxBatch int, gatherWait time.Duration, before func() error, observe func(CommitStat)) *committer {
+	c := &committer{db: db, maxBatch: maxBatch, gatherWait: gatherWait, before: before, observe: observe,
+		wake: make(chan struct{}, 1), nudge: make(chan struct{}, 1), done: make(chan struct{})}
 	go c.loop()
 	return c
 }
@@ -58,6 +70,8 @@ func newCommitter(db *bolt.DB, maxBatch int, before func() error, observe func(C
 // do queues fn and waits for its transaction to commit.
 func (c *committer) do(fn func(*bolt.Tx) error) error {
 	ch := make(chan error, 1)
+	c.inside.Add(1)
+	defer c.inside.Add(-1)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -69,6 +83,7 @@ func (c *committer) do(fn func(*bolt.Tx) error) error {
 	default: // the loop is already due to look at the queue
 	}
 	c.mu.Unlock()
+	c.poke()
 	err := <-ch
 	if err == errSolo {
 		if err = c.before(); err == nil {
@@ -81,6 +96,64 @@ func (c *committer) do(fn func(*bolt.Tx) error) error {
 		}
 	}
 	return err
+}
+
+// expect announces a write (DB.Expect) and returns its withdrawal, which
+// only the first call carries out.
+func (c *committer) expect() (withdraw func()) {
+	if c.gatherWait <= 0 {
+		return func() {}
+	}
+	c.expected.Add(1)
+	var once atomic.Bool
+	return func() {
+		if once.CompareAndSwap(false, true) {
+			c.expected.Add(-1)
+			c.poke()
+		}
+	}
+}
+
+// poke tells a gathering commit to look again.
+func (c *committer) poke() {
+	select {
+	case c.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// gather holds the next commit back, for at most gatherWait, when other
+// writes are likely to come, so that they share the transaction and its two
+// fsyncs (as PostgreSQL's commit_delay with commit_siblings does):
+//   - while writes announced with DB.Expect are on their way (announced and
+//     not inside do);
+//   - for the whole window when the previous commit held more than one
+//     write (concurrent requests: a queue that empties at every commit
+//     would pay two fsyncs per write).
+//
+// A lone writer commits at once. It returns early when the queue is full
+// and when the store closes.
+func (c *committer) gather() {
+	coming := func() bool { return c.expected.Load() > c.inside.Load() }
+	linger := c.lastBatch > 1
+	if c.gatherWait <= 0 || (!linger && !coming()) {
+		return
+	}
+	t := time.NewTimer(c.gatherWait)
+	defer t.Stop()
+	for linger || coming() {
+		c.mu.Lock()
+		stop := c.closed || len(c.queue) >= c.maxBatch
+		c.mu.Unlock()
+		if stop {
+			return
+		}
+		select {
+		case <-c.nudge:
+		case <-t.C:
+			return
+		}
+	}
 }
 
 // report tells the observer of a commit attempt that started at start.
@@ -101,6 +174,7 @@ func (c *committer) close() {
 	c.closed = true
 	close(c.wake)
 	c.mu.Unlock()
+	c.poke() // a gathering commit stops waiting
 	<-c.done
 }
 
@@ -115,6 +189,7 @@ func (c *committer) loop() {
 // drain commits batches until the queue is empty.
 func (c *committer) drain() {
 	for {
+		c.gather()
 		c.mu.Lock()
 		n := min(len(c.queue), c.maxBatch)
 		batch := make([]call, n)
@@ -127,6 +202,7 @@ func (c *committer) drain() {
 		if n == 0 {
 			return
 		}
+		c.lastBatch = n
 		c.run(batch)
 	}
 }

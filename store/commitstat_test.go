@@ -67,16 +67,7 @@ func TestOnCommit(t *testing.T) {
 // fsync pair) for the 8, not 8.
 func TestGroupCommitMergesWriters(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	var stats []CommitStat
-	db, _ := openTest(t, Options{OnCommit: func(s CommitStat) {
-		mu.Lock()
-		defer mu.Unlock()
-		stats = append(stats, s)
-	}})
-	mu.Lock()
-	stats = nil
-	mu.Unlock()
+	db, commits := openRecording(t, Options{})
 	release := make(chan struct{})
 	blocked := make(chan struct{})
 	done := make(chan error, 1)
@@ -125,9 +116,28 @@ func TestGroupCommitMergesWriters(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(stats) != 2 || stats[0].Writes != 1 || stats[1].Writes != writers {
+	if stats := commits(); len(stats) != 2 || stats[0].Writes != 1 || stats[1].Writes != writers {
 		t.Fatalf("commits %+v, want the blocking write alone, then the %d writers in one", stats, writers)
+	}
+}
+
+// openRecording opens a test store whose commits after opening it are
+// recorded: commits returns them so far.
+func openRecording(t testing.TB, opts Options) (db *DB, commits func() []CommitStat) {
+	var mu sync.Mutex
+	var stats []CommitStat
+	opts.OnCommit = func(s CommitStat) {
+		mu.Lock()
+		defer mu.Unlock()
+		stats = append(stats, s)
+	}
+	db, _ = openTest(t, opts)
+	mu.Lock()
+	stats = nil
+	mu.Unlock()
+	return db, func() []CommitStat {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]CommitStat(nil), stats...)
 	}
 }

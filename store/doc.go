@@ -78,8 +78,12 @@
 // certificate handed to a device can never be lost by a crash. Concurrent
 // writers are group-committed: a committer goroutine runs, in one
 // transaction, every write queued while the previous commit was running (at
-// most Options.MaxBatchSize). Options.BoltBatch switches to bbolt's
-// DB.Batch, which waits MaxBatchDelay before each commit.
+// most Options.MaxBatchSize). A commit is held back, at most
+// Options.CommitWait (2 ms), while writes announced with DB.Expect are on
+// their way, and for the whole window after a commit of several writes, so
+// that concurrent requests share a transaction and its two fsyncs; a lone
+// writer commits at once. Options.BoltBatch switches to bbolt's DB.Batch,
+// which waits MaxBatchDelay before each commit.
 //
 // A commit that fails for a reason outside the request (disk full, EFBIG,
 // EIO, a failed fsync, bbolt failing) returns a *WriteError matching
