@@ -36,9 +36,9 @@ type committer struct {
 	// gatherWait bounds how long a commit waits for announced writes
 	// (Options.CommitWait); 0: it never waits.
 	gatherWait time.Duration
-	// expected counts the writes announced (DB.Expect) and not withdrawn,
-	// inside the calls inside do (queued, committing or re-run alone):
-	// expected - inside are on their way.
+	// expected counts the writes announced (DB.Expect) and not withdrawn;
+	// inside counts the calls inside do (queued, committing or re-run
+	// alone). expected - inside writes are on their way.
 	expected, inside atomic.Int64
 	nudge            chan struct{} // capacity 1: a call was queued or a write withdrawn
 	lastBatch        int           // writes of the previous commit (loop goroutine only)
