@@ -199,10 +199,10 @@ func (c *committer) drain() {
 			c.queue = nil
 		}
 		c.mu.Unlock()
+		c.lastBatch = n // 0 after a window in which nothing came: the next writer does not linger
 		if n == 0 {
 			return
 		}
-		c.lastBatch = n
 		c.run(batch)
 	}
 }
